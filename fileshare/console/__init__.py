@@ -1,0 +1,1 @@
+"""The telnet-style consoles of the tracker (admin) and the peer (control)."""

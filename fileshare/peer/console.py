@@ -1,0 +1,164 @@
+"""The peer's control console: the commands a user types."""
+
+from typing import Any
+
+from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
+
+from .. import __version__
+from ..console.grammar import human_bytes, quote
+from ..console.protocol import CommandTable, ConsoleProtocol, Session, help_command, quit_command
+from ..errors import BadRequest
+from .download import Download, Progress
+from .node import AmbiguousName, Peer
+
+#: Seconds between progress lines of a running fetch.
+PROGRESS_INTERVAL = 1.0
+
+
+def format_progress(p: Progress) -> str:
+    eta = f"{p.eta:.0f}s" if p.eta is not None else "?"
+    queued = f" queued={p.queued}" if p.queued else ""
+    return (
+        f"progress {quote(p.fname)} {p.percent:.1f}% {p.done}/{p.size} bytes "
+        f"{human_bytes(p.rate)}/s eta {eta} sources={p.sources}{queued}"
+    )
+
+
+def _parse_fetch_args(args: tuple[str, ...]) -> tuple[str, str | None, str | None]:
+    words = list(args)
+    fname = None
+    options: dict[str, str] = {}
+    while words:
+        word = words.pop(0)
+        if word in ("--from", "--hash"):
+            if not words:
+                raise BadRequest(f"{word} needs a value; usage: fetch FNAME [--from HOSTNAME] [--hash PREFIX]")
+            options[word] = words.pop(0)
+        elif fname is None:
+            fname = word
+        else:
+            raise BadRequest("usage: fetch FNAME [--from HOSTNAME] [--hash PREFIX]")
+    if fname is None:
+        raise BadRequest("usage: fetch FNAME [--from HOSTNAME] [--hash PREFIX]")
+    return fname, options.get("--from"), options.get("--hash")
+
+
+def peer_commands(peer: Peer, clock: Any) -> CommandTable:
+    table = CommandTable()
+
+    async def register(session: Session, name: str, password: str) -> str:
+        await peer.register(name, password)
+        return f"account {name} registered; now 'login {name} PASSWORD'"
+
+    async def login(session: Session, name: str, password: str) -> str:
+        count = await peer.login(name, password)
+        return f"logged in as {name}; announced {count} file{'s' if count != 1 else ''}"
+
+    async def logout(session: Session) -> str:
+        await peer.logout()
+        return "logged out"
+
+    async def publish(session: Session, lname: str, fname: str) -> str:
+        entry, told = await peer.publish(lname, fname)
+        note = "" if told else " (tracker not told yet: it will be at login)"
+        return f"published {quote(entry.fname)} {entry.size} bytes root {entry.root}{note}"
+
+    async def unpublish(session: Session, fname: str) -> str:
+        entry = await peer.unpublish(fname)
+        return f"unpublished {quote(entry.fname)}"
+
+    async def files(session: Session) -> str:
+        entries = peer.repository.entries()
+        for e in entries:
+            session.data(f"{quote(e.fname)} {e.size} {e.root} {quote(e.path)}")
+        return f"{len(entries)} file{'s' if len(entries) != 1 else ''} in the repository"
+
+    async def search(session: Session, pattern: str = "*") -> str:
+        items = await peer.search(pattern)
+        for item in items:
+            session.data(
+                f"{quote(str(item.get('fname')))} {item.get('size')} {item.get('root')} "
+                f"online={item.get('online')} holders={item.get('holders')}"
+            )
+        return f"{len(items)} file{'s' if len(items) != 1 else ''} match {pattern!r}"
+
+    async def fetch(session: Session, *args: str) -> str:
+        fname, from_host, hash_prefix = _parse_fetch_args(args)
+        ticker: LoopingCall | None = None
+
+        def started(download: Download) -> None:
+            nonlocal ticker
+            if download.resumed_bytes:
+                session.data(f"resuming {quote(fname)} with {download.resumed_bytes} bytes already verified")
+            ticker = LoopingCall(lambda: session.data(format_progress(download.progress())))
+            ticker.clock = clock
+            ticker.start(PROGRESS_INTERVAL, now=False)
+
+        try:
+            result = await peer.fetch(fname, from_host, hash_prefix, started)
+        except AmbiguousName as e:
+            for c in e.candidates:
+                session.data(f"{quote(fname)} {c.size} {c.root} hosts={','.join(s.host for s in c.sources)}")
+            raise
+        finally:
+            if ticker is not None and ticker.running:
+                ticker.stop()
+        entry = result.entry
+        if result.already:
+            return f"{quote(fname)} is already in the repository ({entry.size} bytes, root {entry.root})"
+        rate = result.downloaded / result.seconds if result.seconds > 0 else 0.0
+        resumed = f", {result.resumed} bytes resumed" if result.resumed else ""
+        return (
+            f"fetched {quote(fname)} {entry.size} bytes in {result.seconds:.2f} s "
+            f"({human_bytes(rate)}/s) from {','.join(result.sources) or '?'}{resumed}; root {entry.root}"
+        )
+
+    async def cancel(session: Session, fname: str) -> str:
+        await peer.cancel(fname)
+        return f"fetch of {quote(fname)} cancelled and its partial data removed"
+
+    async def status(session: Session) -> str:
+        link = peer.tracker
+        who = f"logged in as {link.host}" if link.credentials else "not logged in"
+        session.data(f"tracker {'connected' if link.connected else 'disconnected'}, {who}")
+        session.data(f"repository {quote(peer.repository.directory)} files={len(peer.repository.by_name)}")
+        slots = peer.uploads.slots
+        limit = slots.limit if slots.limit is not None else "unlimited"
+        session.data(
+            f"uploads active={len(slots.active)} max={limit} queued={len(slots.waiting)} sent={peer.uploads.sent_bytes} bytes"
+        )
+        for p in slots.waiting:
+            session.data(f"upload-queue {p.peer.host if hasattr(p.peer, 'host') else p.peer}")
+        for download in peer.downloads.values():
+            session.data("fetching " + format_progress(download.progress()).removeprefix("progress "))
+        inflight = {d.digest.root for d in peer.downloads.values()}
+        for root, fname, size, verified in await peer.repository.partials():
+            if root not in inflight:
+                done = sum(verified)
+                session.data(f"paused {quote(fname)} {done}/{len(verified)} pieces; 'fetch' resumes, 'cancel' discards")
+        return f"{len(peer.downloads)} fetch{'es' if len(peer.downloads) != 1 else ''} in flight"
+
+    table.add("register", register, "register NAME PASSWORD", "create an account on the tracker", 2)
+    table.add("login", login, "login NAME PASSWORD", "log in; NAME becomes this host's name", 2)
+    table.add("logout", logout, "logout", "log out; the tracker stops offering this host")
+    table.add("publish", publish, "publish LNAME FNAME", "share the local file LNAME under the name FNAME", 2)
+    table.add("unpublish", unpublish, "unpublish FNAME", "stop sharing FNAME", 1)
+    table.add("files", files, "files", "list this peer's repository")
+    table.add("search", search, "search [PATTERN]", "search the tracker's index (glob PATTERN)", 0, 1)
+    table.add("fetch", fetch, "fetch FNAME [--from HOST] [--hash PREFIX]", "download FNAME into the repository", 1, 5)
+    table.add("cancel", cancel, "cancel FNAME", "stop a fetch and remove its partial data", 1)
+    table.add("status", status, "status", "connection, uploads and transfers in flight")
+    table.add("help", help_command(table), "help", "list the commands")
+    table.add("quit", quit_command, "quit", "close this console")
+    return table
+
+
+class PeerConsoleFactory(Factory):
+    def __init__(self, peer: Peer, clock: Any) -> None:
+        self.commands = peer_commands(peer, clock)
+
+    def buildProtocol(self, addr: Any) -> ConsoleProtocol:
+        p = ConsoleProtocol(self.commands, f"fileshare peer {__version__} console; type 'help'")
+        p.factory = self
+        return p

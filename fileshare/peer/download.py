@@ -1,0 +1,417 @@
+"""
+One fetch: pieces pulled from several sources at once, each verified.
+
+The piece list comes from a source and is checked against the root the
+tracker indexed; every piece is checked against its digest on a worker
+thread before it is written (``pwrite``) into ``.fileshare/partial/ROOT.part``.
+Sources take batches of consecutive pieces from one queue, so a faster
+source simply takes more; a source that fails, stalls or sends a bad piece is
+dropped and its pieces go back in the queue.  The set of verified pieces is
+saved every second, so a restarted peer resumes where it stopped.  Only a
+complete, verified file is linked to its real name.
+"""
+
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from ..errors import Conflict, FileshareError, Unavailable
+from ..pieces import Digest
+from .pool import SourcePool
+from .repository import Repository
+from .source import SourceProtocol
+
+log = Logger()
+
+#: Requests kept outstanding on one connection, so there is no idle round trip.
+PIPELINE = 2
+MIN_BATCH = 2 << 20
+MAX_BATCH = 16 << 20
+#: Piece bytes waiting for verification before connections are paused.
+MAX_PENDING = 48 << 20
+#: A source that sends nothing for this long while it owes us bytes is dropped.
+STALL_TIMEOUT = 15.0
+SAVE_INTERVAL = 1.0
+
+MISSING, INFLIGHT, ARRIVED, VERIFIED = 0, 1, 2, 3
+
+
+@attrs.frozen
+class Source:
+    host: str
+    endpoint: str
+
+
+class Cancelled(FileshareError):
+    code = "cancelled"
+
+
+@attrs.define
+class Progress:
+    fname: str
+    size: int
+    done: int
+    rate: float
+    sources: int
+    queued: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.done / self.size if self.size else 100.0
+
+    @property
+    def eta(self) -> float | None:
+        return (self.size - self.done) / self.rate if self.rate > 0 else None
+
+
+def _open_part(path: str, size: int) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if os.fstat(fd).st_size != size:
+        os.ftruncate(fd, size)
+    return fd
+
+
+def _verify_and_write(fd: int, offset: int, data: bytearray, expected: bytes) -> bool:
+    if hashlib.sha256(data).digest() != expected:
+        return False
+    os.pwrite(fd, data, offset)
+    return True
+
+
+def _finish(fd: int, part: str, final: str) -> None:
+    """Make the verified file durable and give it its real name, never clobbering one."""
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(part, final)
+    except FileExistsError:
+        raise Conflict(f"{final} appeared while fetching; the download is kept for a retry") from None
+    os.unlink(part)
+
+
+class PieceSink:
+    """Cuts the byte stream of one ``get`` into pieces and hands them on."""
+
+    def __init__(self, download: "Download", source: SourceProtocol, first: int) -> None:
+        self.download = download
+        self.source = source
+        self.index = first
+        self._buf: bytearray | None = None
+        self._filled = 0
+
+    def write(self, data: memoryview) -> None:
+        digest = self.download.digest
+        pos, n = 0, len(data)
+        while pos < n:
+            if self._buf is None:
+                self._buf = bytearray(digest.span(self.index)[1])
+                self._filled = 0
+            take = min(n - pos, len(self._buf) - self._filled)
+            self._buf[self._filled : self._filled + take] = data[pos : pos + take]
+            self._filled += take
+            pos += take
+            if self._filled == len(self._buf):
+                buf, self._buf = self._buf, None
+                self.download.piece_arrived(self.index, buf, self.source)
+                self.index += 1
+
+
+class Download:
+    def __init__(
+        self,
+        fname: str,
+        digest: Digest,
+        sources: list[Source],
+        repository: Repository,
+        pool: SourcePool,
+        reactor: Any,
+        hashers: ThreadPool,
+        max_connections: int = 4,
+        verified: bytes | None = None,
+    ) -> None:
+        self.fname = fname
+        self.digest = digest
+        self.repository = repository
+        self.pool = pool
+        self.reactor = reactor
+        self.clock = reactor
+        self.hashers = hashers
+        self.max_connections = max_connections
+        self._spare = deque(sources)
+        n = digest.count
+        self.state = bytearray(n)
+        if verified is not None and len(verified) == n:
+            for i, v in enumerate(verified):
+                if v:
+                    self.state[i] = VERIFIED
+        self.resumed_bytes = self.verified_bytes = sum(digest.span(i)[1] for i in range(n) if self.state[i] == VERIFIED)
+        self._missing = deque(i for i in range(n) if self.state[i] != VERIFIED)
+        self.received_bytes = 0
+        self._pending = 0
+        self._connections: dict[SourceProtocol, Source] = {}
+        self.active: dict[Source, SourceProtocol | None] = {}
+        self.failed: dict[Source, str] = {}
+        self._waiters: list[Deferred] = []
+        self._done: Deferred = Deferred()
+        self._fd: int | None = None
+        self._cancelled = False
+        self._samples: deque[tuple[float, int]] = deque(maxlen=8)
+        self.started = self.clock.seconds()
+        self._dirty = False
+
+    # -- what the console sees
+
+    def progress(self) -> Progress:
+        now = self.clock.seconds()
+        self._samples.append((now, self.received_bytes))
+        t0, b0 = self._samples[0]
+        if now > t0:
+            rate = (self.received_bytes - b0) / (now - t0)
+        else:
+            rate = self.received_bytes / max(now - self.started, 1e-6)
+        queued = sum(1 for p in self.active.values() if p is not None and p.queue_position)
+        return Progress(self.fname, self.digest.size, self.verified_bytes, rate, len(self.active), queued)
+
+    def verified_map(self) -> bytes:
+        return bytes(1 if s == VERIFIED else 0 for s in self.state)
+
+    # -- running
+
+    async def run(self) -> None:
+        part = self.repository.partial_path(self.digest.root)
+        final = self.repository.path_for(self.fname)
+        self._fd = await self._thread(_open_part, part, self.digest.size)
+        saver = LoopingCall(self._save)
+        saver.clock = self.clock
+        checker = LoopingCall(self._check_stalls)
+        checker.clock = self.clock
+        try:
+            if self._missing:
+                saver.start(SAVE_INTERVAL, now=False)
+                checker.start(1.0, now=False)
+                while self._spare and len(self.active) < self.max_connections:
+                    self._start_worker()
+                await self._done
+        except BaseException:
+            for protocol in list(self._connections):
+                protocol.transport.abortConnection()
+            await self._drain()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if not self._cancelled:
+                await self._save()
+            raise
+        finally:
+            for loop in (saver, checker):
+                if loop.running:
+                    loop.stop()
+        fd, self._fd = self._fd, None
+        await self._thread(_finish, fd, part, final)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if not self._done.called:
+            self._done.errback(Cancelled(f"fetch of {self.fname!r} cancelled"))
+
+    def stop(self) -> None:
+        """Stop for now (peer shutting down); verified pieces are kept for resuming."""
+        if not self._done.called:
+            self._done.errback(Unavailable(f"fetch of {self.fname!r} interrupted; fetch it again to resume"))
+
+    async def _drain(self) -> None:
+        while self._pending:
+            d: Deferred = Deferred()
+            self._waiters.append(d)
+            await d
+
+    async def _save(self) -> None:
+        if self._dirty or not self.verified_bytes:
+            self._dirty = False
+            await self.repository.save_partial(self.fname, self.digest, self.verified_map())
+
+    def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred:
+        return deferToThreadPool(self.reactor, self.hashers, f, *args)
+
+    def _start_worker(self) -> None:
+        source = self._spare.popleft()
+        self.active[source] = None
+        d = Deferred.fromCoroutine(self._worker(source))
+        d.addErrback(lambda f: log.failure("download worker failed", f))
+
+    def _take(self, batch_bytes: int) -> list[int]:
+        """Claim a run of consecutive missing pieces of about *batch_bytes*."""
+        batch: list[int] = []
+        size = 0
+        while self._missing and size < batch_bytes:
+            i = self._missing[0]
+            if batch and i != batch[-1] + 1:
+                break
+            self._missing.popleft()
+            if self.state[i] != MISSING:
+                continue
+            batch.append(i)
+            size += self.digest.span(i)[1]
+            self.state[i] = INFLIGHT
+        return batch
+
+    def _give_back(self, batch: list[int]) -> None:
+        back = [i for i in batch if self.state[i] == INFLIGHT]
+        for i in reversed(back):
+            self.state[i] = MISSING
+            self._missing.appendleft(i)
+        if back:
+            self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    async def _worker(self, source: Source) -> None:
+        protocol: SourceProtocol | None = None
+        inflight: deque[tuple[list[int], Deferred]] = deque()
+        try:
+            protocol = await self.pool.connect(source.endpoint, lambda p: self.active.__setitem__(source, p))
+            self.active[source] = protocol
+            self._connections[protocol] = source
+            if self._pending > MAX_PENDING:
+                protocol.pause("disk")
+            batch_bytes = MIN_BATCH
+            while not self._done.called:
+                while len(inflight) < PIPELINE:
+                    batch = self._take(batch_bytes)
+                    if not batch:
+                        break
+                    offset = self.digest.span(batch[0])[0]
+                    end = sum(self.digest.span(batch[-1]))
+                    sink = PieceSink(self, protocol, batch[0])
+                    inflight.append((batch, protocol.get(self.digest.root, offset, end - offset, sink)))
+                if not inflight:
+                    if self._complete():
+                        break
+                    waiter: Deferred = Deferred()
+                    self._waiters.append(waiter)
+                    await waiter
+                    continue
+                started = self.clock.seconds()
+                batch, d = inflight[0]
+                got = await d
+                inflight.popleft()
+                elapsed = self.clock.seconds() - started
+                if elapsed > 0:
+                    batch_bytes = int(min(MAX_BATCH, max(MIN_BATCH, got / elapsed * 0.25)))
+        except FileshareError as e:
+            self._drop(source, protocol, e.message)
+        except Exception as e:  # a connection error of any kind: this source is done
+            self._drop(source, protocol, str(e) or e.__class__.__name__)
+        else:
+            if protocol is not None:
+                self._connections.pop(protocol, None)
+                self.pool.release(protocol)
+            self.active.pop(source, None)
+        finally:
+            for batch, d in inflight:
+                self._give_back(batch)
+                d.addErrback(lambda _: None)
+            self._worker_ended()
+
+    def _drop(self, source: Source, protocol: SourceProtocol | None, why: str) -> None:
+        if source in self.active:
+            log.info("source {host} dropped from fetch of {fname}: {why}", host=source.host, fname=self.fname, why=why)
+            self.failed.setdefault(source, why)
+            del self.active[source]
+        if protocol is not None:
+            self._connections.pop(protocol, None)
+            self.pool.discard(protocol)
+
+    def _worker_ended(self) -> None:
+        if self._done.called:
+            return
+        if self._complete():
+            self._check_done()
+            return
+        while self._spare and len(self.active) < self.max_connections:
+            self._start_worker()
+        if not self.active:
+            reasons = "; ".join(f"{s.host}: {why}" for s, why in self.failed.items()) or "no source could be reached"
+            self._done.errback(Unavailable(f"every source failed ({reasons})"))
+
+    def _complete(self) -> bool:
+        return not self._missing and all(s != MISSING and s != INFLIGHT for s in self.state)
+
+    def _check_done(self) -> None:
+        if not self._done.called and not self._pending and all(s == VERIFIED for s in self.state):
+            self._done.callback(None)
+            self._wake()  # idle workers see we are done and hand back their connections
+
+    # -- pieces
+
+    def piece_arrived(self, index: int, data: bytearray, source: SourceProtocol) -> None:
+        if self.state[index] != INFLIGHT or self._fd is None:
+            return
+        self.state[index] = ARRIVED
+        self.received_bytes += len(data)
+        self._pending += len(data)
+        if self._pending > MAX_PENDING:
+            for protocol in self._connections:
+                protocol.pause("disk")
+        offset = self.digest.span(index)[0]
+        d = self._thread(_verify_and_write, self._fd, offset, data, self.digest.piece_digest(index))
+        d.addCallbacks(self._piece_checked, self._piece_failed, (index, len(data), source), None, (index, len(data)))
+
+    def _piece_checked(self, ok: bool, index: int, length: int, source: SourceProtocol) -> None:
+        self._written(length)
+        if ok:
+            self.state[index] = VERIFIED
+            self.verified_bytes += length
+            self._dirty = True
+            self._check_done()
+        else:
+            who = self._connections.get(source)
+            log.warn(
+                "piece {index} of {fname} from {host} failed verification",
+                index=index,
+                fname=self.fname,
+                host=who.host if who else "?",
+            )
+            self.state[index] = MISSING
+            self._missing.appendleft(index)
+            if who is not None:
+                self.failed[who] = f"sent a corrupt piece ({index})"
+            source.transport.abortConnection()
+            self._wake()
+            if not self.active:
+                self._worker_ended()
+
+    def _piece_failed(self, failure: Any, index: int, length: int) -> None:
+        self._written(length)
+        if not self._done.called:
+            self._done.errback(failure)
+
+    def _written(self, length: int) -> None:
+        self._pending -= length
+        if self._pending <= MAX_PENDING // 2:
+            for protocol in self._connections:
+                protocol.resume("disk")
+        if not self._pending:
+            self._wake()
+
+    def _check_stalls(self) -> None:
+        now = self.clock.seconds()
+        for protocol, source in list(self._connections.items()):
+            if protocol.busy and not protocol._pauses and now - protocol.last_progress > STALL_TIMEOUT:
+                log.info("source {host} stalled", host=source.host)
+                self.failed[source] = f"stalled for {STALL_TIMEOUT:g} s"
+                protocol.transport.abortConnection()

@@ -1,0 +1,242 @@
+"""
+The peer's domain logic: what the console commands do.
+
+It ties the repository, the tracker link, the upload service and downloads
+together, and knows nothing of console syntax.
+"""
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from ..errors import BadRequest, Conflict, FileshareError, NotFound, Unavailable
+from ..names import check_account, check_fname, check_password
+from ..pieces import Digest
+from .download import Cancelled, Download, Source
+from .pool import SourcePool
+from .repository import Entry, Repository
+from .tracker_link import TrackerLink
+from .upload import UploadService
+
+log = Logger()
+
+
+@attrs.frozen
+class Candidate:
+    """One distinct content offered under a name, with its online holders."""
+
+    root: str
+    size: int
+    sources: tuple[Source, ...]
+
+
+@attrs.frozen
+class FetchResult:
+    entry: Entry
+    seconds: float
+    downloaded: int
+    resumed: int
+    sources: tuple[str, ...]
+    already: bool = False
+
+
+class AmbiguousName(FileshareError):
+    code = "ambiguous"
+
+    def __init__(self, fname: str, candidates: list[Candidate]) -> None:
+        super().__init__(f"{len(candidates)} different files are named {fname!r}; choose one with --hash PREFIX")
+        self.candidates = candidates
+
+
+class Peer:
+    def __init__(
+        self,
+        repository: Repository,
+        tracker: TrackerLink,
+        uploads: UploadService,
+        pool: SourcePool,
+        reactor: Any,
+        hashers: ThreadPool,
+        max_sources: int = 4,
+    ) -> None:
+        self.repository = repository
+        self.tracker = tracker
+        self.uploads = uploads
+        self.pool = pool
+        self.reactor = reactor
+        self.hashers = hashers
+        self.max_sources = max_sources
+        #: Fetches in flight, by root.
+        self.downloads: dict[str, Download] = {}
+        self._claimed: set[str] = set()
+
+    # -- accounts
+
+    async def register(self, name: str, password: str) -> None:
+        check_account(name)
+        check_password(password)
+        await self.tracker.call("register", name=name, password=password)
+
+    async def login(self, name: str, password: str) -> int:
+        check_account(name)
+        check_password(password)
+        return await self.tracker.login(name, password)
+
+    async def logout(self) -> None:
+        await self.tracker.logout()
+
+    # -- the repository
+
+    async def publish(self, local_path: str, fname: str) -> tuple[Entry, bool]:
+        """Publish a local file; the bool says whether the tracker was told now."""
+        entry = await self.repository.publish(local_path, fname)
+        try:
+            told = await self.tracker.publish(entry)
+        except Unavailable:
+            told = False  # announced with everything else on the next login
+        return entry, told
+
+    async def unpublish(self, fname: str) -> Entry:
+        entry = await self.repository.unpublish(fname)
+        try:
+            await self.tracker.unpublish(fname)
+        except (Unavailable, NotFound):
+            pass
+        return entry
+
+    async def search(self, pattern: str) -> list[dict[str, Any]]:
+        reply = await self.tracker.authed_call("search", pattern=pattern)
+        return reply.get("items", [])
+
+    # -- fetching
+
+    async def candidates(self, fname: str, from_host: str | None, hash_prefix: str | None) -> list[Candidate]:
+        reply = await self.tracker.authed_call("sources", fname=fname)
+        by_root: dict[str, list[Source]] = {}
+        sizes: dict[str, int] = {}
+        for item in reply.get("items", []):
+            if not isinstance(item, dict):
+                continue
+            host, endpoint, root, size = item.get("host"), item.get("endpoint"), item.get("root"), item.get("size")
+            if not (
+                isinstance(host, str) and isinstance(endpoint, str) and isinstance(root, str) and isinstance(size, int)
+            ):
+                continue
+            if from_host is not None and host != from_host:
+                continue
+            if hash_prefix is not None and not root.startswith(hash_prefix.lower()):
+                continue
+            by_root.setdefault(root, []).append(Source(host, endpoint))
+            sizes[root] = size
+        return [Candidate(root, sizes[root], tuple(srcs)) for root, srcs in sorted(by_root.items())]
+
+    async def fetch(
+        self,
+        fname: str,
+        from_host: str | None = None,
+        hash_prefix: str | None = None,
+        started: Callable[[Download], None] | None = None,
+    ) -> FetchResult:
+        check_fname(fname)
+        if from_host is not None:
+            check_account(from_host)
+        if hash_prefix is not None and (not hash_prefix or any(c not in "0123456789abcdefABCDEF" for c in hash_prefix)):
+            raise BadRequest("--hash takes a prefix of the hex root")
+        candidates = await self.candidates(fname, from_host, hash_prefix)
+        if not candidates:
+            where = f" on {from_host}" if from_host else ""
+            raise NotFound(f"no online host{where} has {fname!r}")
+        if len(candidates) > 1:
+            raise AmbiguousName(fname, candidates)
+        chosen = candidates[0]
+        have = self.repository.by_name.get(fname)
+        if have is not None:
+            if have.root == chosen.root:
+                return FetchResult(have, 0.0, 0, 0, (), already=True)
+            raise Conflict(f"{fname!r} is already in the repository with different content; unpublish it first")
+        final = self.repository.path_for(fname)
+        if os.path.lexists(final):
+            raise Conflict(f"{final} already exists; move it away or fetch under another name")
+        if chosen.root in self._claimed:
+            raise Conflict(f"{fname!r} is already being fetched")
+        self._claimed.add(chosen.root)
+        try:
+            digest, resume = await self._digest_for(chosen)
+            download = Download(
+                fname,
+                digest,
+                list(chosen.sources),
+                self.repository,
+                self.pool,
+                self.reactor,
+                self.hashers,
+                self.max_sources,
+                verified=resume,
+            )
+            self.downloads[chosen.root] = download
+            if started is not None:
+                started(download)
+            try:
+                await download.run()
+            except Cancelled:
+                await self.repository.drop_partial(digest.root)
+                raise
+        finally:
+            self._claimed.discard(chosen.root)
+            self.downloads.pop(chosen.root, None)
+        await self.repository.drop_partial(digest.root)
+        entry = await self.repository.add_fetched(fname, digest)
+        try:
+            await self.tracker.publish(entry)
+        except FileshareError as e:
+            log.warn("could not announce {fname}: {why}", fname=fname, why=e.message)
+        seconds = self.reactor.seconds() - download.started
+        hosts = tuple(sorted({s.host for s in chosen.sources} - set(s.host for s in download.failed)))
+        return FetchResult(entry, seconds, download.received_bytes, download.resumed_bytes, hosts)
+
+    async def _digest_for(self, candidate: Candidate) -> tuple[Digest, bytes | None]:
+        """The verified piece list, from a saved partial download or from a source."""
+        saved = await self.repository.partial_digest(candidate.root)
+        if saved is not None:
+            return saved
+        errors = []
+        for source in candidate.sources:
+            try:
+                protocol = await self.pool.connect(source.endpoint)
+            except FileshareError as e:
+                errors.append(f"{source.host}: {e.message}")
+                continue
+            try:
+                reply = await protocol.pieces(candidate.root)
+                digest = Digest.from_wire(
+                    reply.get("size"), reply.get("piece_size"), reply.get("pieces"), candidate.root
+                )
+            except (FileshareError, ValueError, TypeError) as e:
+                errors.append(f"{source.host}: {e}")
+                self.pool.discard(protocol)
+                continue
+            self.pool.release(protocol)
+            if digest.size != candidate.size:
+                errors.append(f"{source.host}: size differs from the index")
+                continue
+            return digest, None
+        raise Unavailable("no source gave a valid piece list (" + "; ".join(errors) + ")")
+
+    async def cancel(self, fname: str) -> None:
+        for download in list(self.downloads.values()):
+            if download.fname == fname:
+                download.cancel()
+                return
+        partials = [p for p in await self.repository.partials() if p[1] == fname]
+        if not partials:
+            raise NotFound(f"no fetch of {fname!r} in progress or paused")
+        for root, *_ in partials:
+            await self.repository.drop_partial(root)
+
+    def stop(self) -> None:
+        for download in list(self.downloads.values()):
+            download.stop()

@@ -1,0 +1,88 @@
+"""
+Connections to sources, kept open for a while after a fetch.
+
+Fetching many small files from the same holders then costs no TCP (or TLS)
+handshake and no upload-slot wait per file.
+"""
+
+from typing import Any
+
+from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.logger import Logger
+
+from ..errors import Unavailable
+from .ratelimit import TokenBucket
+from .source import SourceProtocol
+
+log = Logger()
+
+CONNECT_TIMEOUT = 10.0
+IDLE_TIMEOUT = 10.0
+
+
+class SourcePool:
+    def __init__(self, reactor: Any, bucket: TokenBucket | None = None, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.reactor = reactor
+        self.bucket = bucket
+        self.idle_timeout = idle_timeout
+        self._idle: dict[str, list[tuple[SourceProtocol, Any]]] = {}
+        self.connects = 0
+
+    async def connect(self, endpoint: str, watch: Any = None) -> SourceProtocol:
+        """A greeted connection to the source at *endpoint* (a client endpoint string).
+
+        *watch*, if given, is called with the new protocol before the greeting,
+        so a caller can show that the source has put us in its upload queue.
+        """
+        idle = self._idle.get(endpoint, [])
+        while idle:
+            protocol, timer = idle.pop()
+            if timer.active():
+                timer.cancel()
+            if protocol.connected:
+                return protocol
+        try:
+            ep = clientFromString(self.reactor, endpoint)
+        except (ValueError, TypeError, KeyError) as e:
+            raise Unavailable(f"bad source address {endpoint!r}: {e}") from None
+        protocol = SourceProtocol(self.reactor, self.bucket)
+        protocol.endpoint_name = endpoint
+        if watch is not None:
+            watch(protocol)
+        d = connectProtocol(ep, protocol)
+        timer = self.reactor.callLater(CONNECT_TIMEOUT, d.cancel)
+        try:
+            await d
+        except Exception as e:
+            raise Unavailable(f"cannot connect: {e.__class__.__name__}") from None
+        finally:
+            if timer.active():
+                timer.cancel()
+        self.connects += 1
+        return await protocol.greeted
+
+    def release(self, protocol: SourceProtocol) -> None:
+        """Keep a connection that finished cleanly for reuse."""
+        if not protocol.connected or protocol.busy:
+            self.discard(protocol)
+            return
+        timer = self.reactor.callLater(self.idle_timeout, self._expire, protocol)
+        self._idle.setdefault(protocol.endpoint_name, []).append((protocol, timer))
+
+    def _expire(self, protocol: SourceProtocol) -> None:
+        entries = self._idle.get(protocol.endpoint_name, [])
+        self._idle[protocol.endpoint_name] = [(p, t) for p, t in entries if p is not protocol]
+        protocol.transport.loseConnection()
+
+    def discard(self, protocol: SourceProtocol) -> None:
+        if protocol.connected:
+            protocol.transport.abortConnection()
+
+    def close(self) -> None:
+        for entries in self._idle.values():
+            for protocol, timer in entries:
+                if timer.active():
+                    timer.cancel()
+                if protocol.connected:
+                    protocol.transport.loseConnection()
+        self._idle.clear()

@@ -1,0 +1,120 @@
+"""``twistd fileshare-peer``: options and the service tree."""
+
+from typing import Any
+
+from twisted.application import service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
+
+from ..errors import BadRequest
+from ..services import CallbackService, ListeningService, ThreadPoolService
+from .console import PeerConsoleFactory
+from .node import Peer
+from .pool import SourcePool
+from .ratelimit import TokenBucket, parse_rate
+from .repository import Repository
+from .tracker_link import TrackerLink
+from .upload import UploadService
+
+log = Logger()
+
+
+def _rate(text: str) -> int | None:
+    try:
+        return parse_rate(text)
+    except BadRequest as e:
+        raise usage.UsageError(e.message) from None
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise usage.UsageError(f"not a number: {text!r}") from None
+    if n < 1:
+        raise usage.UsageError("must be at least 1")
+    return n
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "Run a fileshare peer: a repository of files shared with other peers."
+    optParameters = [
+        ["tracker", None, "tcp:host=127.0.0.1:port=7700", "Client endpoint of the tracker."],
+        ["listen", None, "tcp:7710", "Endpoint where other peers download from this one."],
+        [
+            "control",
+            None,
+            "tcp:7711:interface=127.0.0.1",
+            "Endpoint of this peer's console (no password: keep it local).",
+        ],
+        ["repo", None, "fileshare-repo", "Repository directory: fetched files land here; state in DIR/.fileshare."],
+        ["max-uploads", None, 4, "Concurrent upload connections; more wait in a queue.", _count],
+        ["upload-rate", None, None, "Upload limit in bytes/s across all uploads, K/M/G suffixes (e.g. 20M).", _rate],
+        ["download-rate", None, None, "Download limit in bytes/s across all downloads, K/M/G suffixes.", _rate],
+        ["max-sources", None, 4, "Sources one fetch downloads from at once.", _count],
+    ]
+
+
+class PeerService(service.MultiService):
+    """The peer; ``peer``, ``uploads``, ``listener`` and ``control`` are there for tests and tools."""
+
+    def __init__(self, options: dict[str, Any], reactor: Any) -> None:
+        super().__init__()
+        self.reactor = reactor
+        hashers = ThreadPool(minthreads=0, maxthreads=2, name="fileshare-peer-hash")
+        ThreadPoolService(hashers).setServiceParent(self)
+        self.repository = Repository(options["repo"], reactor, hashers)
+        CallbackService(self.repository.close).setServiceParent(self)
+        self.uploads = UploadService(self.repository, reactor, options["max-uploads"], options["upload-rate"])
+        self.listener = ListeningService(reactor, options["listen"], self.uploads, "peer uploads")
+        self.listener.setServiceParent(self)
+        self.tracker = TrackerLink(
+            clientFromString(reactor, options["tracker"]),
+            self.repository,
+            reactor,
+            lambda: self.listener.port_number,
+        )
+        self.pool = SourcePool(reactor, TokenBucket(options["download-rate"], reactor))
+        self.peer = Peer(
+            self.repository, self.tracker, self.uploads, self.pool, reactor, hashers, options["max-sources"]
+        )
+        self.control = ListeningService(
+            reactor, options["control"], PeerConsoleFactory(self.peer, reactor), "peer console"
+        )
+        self.control.setServiceParent(self)
+        self.ready = None
+
+    def startService(self) -> None:
+        super().startService()
+        # The repository is loaded before the tracker connection starts, so
+        # the first announcement is complete.
+        self.ready = Deferred.fromCoroutine(self.repository.load())
+        self.ready.addCallback(lambda _: self.listener.listening)
+        self.ready.addCallback(lambda _: self.tracker.service.startService())
+        self.ready.addErrback(self._failed)
+
+    def _failed(self, failure: Any) -> None:
+        log.failure("peer failed to start", failure)
+        self.reactor.stop()
+
+    def stopService(self) -> Deferred:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        self.peer.stop()
+        self.pool.close()
+        if self.tracker.service.running:
+            await self.tracker.service.stopService()
+        for protocol in list(self.uploads.connections):
+            protocol.transport.abortConnection()
+        await super().stopService()
+
+
+def makeService(options: Options) -> service.IService:
+    from twisted.internet import reactor
+
+    return PeerService(options, reactor)

@@ -1,0 +1,187 @@
+"""
+The fetcher's side of the transfer protocol: one connection to one source.
+
+Requests are pipelined and answered in order.  A ``get`` reply header is
+followed by exactly ``length`` raw bytes, which go to the request's sink
+(``LineReceiver`` raw mode) and never through the line parser.
+"""
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from ..errors import BadRequest, FileshareError, Unavailable, error_from_reply
+from ..wire import framing
+from .ratelimit import TokenBucket
+
+log = Logger()
+
+
+class Sink(Protocol):
+    def write(self, data: memoryview) -> None: ...
+
+
+class SourceProtocol(LineReceiver):
+    delimiter = b"\n"
+    MAX_LENGTH = framing.MAX_LINE
+
+    def __init__(self, clock: IReactorTime, bucket: TokenBucket | None = None) -> None:
+        self.clock = clock
+        self.bucket = bucket
+        self.greeted: Deferred = Deferred()
+        self.on_queued: Callable[[int], None] | None = None
+        self.queue_position: int | None = None
+        self._expect: deque[tuple[str, Deferred, Any]] = deque()
+        self._sink: Sink | None = None
+        self._remaining = 0
+        self._current: Deferred | None = None
+        self._length = 0
+        self._pauses: set[str] = set()
+        self.received_bytes = 0
+        self.last_progress = clock.seconds()
+        self.endpoint_name = ""
+
+    def connectionMade(self) -> None:
+        self.transport.write(framing.encode({"op": "hello", "versions": [framing.PROTOCOL_VERSION]}))
+
+    # -- requests
+
+    def pieces(self, root: str) -> Deferred:
+        return self._request({"op": "pieces", "root": root}, "pieces", None)
+
+    def get(self, root: str, offset: int, length: int, sink: Sink) -> Deferred:
+        return self._request({"op": "get", "root": root, "offset": offset, "length": length}, "get", sink)
+
+    def _request(self, message: dict[str, Any], kind: str, sink: Any) -> Deferred:
+        d: Deferred = Deferred()
+        if not self.connected:
+            d.errback(Unavailable("connection to source is closed"))
+            return d
+        self._expect.append((kind, d, sink))
+        self.transport.write(framing.encode(message))
+        return d
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._expect) or self._sink is not None
+
+    # -- replies
+
+    def lineReceived(self, line: bytes) -> None:
+        self.last_progress = self.clock.seconds()
+        try:
+            message = framing.decode(line)
+        except BadRequest as e:
+            self._protocol_error(f"source sent a bad message: {e.message}")
+            return
+        if not self.greeted.called:
+            if "queued" in message and "ok" not in message:
+                self.queue_position = message["queued"] if isinstance(message["queued"], int) else None
+                if self.on_queued is not None and self.queue_position is not None:
+                    self.on_queued(self.queue_position)
+                return
+            self.queue_position = None
+            if message.get("ok") is True:
+                self.greeted.callback(self)
+            else:
+                self.greeted.errback(_reply_error(message))
+                self.transport.loseConnection()
+            return
+        if not self._expect:
+            self._protocol_error("source sent a reply nobody asked for")
+            return
+        kind, d, sink = self._expect.popleft()
+        if message.get("ok") is not True:
+            d.errback(_reply_error(message))
+            return
+        if kind == "pieces":
+            d.callback(message)
+            return
+        length = message.get("length")
+        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+            d.errback(BadRequest("source sent a bad length"))
+            self.transport.loseConnection()
+            return
+        if length == 0:
+            d.callback(0)
+            return
+        self._sink, self._remaining, self._current, self._length = sink, length, d, length
+        self.setRawMode()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        self.last_progress = self.clock.seconds()
+        n = len(data)
+        take = min(n, self._remaining)
+        view = memoryview(data)
+        self._remaining -= take
+        self.received_bytes += take
+        sink, d = self._sink, self._current
+        if self.bucket is not None:
+            delay = self.bucket.delay_for(take)
+            if delay > 0:
+                self.pause("rate", delay)
+        if self._remaining == 0:
+            self._sink = self._current = None
+            self.setLineMode()
+            sink.write(view[:take])
+            d.callback(self._length)
+            if take < n and self.connected:
+                self.dataReceived(data[take:])
+        else:
+            sink.write(view)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._protocol_error("source sent an over-long line")
+
+    def _protocol_error(self, why: str) -> None:
+        log.warn("dropping source {source}: {why}", source=self.endpoint_name, why=why)
+        self.transport.abortConnection()
+
+    # -- flow control: several reasons may hold the connection paused at once
+
+    def pause(self, reason: str, for_seconds: float | None = None) -> None:
+        if not self._pauses and self.connected:
+            self.transport.pauseProducing()
+        self._pauses.add(reason)
+        if for_seconds is not None:
+            self.clock.callLater(for_seconds, self.resume, reason)
+
+    def resume(self, reason: str) -> None:
+        if reason in self._pauses:
+            self._pauses.discard(reason)
+            if not self._pauses and self.connected:
+                self.transport.resumeProducing()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.connected = False
+        why = Unavailable(f"connection to source lost: {reason.getErrorMessage()}")
+        if not self.greeted.called:
+            self.greeted.errback(why)
+        if self._current is not None:
+            d, self._current = self._current, None
+            d.errback(why)
+        expect, self._expect = self._expect, deque()
+        for _, d, _ in expect:
+            d.errback(why)
+
+
+def _reply_error(message: dict[str, Any]) -> FileshareError:
+    code = message.get("code") if isinstance(message.get("code"), str) else "failed"
+    text = message.get("message") if isinstance(message.get("message"), str) else "source refused the request"
+    return error_from_reply(code, text)
+
+
+class SourceFactory(Factory):
+    def __init__(self, clock: IReactorTime, bucket: TokenBucket | None) -> None:
+        self.clock = clock
+        self.bucket = bucket
+
+    def buildProtocol(self, addr: Any) -> SourceProtocol:
+        return SourceProtocol(self.clock, self.bucket)

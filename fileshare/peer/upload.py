@@ -1,0 +1,293 @@
+"""
+Serving files to other peers: the source side of the transfer protocol.
+
+A fetcher connects to ``--listen``, says ``hello``, waits for an upload slot,
+then asks for piece lists and byte ranges of content it names by root.  Only
+published content is served; a name or path never comes from the wire.  Each
+range is streamed by a push producer from the file, so memory does not grow
+with the file, and paced by the peer-wide upload :class:`TokenBucket`.
+"""
+
+import os
+from collections import deque
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..errors import BadRequest, FileshareError, NotFound
+from ..wire import framing
+from ..wire.framing import count, field
+from .ratelimit import TokenBucket
+from .repository import Entry, Repository, Stamp
+
+log = Logger()
+
+#: Bytes read from disk and written to the transport at once.
+CHUNK = 1 << 20
+#: A connection that sends nothing for this long while idle is closed.
+IDLE_TIMEOUT = 60.0
+
+
+class UploadSlots:
+    """At most *limit* connections are served at once; the rest wait in order."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.active: set[UploadProtocol] = set()
+        self.waiting: deque[UploadProtocol] = deque()
+
+    def request(self, protocol: "UploadProtocol") -> None:
+        if self.limit is None or len(self.active) < self.limit:
+            self.active.add(protocol)
+            protocol.slotGranted()
+        else:
+            self.waiting.append(protocol)
+            protocol.queued(len(self.waiting))
+
+    def release(self, protocol: "UploadProtocol") -> None:
+        if protocol in self.active:
+            self.active.discard(protocol)
+        elif protocol in self.waiting:
+            self.waiting.remove(protocol)
+        while self.waiting and (self.limit is None or len(self.active) < self.limit):
+            nxt = self.waiting.popleft()
+            self.active.add(nxt)
+            nxt.slotGranted()
+        for position, p in enumerate(self.waiting, 1):
+            p.queued(position)
+
+
+@implementer(IPushProducer)
+class RangeSender:
+    """Stream ``length`` bytes of an open file from ``offset`` to a transport."""
+
+    def __init__(
+        self, transport: Any, fd: int, offset: int, length: int, clock: IReactorTime, bucket: TokenBucket
+    ) -> None:
+        self.transport = transport
+        self.fd = fd
+        self.offset = offset
+        self.remaining = length
+        self.clock = clock
+        self.bucket = bucket
+        self.done: Deferred = Deferred()
+        self._paused = False
+        self._call: Any = None
+        self._stopped = False
+        self._booked = 0
+
+    def start(self) -> Deferred:
+        self.transport.registerProducer(self, True)
+        self._schedule(0)
+        return self.done
+
+    def _schedule(self, delay: float) -> None:
+        if self._call is None or not self._call.active():
+            self._call = self.clock.callLater(delay, self._send)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if not self._stopped:
+            self._schedule(0)
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+        self.pauseProducing()
+        if not self.done.called:
+            self.done.errback(Failure(ConnectionError("upload stopped")))
+
+    def _send(self) -> None:
+        self._call = None
+        while not self._paused and not self._stopped and self.remaining:
+            n = min(CHUNK, self.remaining)
+            if self._booked < n:
+                delay = self.bucket.delay_for(n)
+                self._booked = n
+                if delay > 0:
+                    self._schedule(delay)
+                    return
+            data = os.pread(self.fd, n, self.offset)
+            self._booked = 0
+            if len(data) != n:
+                self._stopped = True
+                self.transport.unregisterProducer()
+                self.done.errback(Failure(OSError("file shrank while being served")))
+                return
+            self.offset += n
+            self.remaining -= n
+            self.transport.write(data)
+        if not self.remaining and not self._stopped:
+            self._stopped = True
+            self.transport.unregisterProducer()
+            self.done.callback(None)
+
+
+class UploadProtocol(LineReceiver, TimeoutMixin):
+    delimiter = b"\n"
+    MAX_LENGTH = 4096
+
+    def __init__(self, service: "UploadService") -> None:
+        self.service = service
+        self.state = "hello"  # hello -> waiting -> serving
+        self._requests: deque[dict[str, Any]] = deque()
+        self._sending = False
+        self._files: dict[str, int] = {}
+        self.requested = 0
+        self.sent_bytes = 0
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self.service.clock
+
+    def callLater(self, delay: float, f: Any, *args: Any) -> Any:  # for TimeoutMixin
+        return self.clock.callLater(delay, f, *args)
+
+    def connectionMade(self) -> None:
+        self.peer = self.transport.getPeer()
+        self.setTimeout(IDLE_TIMEOUT)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.transport.write(framing.encode(message))
+
+    def error(self, e: FileshareError) -> None:
+        self.send({"ok": False, "code": e.code, "message": e.message})
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.error(BadRequest(f"line longer than {self.MAX_LENGTH} bytes"))
+        self.transport.loseConnection()
+
+    def lineReceived(self, line: bytes) -> None:
+        self.resetTimeout()
+        try:
+            message = framing.decode(line)
+            op = field(message, "op", str)
+            if self.state == "hello":
+                if op != "hello":
+                    raise BadRequest("send 'hello' first", "hello-required")
+                self.hello(message)
+            elif op in ("pieces", "get"):
+                self._requests.append(message)
+                self._next()
+            else:
+                raise BadRequest(f"unknown op {op!r}", "unknown-op")
+        except FileshareError as e:
+            self.error(e)
+            if self.state == "hello":
+                self.transport.loseConnection()
+
+    def hello(self, message: dict[str, Any]) -> None:
+        if framing.PROTOCOL_VERSION not in field(message, "versions", list):
+            raise BadRequest(f"no common protocol version (this peer speaks {framing.PROTOCOL_VERSION})", "version")
+        self.state = "waiting"
+        self.setTimeout(None)  # waiting for a slot is not idling
+        self.service.slots.request(self)
+
+    def queued(self, position: int) -> None:
+        self.send({"queued": position})
+
+    def slotGranted(self) -> None:
+        self.state = "serving"
+        self.setTimeout(IDLE_TIMEOUT)
+        self.send({"ok": True, "version": framing.PROTOCOL_VERSION})
+        self._next()
+
+    def _next(self) -> None:
+        """Answer queued requests in order, one streamed range at a time."""
+        while self.state == "serving" and not self._sending and self._requests and self.connected:
+            message = self._requests.popleft()
+            try:
+                if message["op"] == "pieces":
+                    self._pieces(message)
+                else:
+                    self._get(message)
+            except FileshareError as e:
+                self.error(e)
+
+    def _entry(self, message: dict[str, Any]) -> Entry:
+        root = field(message, "root", str)
+        entry = self.service.repository.servable(root)
+        try:
+            st = os.stat(entry.path)
+        except OSError:
+            raise NotFound("the published file is gone from disk") from None
+        if Stamp.of(st) != entry.stamp:
+            raise NotFound("the published file has changed since it was published")
+        return entry
+
+    def _pieces(self, message: dict[str, Any]) -> None:
+        entry = self._entry(message)
+        d = entry.digest
+        self.send({"ok": True, "size": d.size, "piece_size": d.piece_size, "pieces": d.pieces.hex()})
+
+    def _get(self, message: dict[str, Any]) -> None:
+        entry = self._entry(message)
+        offset, length = count(message, "offset"), count(message, "length")
+        if offset + length > entry.size:
+            raise BadRequest("range is beyond the end of the file", "range")
+        fd = self._files.get(entry.path)
+        if fd is None:
+            fd = os.open(entry.path, os.O_RDONLY)
+            self._files[entry.path] = fd
+        self.send({"ok": True, "length": length})
+        self._sending = True
+        self.setTimeout(None)
+        self.requested += 1
+        sender = RangeSender(self.transport, fd, offset, length, self.clock, self.service.bucket)
+        sender.start().addCallbacks(self._sent, self._send_failed, (length,))
+
+    def _sent(self, _: object, length: int) -> None:
+        self._sending = False
+        self.sent_bytes += length
+        self.service.sent_bytes += length
+        self.setTimeout(IDLE_TIMEOUT)
+        self._next()
+
+    def _send_failed(self, failure: Failure) -> None:
+        self._sending = False
+        log.info("upload to {peer} stopped: {why}", peer=self.peer, why=failure.getErrorMessage())
+        self.transport.abortConnection()
+
+    def timeoutConnection(self) -> None:
+        log.info("closing idle upload connection from {peer}", peer=self.peer)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.connected = False
+        self.setTimeout(None)
+        self.service.slots.release(self)
+        self.service.connections.discard(self)
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+
+class UploadService(Factory):
+    """Serves this peer's repository to other peers."""
+
+    def __init__(
+        self, repository: Repository, clock: IReactorTime, max_uploads: int | None, upload_rate: int | None
+    ) -> None:
+        self.repository = repository
+        self.clock = clock
+        self.slots = UploadSlots(max_uploads)
+        self.bucket = TokenBucket(upload_rate, clock)
+        self.connections: set[UploadProtocol] = set()
+        self.sent_bytes = 0
+
+    def buildProtocol(self, addr: Any) -> UploadProtocol:
+        p = UploadProtocol(self)
+        p.factory = self
+        self.connections.add(p)
+        return p

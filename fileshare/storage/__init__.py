@@ -1,0 +1,1 @@
+"""Persistent storage, off the reactor thread."""

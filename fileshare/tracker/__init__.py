@@ -1,0 +1,1 @@
+"""The tracker: accounts, who is online, which host holds which file."""

@@ -1,0 +1,159 @@
+"""
+The tracker's side of a peer connection: translate requests into
+:class:`~fileshare.tracker.directory.Directory` calls.
+"""
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .. import __version__
+from ..errors import BadRequest, NotLoggedIn
+from ..names import check_fname
+from ..wire import framing
+from ..wire.framing import count, field
+from ..wire.rpc import RPCProtocol
+from .directory import Directory
+from .store import FileRecord
+
+log = Logger()
+
+
+def record_from(message: dict[str, Any]) -> FileRecord:
+    fname = check_fname(field(message, "fname", str))
+    root = field(message, "root", str)
+    if len(root) != 64 or any(c not in "0123456789abcdef" for c in root):
+        raise BadRequest("field 'root' must be 64 lowercase hex digits")
+    return FileRecord(fname, count(message, "size"), root)
+
+
+def endpoint_for(address: Any, port: int) -> str:
+    """The client endpoint string other peers use to reach a host."""
+    if isinstance(address, IPv6Address):
+        host = address.host.replace(":", "\\:")
+        return f"tcp6:host={host}:port={port}"
+    if isinstance(address, IPv4Address):
+        return f"tcp:host={address.host}:port={port}"
+    return f"tcp:host=127.0.0.1:port={port}"
+
+
+class TrackerServerProtocol(RPCProtocol):
+    def __init__(self, directory: Directory) -> None:
+        super().__init__(directory.clock)
+        self.directory = directory
+        self.host: str | None = None
+        self.greeted = False
+        self.handlers.update(
+            hello=self.hello,
+            register=self.register,
+            login=self.login,
+            logout=self.logout,
+            announce=self.announce,
+            publish=self.publish,
+            unpublish=self.unpublish,
+            search=self.search,
+            sources=self.sources,
+        )
+
+    # RPCProtocol's HostChannel half, used by the directory.
+    def disconnect(self) -> None:
+        self.transport.loseConnection()
+
+    def _request_received(self, message: dict[str, Any]) -> None:
+        if not self.greeted and message.get("op") != "hello":
+            self.sendMessage(
+                {"re": message.get("id"), "ok": False, "code": "hello-required", "message": "send 'hello' first"}
+            )
+            return
+        super()._request_received(message)
+
+    def _logged_in(self) -> str:
+        if self.host is None:
+            raise NotLoggedIn("log in first")
+        return self.host
+
+    def hello(self, message: dict[str, Any]) -> dict[str, Any]:
+        versions = field(message, "versions", list)
+        if framing.PROTOCOL_VERSION not in versions:
+            raise BadRequest(f"no common protocol version (tracker speaks {framing.PROTOCOL_VERSION})", "version")
+        self.greeted = True
+        return {"version": framing.PROTOCOL_VERSION, "software": f"fileshare/{__version__}"}
+
+    async def register(self, message: dict[str, Any]) -> dict[str, Any]:
+        await self.directory.register(field(message, "name", str), field(message, "password", str))
+        return {}
+
+    async def login(self, message: dict[str, Any]) -> dict[str, Any]:
+        port = count(message, "port")
+        if not 0 < port < 65536:
+            raise BadRequest("field 'port' must be 1-65535")
+        name = field(message, "name", str)
+        if self.host is not None and self.host != name:
+            self.directory.logout(self.host, self)
+        host = await self.directory.login(
+            name, field(message, "password", str), self, endpoint_for(self.transport.getPeer(), port)
+        )
+        self.host = host.name
+        return {"host": host.name, "endpoint": host.endpoint}
+
+    def logout(self, message: dict[str, Any]) -> dict[str, Any]:
+        self.directory.logout(self._logged_in(), self)
+        self.host = None
+        return {}
+
+    async def announce(self, message: dict[str, Any]) -> dict[str, Any]:
+        host = self._logged_in()
+        records = [record_from(_object(f)) for f in field(message, "files", list)]
+        total = await self.directory.announce(host, records, field(message, "reset", bool, False))
+        return {"count": total}
+
+    async def publish(self, message: dict[str, Any]) -> dict[str, Any]:
+        await self.directory.publish(self._logged_in(), record_from(message))
+        return {}
+
+    async def unpublish(self, message: dict[str, Any]) -> dict[str, Any]:
+        await self.directory.unpublish(self._logged_in(), field(message, "fname", str))
+        return {}
+
+    async def search(self, message: dict[str, Any]) -> dict[str, Any]:
+        self._logged_in()
+        found = await self.directory.search(field(message, "pattern", str, "*"))
+        return {
+            "items": [
+                {"fname": s.fname, "size": s.size, "root": s.root, "online": s.online, "holders": s.holders}
+                for s in found
+            ]
+        }
+
+    async def sources(self, message: dict[str, Any]) -> dict[str, Any]:
+        host = self._logged_in()
+        found = await self.directory.sources(field(message, "fname", str), host)
+        return {
+            "items": [
+                {"host": h.host, "endpoint": online.endpoint, "size": h.size, "root": h.root} for h, online in found
+            ]
+        }
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.host is not None:
+            self.directory.logout(self.host, self)
+        super().connectionLost(reason)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest("each entry of 'files' must be an object")
+    return value
+
+
+class TrackerFactory(Factory):
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+
+    def buildProtocol(self, addr: Any) -> TrackerServerProtocol:
+        p = TrackerServerProtocol(self.directory)
+        p.factory = self
+        return p

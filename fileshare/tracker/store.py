@@ -1,0 +1,130 @@
+"""
+The tracker's persistent state behind one small interface.
+
+:class:`ITrackerStore` is all the protocols see, so a server database can
+replace SQLite later (for several trackers) without touching them.
+"""
+
+import sqlite3
+from typing import Any
+
+import attrs
+from twisted.enterprise import adbapi
+from zope.interface import Interface, implementer
+
+from ..errors import Conflict
+from ..storage.sqlite import open_pool
+
+
+@attrs.frozen
+class FileRecord:
+    """One file as a host announced it."""
+
+    fname: str
+    size: int
+    root: str
+
+
+@attrs.frozen
+class Holding:
+    """A file held by a host."""
+
+    host: str
+    fname: str
+    size: int
+    root: str
+
+
+class ITrackerStore(Interface):
+    """Accounts and the file index.  Every method returns an awaitable."""
+
+    def create_account(name: str, password_hash: str) -> Any:
+        """Create an account; fails with Conflict if the name is taken."""
+
+    def password_hash(name: str) -> Any:
+        """The stored hash for *name*, or None for an unknown account."""
+
+    def replace_files(host: str, files: list[FileRecord]) -> Any:
+        """Make *files* the whole announced repository of *host*."""
+
+    def add_file(host: str, record: FileRecord) -> Any:
+        """Add or update one file of *host*."""
+
+    def remove_file(host: str, fname: str) -> Any:
+        """Forget one file of *host*; fires with True if it was there."""
+
+    def holdings(fname: str | None = None) -> Any:
+        """Every Holding, or those of one file name, sorted by name and host."""
+
+    def close() -> None:
+        """Release the database."""
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    created REAL NOT NULL DEFAULT (julianday('now'))
+);
+CREATE TABLE IF NOT EXISTS files (
+    host TEXT NOT NULL REFERENCES accounts(name),
+    fname TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    root TEXT NOT NULL,
+    PRIMARY KEY (host, fname)
+);
+CREATE INDEX IF NOT EXISTS files_by_name ON files(fname);
+"""
+
+
+@implementer(ITrackerStore)
+class SQLiteTrackerStore:
+    def __init__(self, path: str, reactor: Any) -> None:
+        self._pool: adbapi.ConnectionPool = open_pool(path, SCHEMA, reactor)
+
+    async def create_account(self, name: str, password_hash: str) -> None:
+        try:
+            await self._pool.runOperation(
+                "INSERT INTO accounts (name, password_hash) VALUES (?, ?)", (name, password_hash)
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"account {name!r} already exists") from None
+
+    async def password_hash(self, name: str) -> str | None:
+        rows = await self._pool.runQuery("SELECT password_hash FROM accounts WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
+
+    def replace_files(self, host: str, files: list[FileRecord]) -> Any:
+        def replace(cursor: sqlite3.Cursor) -> None:
+            cursor.execute("DELETE FROM files WHERE host = ?", (host,))
+            cursor.executemany(
+                "INSERT OR REPLACE INTO files (host, fname, size, root) VALUES (?, ?, ?, ?)",
+                [(host, f.fname, f.size, f.root) for f in files],
+            )
+
+        return self._pool.runInteraction(replace)
+
+    def add_file(self, host: str, record: FileRecord) -> Any:
+        return self._pool.runOperation(
+            "INSERT OR REPLACE INTO files (host, fname, size, root) VALUES (?, ?, ?, ?)",
+            (host, record.fname, record.size, record.root),
+        )
+
+    def remove_file(self, host: str, fname: str) -> Any:
+        def remove(cursor: sqlite3.Cursor) -> bool:
+            cursor.execute("DELETE FROM files WHERE host = ? AND fname = ?", (host, fname))
+            return cursor.rowcount > 0
+
+        return self._pool.runInteraction(remove)
+
+    async def holdings(self, fname: str | None = None) -> list[Holding]:
+        if fname is None:
+            rows = await self._pool.runQuery("SELECT host, fname, size, root FROM files ORDER BY fname, host")
+        else:
+            rows = await self._pool.runQuery(
+                "SELECT host, fname, size, root FROM files WHERE fname = ? ORDER BY host", (fname,)
+            )
+        return [Holding(*row) for row in rows]
+
+    def close(self) -> None:
+        self._pool.close()

@@ -1,0 +1,1 @@
+"""Wire formats: pure parsing and formatting, no transports."""

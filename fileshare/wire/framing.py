@@ -1,0 +1,72 @@
+"""
+Message framing shared by the tracker and the peer-to-peer protocols.
+
+Every control message is one JSON object on one line, UTF-8, ending in
+``\\n``.  JSON escapes newlines inside strings, so a message can never span
+lines.  See ``docs/protocol.rst`` for the grammar.
+"""
+
+import json
+from typing import Any
+
+from ..errors import BadRequest
+
+PROTOCOL_VERSION = 1
+#: Longest control line accepted, delimiter excluded.  Long lists are split
+#: into several reply frames (see ``ITEMS_PER_FRAME``) so they stay below it.
+MAX_LINE = 256 * 1024
+#: List items sent in one reply frame.
+ITEMS_PER_FRAME = 200
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """Serialise one message as a line, delimiter included."""
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """Parse one line (without its delimiter) into a message.
+
+    Raises BadRequest for anything that is not a UTF-8 JSON object.
+    """
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("message is not UTF-8") from None
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise BadRequest("message is not JSON") from None
+    if not isinstance(message, dict):
+        raise BadRequest("message is not a JSON object")
+    return message
+
+
+def field(message: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    """Fetch a typed field from a message, raising BadRequest if absent or wrong."""
+    if name not in message:
+        if default is not ...:
+            return default
+        raise BadRequest(f"missing field {name!r}")
+    value = message[name]
+    # bool is an int subclass; never accept it where a number is wanted.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise BadRequest(f"field {name!r} has the wrong type")
+    if not isinstance(value, kind):
+        raise BadRequest(f"field {name!r} has the wrong type")
+    return value
+
+
+def count(message: dict[str, Any], name: str, default: Any = ...) -> int:
+    """A non-negative integer field."""
+    value = field(message, name, int, default)
+    if value is not None and value < 0:
+        raise BadRequest(f"field {name!r} must not be negative")
+    return value
+
+
+def chunks(items: list[Any], size: int = ITEMS_PER_FRAME) -> list[list[Any]]:
+    """Split a list for several reply frames; an empty list is one empty frame."""
+    return [items[i : i + size] for i in range(0, len(items), size)] or [[]]
