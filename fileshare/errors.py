@@ -60,7 +60,11 @@ ERROR_CLASSES = {
 }
 
 
+#: Codes a BadRequest may carry besides its own, naming what was wrong.
+BAD_REQUEST_CODES = frozenset({"unknown-op", "version", "hello-required", "range"})
+
+
 def error_from_reply(code: str, message: str) -> FileshareError:
     """Rebuild a typed error from a wire error reply."""
-    cls = ERROR_CLASSES.get(code, RemoteError)
+    cls = BadRequest if code in BAD_REQUEST_CODES else ERROR_CLASSES.get(code, RemoteError)
     return cls(message, code)

@@ -25,7 +25,7 @@ def check_fname(fname: str) -> str:
             raise BadRequest("file name must not contain '/' or '\\'")
         if ch == "\x00":
             raise BadRequest("file name must not contain NUL")
-        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
             raise BadRequest("file name must not contain control characters")
     if len(fname.encode("utf-8")) > MAX_FNAME_BYTES:
         raise BadRequest(f"file name is longer than {MAX_FNAME_BYTES} bytes")

@@ -93,6 +93,7 @@ class ConsoleProtocol(LineReceiver):
         self._queue: deque[object] = deque()
         self._running = False
         self._discarding = False
+        self._rest = b""
 
     def connectionMade(self) -> None:
         self.sendLine(grammar.ok(self.greeting).encode("utf-8"))
@@ -104,22 +105,27 @@ class ConsoleProtocol(LineReceiver):
     # Over-long lines: answer ERR and skip to the next newline, keeping the
     # connection usable, instead of LineReceiver's default of hanging up.
     def dataReceived(self, data: bytes) -> None:
-        if self._discarding:
-            end = data.find(self.delimiter)
-            if end < 0:
-                return
-            self._discarding = False
-            data = data[end + 1 :]
-        super().dataReceived(data)
+        while data:
+            if self._discarding:
+                end = data.find(self.delimiter)
+                if end < 0:
+                    return
+                self._discarding = False
+                data = data[end + 1 :]
+            # LineReceiver drops its buffer when a line is too long; what followed the
+            # line comes back through self._rest and is parsed here, not re-entrantly.
+            self._rest = b""
+            super().dataReceived(data)
+            data, self._rest = self._rest, b""
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._queue.append(_TOO_LONG)
         end = line.find(self.delimiter)
         if end < 0:
             self._discarding = True
+        else:
+            self._rest = line[end + 1 :]
         self._pump()
-        if end >= 0 and line[end + 1 :]:
-            self.dataReceived(line[end + 1 :])
 
     def lineReceived(self, line: bytes) -> None:
         self._queue.append(line)
@@ -128,7 +134,7 @@ class ConsoleProtocol(LineReceiver):
     def _pump(self) -> None:
         if self._running:
             return
-        while self._queue and self.connected:
+        while self._queue and self.connected and not self.transport.disconnecting:
             line = self._queue.popleft()
             d = self._execute(line)
             if not d.called:

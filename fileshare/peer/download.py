@@ -103,9 +103,10 @@ def _finish(fd: int, part: str, final: str) -> None:
 class PieceSink:
     """Cuts the byte stream of one ``get`` into pieces and hands them on."""
 
-    def __init__(self, download: "Download", source: SourceProtocol, first: int) -> None:
+    def __init__(self, download: "Download", source: "Source", protocol: SourceProtocol, first: int) -> None:
         self.download = download
         self.source = source
+        self.protocol = protocol
         self.index = first
         self._buf: bytearray | None = None
         self._filled = 0
@@ -123,7 +124,7 @@ class PieceSink:
             pos += take
             if self._filled == len(self._buf):
                 buf, self._buf = self._buf, None
-                self.download.piece_arrived(self.index, buf, self.source)
+                self.download.piece_arrived(self.index, buf, self.source, self.protocol)
                 self.index += 1
 
 
@@ -296,7 +297,7 @@ class Download:
                         break
                     offset = self.digest.span(batch[0])[0]
                     end = sum(self.digest.span(batch[-1]))
-                    sink = PieceSink(self, protocol, batch[0])
+                    sink = PieceSink(self, source, protocol, batch[0])
                     inflight.append((batch, protocol.get(self.digest.root, offset, end - offset, sink)))
                 if not inflight:
                     if self._complete():
@@ -358,7 +359,7 @@ class Download:
 
     # -- pieces
 
-    def piece_arrived(self, index: int, data: bytearray, source: SourceProtocol) -> None:
+    def piece_arrived(self, index: int, data: bytearray, source: Source, protocol: SourceProtocol) -> None:
         if self.state[index] != INFLIGHT or self._fd is None:
             return
         self.state[index] = ARRIVED
@@ -369,9 +370,11 @@ class Download:
                 protocol.pause("disk")
         offset = self.digest.span(index)[0]
         d = self._thread(_verify_and_write, self._fd, offset, data, self.digest.piece_digest(index))
-        d.addCallbacks(self._piece_checked, self._piece_failed, (index, len(data), source), None, (index, len(data)))
+        d.addCallbacks(
+            self._piece_checked, self._piece_failed, (index, len(data), source, protocol), None, (index, len(data))
+        )
 
-    def _piece_checked(self, ok: bool, index: int, length: int, source: SourceProtocol) -> None:
+    def _piece_checked(self, ok: bool, index: int, length: int, source: Source, protocol: SourceProtocol) -> None:
         self._written(length)
         if ok:
             self.state[index] = VERIFIED
@@ -379,21 +382,21 @@ class Download:
             self._dirty = True
             self._check_done()
         else:
-            who = self._connections.get(source)
             log.warn(
                 "piece {index} of {fname} from {host} failed verification",
                 index=index,
                 fname=self.fname,
-                host=who.host if who else "?",
+                host=source.host,
             )
             self.state[index] = MISSING
             self._missing.appendleft(index)
-            if who is not None:
-                self.failed[who] = f"sent a corrupt piece ({index})"
-            source.transport.abortConnection()
+            # The source is not used again for this fetch, even if its worker
+            # already finished and handed the connection back to the pool.
+            self.failed[source] = f"sent a corrupt piece ({index})"
+            self.active.pop(source, None)
+            self.pool.discard(protocol)
             self._wake()
-            if not self.active:
-                self._worker_ended()
+            self._worker_ended()
 
     def _piece_failed(self, failure: Any, index: int, length: int) -> None:
         self._written(length)

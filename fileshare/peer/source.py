@@ -57,7 +57,7 @@ class SourceProtocol(LineReceiver):
         return self._request({"op": "pieces", "root": root}, "pieces", None)
 
     def get(self, root: str, offset: int, length: int, sink: Sink) -> Deferred:
-        return self._request({"op": "get", "root": root, "offset": offset, "length": length}, "get", sink)
+        return self._request({"op": "get", "root": root, "offset": offset, "length": length}, "get", (sink, length))
 
     def _request(self, message: dict[str, Any], kind: str, sink: Any) -> Deferred:
         d: Deferred = Deferred()
@@ -98,6 +98,8 @@ class SourceProtocol(LineReceiver):
             self._protocol_error("source sent a reply nobody asked for")
             return
         kind, d, sink = self._expect.popleft()
+        if kind == "get":
+            sink, wanted = sink
         if message.get("ok") is not True:
             d.errback(_reply_error(message))
             return
@@ -105,7 +107,7 @@ class SourceProtocol(LineReceiver):
             d.callback(message)
             return
         length = message.get("length")
-        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+        if not isinstance(length, int) or isinstance(length, bool) or length != wanted:
             d.errback(BadRequest("source sent a bad length"))
             self.transport.loseConnection()
             return

@@ -141,7 +141,7 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
     def __init__(self, service: "UploadService") -> None:
         self.service = service
         self.state = "hello"  # hello -> waiting -> serving
-        self._requests: deque[dict[str, Any]] = deque()
+        self._requests: deque[dict[str, Any] | FileshareError] = deque()
         self._sending = False
         self._files: dict[str, int] = {}
         self.requested = 0
@@ -177,18 +177,21 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
                 if op != "hello":
                     raise BadRequest("send 'hello' first", "hello-required")
                 self.hello(message)
-            elif op in ("pieces", "get"):
+            else:
                 self._requests.append(message)
                 self._next()
-            else:
-                raise BadRequest(f"unknown op {op!r}", "unknown-op")
         except FileshareError as e:
-            self.error(e)
             if self.state == "hello":
+                self.error(e)
                 self.transport.loseConnection()
+            else:
+                # Answered in turn, after any range still being streamed.
+                self._requests.append(e)
+                self._next()
 
     def hello(self, message: dict[str, Any]) -> None:
-        if framing.PROTOCOL_VERSION not in field(message, "versions", list):
+        versions = [v for v in field(message, "versions", list) if isinstance(v, int) and not isinstance(v, bool)]
+        if framing.PROTOCOL_VERSION not in versions:
             raise BadRequest(f"no common protocol version (this peer speaks {framing.PROTOCOL_VERSION})", "version")
         self.state = "waiting"
         self.setTimeout(None)  # waiting for a slot is not idling
@@ -208,10 +211,14 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
         while self.state == "serving" and not self._sending and self._requests and self.connected:
             message = self._requests.popleft()
             try:
+                if isinstance(message, FileshareError):
+                    raise message
                 if message["op"] == "pieces":
                     self._pieces(message)
-                else:
+                elif message["op"] == "get":
                     self._get(message)
+                else:
+                    raise BadRequest(f"unknown op {message['op']!r}", "unknown-op")
             except FileshareError as e:
                 self.error(e)
 
@@ -237,8 +244,17 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
         if offset + length > entry.size:
             raise BadRequest("range is beyond the end of the file", "range")
         fd = self._files.get(entry.path)
+        if fd is not None and Stamp.of(os.fstat(fd)) != entry.stamp:
+            os.close(self._files.pop(entry.path))  # the file was replaced since it was opened
+            fd = None
         if fd is None:
-            fd = os.open(entry.path, os.O_RDONLY)
+            try:
+                fd = os.open(entry.path, os.O_RDONLY)
+            except OSError as e:
+                raise NotFound(f"the published file cannot be read: {e.strerror}") from None
+            if Stamp.of(os.fstat(fd)) != entry.stamp:
+                os.close(fd)
+                raise NotFound("the published file has changed since it was published")
             self._files[entry.path] = fd
         self.send({"ok": True, "length": length})
         self._sending = True

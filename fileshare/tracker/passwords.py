@@ -31,13 +31,15 @@ def verify_password(password: str, encoded: str) -> bool:
         if scheme != "scrypt":
             return False
         expected = base64.b64decode(digest)
+        if len(expected) != _DKLEN:
+            return False
         actual = hashlib.scrypt(
             password.encode("utf-8"),
             salt=base64.b64decode(salt),
             n=int(n),
             r=int(r),
             p=int(p),
-            dklen=len(expected),
+            dklen=_DKLEN,
             maxmem=256 * 1024 * 1024,
         )
     except (ValueError, TypeError):

@@ -11,7 +11,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .. import __version__
-from ..errors import BadRequest, NotLoggedIn
+from ..errors import BadRequest, NotLoggedIn, Unavailable
 from ..names import check_fname
 from ..wire import framing
 from ..wire.framing import count, field
@@ -34,7 +34,7 @@ def endpoint_for(address: Any, port: int) -> str:
     """The client endpoint string other peers use to reach a host."""
     if isinstance(address, IPv6Address):
         host = address.host.replace(":", "\\:")
-        return f"tcp6:host={host}:port={port}"
+        return f"tcp:host={host}:port={port}"
     if isinstance(address, IPv4Address):
         return f"tcp:host={address.host}:port={port}"
     return f"tcp:host=127.0.0.1:port={port}"
@@ -64,9 +64,12 @@ class TrackerServerProtocol(RPCProtocol):
 
     def _request_received(self, message: dict[str, Any]) -> None:
         if not self.greeted and message.get("op") != "hello":
+            self._bad += 1
             self.sendMessage(
                 {"re": message.get("id"), "ok": False, "code": "hello-required", "message": "send 'hello' first"}
             )
+            if self._bad >= self.MAX_BAD_MESSAGES:
+                self.transport.loseConnection()
             return
         super()._request_received(message)
 
@@ -76,7 +79,7 @@ class TrackerServerProtocol(RPCProtocol):
         return self.host
 
     def hello(self, message: dict[str, Any]) -> dict[str, Any]:
-        versions = field(message, "versions", list)
+        versions = [v for v in field(message, "versions", list) if isinstance(v, int) and not isinstance(v, bool)]
         if framing.PROTOCOL_VERSION not in versions:
             raise BadRequest(f"no common protocol version (tracker speaks {framing.PROTOCOL_VERSION})", "version")
         self.greeted = True
@@ -91,11 +94,15 @@ class TrackerServerProtocol(RPCProtocol):
         if not 0 < port < 65536:
             raise BadRequest("field 'port' must be 1-65535")
         name = field(message, "name", str)
-        if self.host is not None and self.host != name:
-            self.directory.logout(self.host, self)
         host = await self.directory.login(
             name, field(message, "password", str), self, endpoint_for(self.transport.getPeer(), port)
         )
+        if not self.connected:
+            # Lost while the password was checked: connectionLost saw no host to log out.
+            self.directory.logout(host.name, self)
+            raise Unavailable("connection lost while logging in")
+        if self.host is not None and self.host != host.name:
+            self.directory.logout(self.host, self)
         self.host = host.name
         return {"host": host.name, "endpoint": host.endpoint}
 

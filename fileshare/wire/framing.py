@@ -37,7 +37,7 @@ def decode(line: bytes) -> dict[str, Any]:
         raise BadRequest("message is not UTF-8") from None
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadRequest("message is not JSON") from None
     if not isinstance(message, dict):
         raise BadRequest("message is not a JSON object")

@@ -103,7 +103,7 @@ class RPCProtocol(LineReceiver):
 
     def _reply_received(self, message: dict[str, Any]) -> None:
         request_id = message.get("re")
-        entry = self._pending.get(request_id) if isinstance(request_id, int) else None
+        entry = self._pending.get(request_id) if _is_id(request_id) else None
         if entry is None:
             if request_id is None and message.get("ok") is False:
                 log.warn("the other side rejected a message: {message}", message=message.get("message"))
@@ -125,8 +125,8 @@ class RPCProtocol(LineReceiver):
 
     def _request_received(self, message: dict[str, Any]) -> None:
         request_id, op = message["id"], message["op"]
-        if not isinstance(request_id, int) or isinstance(request_id, bool) or not isinstance(op, str):
-            self._bad_message("bad 'id' or 'op'", request_id if isinstance(request_id, int) else None)
+        if not _is_id(request_id) or not isinstance(op, str):
+            self._bad_message("bad 'id' or 'op'", request_id if _is_id(request_id) else None)
             return
         handler = self.handlers.get(op)
         if handler is None:
@@ -163,6 +163,10 @@ class RPCProtocol(LineReceiver):
             if timer is not None and timer.active():
                 timer.cancel()
             d.errback(Unavailable("connection lost"))
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _run(handler: Handler, message: dict[str, Any]) -> Any:

@@ -1,0 +1,427 @@
+"""UploadProtocol / UploadService: the serving side of the transfer protocol, on StringTransport and a Clock."""
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from fileshare.errors import NotFound
+from fileshare.peer.repository import Entry, Stamp
+from fileshare.peer.upload import CHUNK, IDLE_TIMEOUT, UploadProtocol, UploadService
+from fileshare.pieces import hash_file
+
+MiB = 1 << 20
+HELLO = b'{"op":"hello","versions":[1]}\n'
+GRANTED = {"ok": True, "version": 1}
+
+
+class FakeRepository:
+    """Just what UploadProtocol uses of a Repository: servable(root)."""
+
+    def __init__(self) -> None:
+        self.by_root: dict[str, Entry] = {}
+
+    def publish(self, path: Path) -> Entry:
+        entry = Entry(path.name, str(path), Stamp.of(os.stat(path)), hash_file(str(path)))
+        self.by_root[entry.root] = entry
+        return entry
+
+    def servable(self, root: str) -> Entry:
+        entry = self.by_root.get(root)
+        if entry is None:
+            raise NotFound("no such file is published here")
+        return entry
+
+
+def content(size: int) -> bytes:
+    """Random but repeatable bytes, so a misplaced range shows."""
+    return random.Random(size).randbytes(size)
+
+
+def build_service(
+    tmp_path: Path, size: int = 3000, max_uploads: int | None = None, upload_rate: int | None = None
+) -> tuple[UploadService, Entry, bytes, Clock]:
+    data = content(size)
+    path = tmp_path / "shared.bin"
+    path.write_bytes(data)
+    repository = FakeRepository()
+    entry = repository.publish(path)
+    clock = Clock()
+    return UploadService(repository, clock, max_uploads, upload_rate), entry, data, clock
+
+
+def connect(service: UploadService) -> tuple[UploadProtocol, StringTransport]:
+    address = IPv4Address("TCP", "192.0.2.9", 50000)
+    protocol = service.buildProtocol(address)
+    transport = StringTransport(peerAddress=address)
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def connect_served(service: UploadService) -> tuple[UploadProtocol, StringTransport]:
+    protocol, transport = connect(service)
+    protocol.dataReceived(HELLO)
+    assert messages(transport) == [GRANTED]
+    return protocol, transport
+
+
+def messages(transport: StringTransport) -> list[dict[str, Any]]:
+    """The control lines written since the last look."""
+    lines = transport.value().split(b"\n")
+    transport.clear()
+    assert lines[-1] == b""
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def header_and_body(transport: StringTransport) -> tuple[dict[str, Any], bytes]:
+    header, _, body = transport.value().partition(b"\n")
+    transport.clear()
+    return json.loads(header), body
+
+
+def request(protocol: UploadProtocol, **message: Any) -> None:
+    protocol.dataReceived(json.dumps(message).encode() + b"\n")
+
+
+def lose(protocol: UploadProtocol) -> None:
+    protocol.connectionLost(Failure(ConnectionDone()))
+
+
+# -- hello
+
+
+def test_request_before_hello_is_refused_and_the_connection_closed(tmp_path):
+    service, entry, _, _ = build_service(tmp_path)
+    protocol, transport = connect(service)
+    request(protocol, op="pieces", root=entry.root)
+    assert transport.value() == b'{"ok":false,"code":"hello-required","message":"send \'hello\' first"}\n'
+    assert transport.disconnecting
+    assert service.slots.active == set()
+
+
+def test_garbage_before_hello_is_refused_and_the_connection_closed(tmp_path):
+    service, _, _, _ = build_service(tmp_path)
+    protocol, transport = connect(service)
+    protocol.dataReceived(b"hello there\n")
+    assert messages(transport) == [{"ok": False, "code": "bad-request", "message": "message is not JSON"}]
+    assert transport.disconnecting
+
+
+def test_hello_with_no_common_version_is_refused_and_the_connection_closed(tmp_path):
+    service, _, _, _ = build_service(tmp_path)
+    protocol, transport = connect(service)
+    protocol.dataReceived(b'{"op":"hello","versions":[2]}\n')
+    assert messages(transport) == [
+        {"ok": False, "code": "version", "message": "no common protocol version (this peer speaks 1)"}
+    ]
+    assert transport.disconnecting
+
+
+def test_hello_is_answered_ok_with_the_version(tmp_path):
+    service, _, _, _ = build_service(tmp_path)
+    protocol, transport = connect(service)
+    protocol.dataReceived(HELLO)
+    assert transport.value() == b'{"ok":true,"version":1}\n'
+    assert service.slots.active == {protocol}
+
+
+def test_unknown_op_after_hello_is_refused_and_the_connection_stays(tmp_path):
+    service, entry, _, _ = build_service(tmp_path)
+    protocol, transport = connect_served(service)
+    request(protocol, op="delete", root=entry.root)
+    assert messages(transport) == [{"ok": False, "code": "unknown-op", "message": "unknown op 'delete'"}]
+    assert not transport.disconnecting
+
+
+# -- pieces and get
+
+
+def test_pieces_answers_the_piece_list(tmp_path):
+    service, entry, _, _ = build_service(tmp_path, size=3000)
+    protocol, transport = connect_served(service)
+    request(protocol, op="pieces", root=entry.root)
+    assert messages(transport) == [{"ok": True, "size": 3000, "piece_size": MiB, "pieces": entry.digest.pieces.hex()}]
+
+
+def test_get_streams_exactly_the_range(tmp_path):
+    size = 2 * CHUNK + 5000
+    service, entry, data, clock = build_service(tmp_path, size=size)
+    protocol, transport = connect_served(service)
+    offset, length = 1234, CHUNK + 4000
+    request(protocol, op="get", root=entry.root, offset=offset, length=length)
+    assert transport.value() == b'{"ok":true,"length":%d}\n' % length
+    assert transport.producer is not None and transport.streaming is True
+    clock.advance(0)
+    header, body = header_and_body(transport)
+    assert header == {"ok": True, "length": length}
+    assert body == data[offset : offset + length]
+    assert transport.producer is None
+    assert protocol.sent_bytes == service.sent_bytes == length
+
+
+@pytest.mark.parametrize(("offset", "length"), [(0, 3000), (2999, 1), (3000, 0), (0, 0)])
+def test_get_up_to_the_end_of_the_file_is_served(tmp_path, offset, length):
+    service, entry, data, clock = build_service(tmp_path, size=3000)
+    protocol, transport = connect_served(service)
+    request(protocol, op="get", root=entry.root, offset=offset, length=length)
+    clock.advance(0)
+    assert header_and_body(transport) == ({"ok": True, "length": length}, data[offset : offset + length])
+
+
+def test_paused_sender_writes_nothing_until_resumed(tmp_path):
+    service, entry, data, clock = build_service(tmp_path, size=3000)
+    protocol, transport = connect_served(service)
+    request(protocol, op="get", root=entry.root, offset=0, length=3000)
+    transport.producer.pauseProducing()
+    clock.advance(10)
+    assert header_and_body(transport) == ({"ok": True, "length": 3000}, b"")
+    transport.producer.resumeProducing()
+    clock.advance(0)
+    assert transport.value() == data
+
+
+def test_pipelined_requests_are_answered_in_order_after_the_data(tmp_path):
+    service, entry, data, clock = build_service(tmp_path, size=3000)
+    protocol, transport = connect_served(service)
+    protocol.dataReceived(
+        json.dumps({"op": "get", "root": entry.root, "offset": 10, "length": 20}).encode()
+        + b"\n"
+        + json.dumps({"op": "pieces", "root": entry.root}).encode()
+        + b"\n"
+        + json.dumps({"op": "get", "root": entry.root, "offset": 0, "length": 5}).encode()
+        + b"\n"
+    )
+    assert transport.value() == b'{"ok":true,"length":20}\n'
+    clock.advance(0)
+    clock.advance(0)
+    pieces = json.dumps({"ok": True, "size": 3000, "piece_size": MiB, "pieces": entry.digest.pieces.hex()})
+    assert transport.value() == (
+        b'{"ok":true,"length":20}\n' + data[10:30] + pieces.replace(" ", "").encode() + b"\n"
+        b'{"ok":true,"length":5}\n' + data[:5]
+    )
+
+
+def test_unknown_root_is_not_found_and_nothing_is_served(tmp_path):
+    service, entry, data, clock = build_service(tmp_path)
+    protocol, transport = connect_served(service)
+    request(protocol, op="get", root="f" * 64, offset=0, length=10)
+    clock.advance(1)
+    assert messages(transport) == [{"ok": False, "code": "not-found", "message": "no such file is published here"}]
+    assert transport.producer is None
+    assert not transport.disconnecting
+    request(protocol, op="get", root=entry.root, offset=0, length=3)
+    clock.advance(0)
+    assert header_and_body(transport) == ({"ok": True, "length": 3}, data[:3])
+
+
+def test_file_changed_since_publishing_is_not_served(tmp_path):
+    service, entry, _, clock = build_service(tmp_path)
+    protocol, transport = connect_served(service)
+    with open(entry.path, "ab") as f:
+        f.write(b"appended")
+    request(protocol, op="get", root=entry.root, offset=0, length=10)
+    clock.advance(0)
+    assert messages(transport) == [
+        {"ok": False, "code": "not-found", "message": "the published file has changed since it was published"}
+    ]
+
+
+def test_file_gone_from_disk_is_not_served(tmp_path):
+    service, entry, _, _ = build_service(tmp_path)
+    protocol, transport = connect_served(service)
+    os.unlink(entry.path)
+    request(protocol, op="pieces", root=entry.root)
+    assert messages(transport) == [
+        {"ok": False, "code": "not-found", "message": "the published file is gone from disk"}
+    ]
+
+
+@pytest.mark.parametrize(("offset", "length"), [(0, 3001), (3000, 1), (2990, 11), (10**12, 1)])
+def test_range_beyond_the_end_is_refused_with_code_range(tmp_path, offset, length):
+    service, entry, _, clock = build_service(tmp_path, size=3000)
+    protocol, transport = connect_served(service)
+    request(protocol, op="get", root=entry.root, offset=offset, length=length)
+    clock.advance(0)
+    assert messages(transport) == [{"ok": False, "code": "range", "message": "range is beyond the end of the file"}]
+    assert not transport.disconnecting
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"offset": -1, "length": 1}, "field 'offset' must not be negative"),
+        ({"offset": 0, "length": -5}, "field 'length' must not be negative"),
+        ({"offset": 0}, "missing field 'length'"),
+        ({"offset": "0", "length": 1}, "field 'offset' has the wrong type"),
+    ],
+)
+def test_get_with_a_bad_range_is_a_bad_request(tmp_path, fields, message):
+    service, entry, _, _ = build_service(tmp_path)
+    protocol, transport = connect_served(service)
+    request(protocol, op="get", root=entry.root, **fields)
+    assert messages(transport) == [{"ok": False, "code": "bad-request", "message": message}]
+
+
+@pytest.mark.parametrize("greeted", [False, True])
+def test_over_long_line_is_refused_and_the_connection_closed(tmp_path, greeted):
+    service, _, _, _ = build_service(tmp_path)
+    protocol, transport = connect_served(service) if greeted else connect(service)
+    protocol.dataReceived(b"x" * 5000)
+    assert messages(transport) == [{"ok": False, "code": "bad-request", "message": "line longer than 4096 bytes"}]
+    assert transport.disconnecting
+
+
+# -- upload slots
+
+
+def test_with_one_slot_later_connections_queue_and_are_granted_in_order(tmp_path):
+    service, entry, data, clock = build_service(tmp_path, max_uploads=1)
+    first, first_transport = connect_served(service)
+    second, second_transport = connect(service)
+    third, third_transport = connect(service)
+    second.dataReceived(HELLO)
+    third.dataReceived(HELLO)
+    assert messages(second_transport) == [{"queued": 1}]
+    assert messages(third_transport) == [{"queued": 2}]
+    request(second, op="get", root=entry.root, offset=0, length=4)  # waits for the slot
+    clock.advance(0)
+    assert second_transport.value() == b""
+    lose(first)
+    clock.advance(0)
+    assert header_and_body(second_transport) == (GRANTED, b'{"ok":true,"length":4}\n' + data[:4])
+    assert messages(third_transport) == [{"queued": 1}]
+    lose(second)
+    assert messages(third_transport) == [GRANTED]
+
+
+def test_a_queued_connection_leaving_moves_the_others_up(tmp_path):
+    service, _, _, _ = build_service(tmp_path, max_uploads=1)
+    connect_served(service)
+    second, second_transport = connect(service)
+    third, third_transport = connect(service)
+    second.dataReceived(HELLO)
+    third.dataReceived(HELLO)
+    messages(third_transport)
+    lose(second)
+    assert messages(third_transport) == [{"queued": 1}]
+    assert list(service.slots.waiting) == [third]
+
+
+def test_without_a_limit_every_connection_is_served(tmp_path):
+    service, _, _, _ = build_service(tmp_path, max_uploads=None)
+    for _ in range(5):
+        connect_served(service)
+    assert len(service.slots.active) == 5
+
+
+# -- pacing and timeouts
+
+
+def test_upload_rate_is_kept_over_three_seconds(tmp_path):
+    size = 5 * MiB
+    service, entry, data, clock = build_service(tmp_path, size=size, upload_rate=MiB)
+    protocol, transport = connect_served(service)
+    request(protocol, op="get", root=entry.root, offset=0, length=size)
+    for _ in range(30):
+        clock.advance(0.1)
+    header, body = header_and_body(transport)
+    assert header == {"ok": True, "length": size}
+    assert abs(len(body) - 3 * MiB) <= 0.15 * 3 * MiB
+    assert body == data[: len(body)]
+
+
+def test_idle_connection_is_closed_after_the_idle_timeout(tmp_path):
+    service, _, _, clock = build_service(tmp_path)
+    _, transport = connect_served(service)
+    clock.advance(IDLE_TIMEOUT - 1)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting
+
+
+def test_connection_that_never_says_hello_is_closed_after_the_idle_timeout(tmp_path):
+    service, _, _, clock = build_service(tmp_path)
+    _, transport = connect(service)
+    clock.advance(IDLE_TIMEOUT)
+    assert transport.disconnecting
+
+
+def test_waiting_for_a_slot_is_not_idling(tmp_path):
+    service, _, _, clock = build_service(tmp_path, max_uploads=1)
+    connect_served(service)
+    waiting, transport = connect(service)
+    waiting.dataReceived(HELLO)
+    clock.advance(IDLE_TIMEOUT * 3)
+    assert not transport.disconnecting
+
+
+def test_a_slow_transfer_is_not_idling(tmp_path):
+    service, entry, _, clock = build_service(tmp_path, size=3 * MiB, upload_rate=64 * 1024)
+    protocol, transport = connect_served(service)
+    request(protocol, op="get", root=entry.root, offset=0, length=3 * MiB)
+    clock.advance(IDLE_TIMEOUT + 1)
+    assert not transport.disconnecting
+    assert transport.producer is not None
+
+
+def test_stopped_transfer_aborts_the_connection(tmp_path):
+    service, entry, _, clock = build_service(tmp_path, size=3 * MiB, upload_rate=MiB)
+    protocol, transport = connect_served(service)
+    request(protocol, op="get", root=entry.root, offset=0, length=3 * MiB)
+    clock.advance(1)
+    transport.producer.stopProducing()
+    assert transport.disconnected  # abortConnection
+    lose(protocol)
+    assert clock.getDelayedCalls() == []
+
+
+def test_connection_lost_closes_the_open_files_and_frees_the_slot(tmp_path):
+    service, entry, _, clock = build_service(tmp_path, max_uploads=1)
+    protocol, transport = connect_served(service)
+    request(protocol, op="get", root=entry.root, offset=0, length=10)
+    clock.advance(0)
+    (fd,) = protocol._files.values()
+    lose(protocol)
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    assert service.slots.active == set()
+    assert protocol not in service.connections
+
+
+# -- known bugs
+
+
+def test_error_for_a_pipelined_bad_request_comes_after_the_data_before_it(tmp_path):
+    service, entry, data, clock = build_service(tmp_path)
+    protocol, transport = connect_served(service)
+    request(protocol, op="get", root=entry.root, offset=0, length=100)
+    request(protocol, op="delete", root=entry.root)
+    clock.advance(0)
+    assert transport.value() == (
+        b'{"ok":true,"length":100}\n'
+        + data[:100]
+        + b'{"ok":false,"code":"unknown-op","message":"unknown op \'delete\'"}\n'
+    )
+
+
+def test_replaced_and_republished_file_is_served_with_its_new_content(tmp_path):
+    service, entry, _, clock = build_service(tmp_path)
+    protocol, transport = connect_served(service)
+    request(protocol, op="get", root=entry.root, offset=0, length=10)
+    clock.advance(0)
+    transport.clear()
+    new = content(5000)
+    (tmp_path / "new.bin").write_bytes(new)
+    os.replace(tmp_path / "new.bin", entry.path)
+    republished = service.repository.publish(Path(entry.path))
+    request(protocol, op="get", root=republished.root, offset=0, length=10)
+    clock.advance(0)
+    assert header_and_body(transport) == ({"ok": True, "length": 10}, new[:10])

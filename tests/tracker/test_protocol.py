@@ -1,0 +1,465 @@
+"""TrackerServerProtocol over a Directory with an in-memory store, without sockets or threads."""
+
+import json
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from fileshare.errors import Conflict
+from fileshare.tracker import directory as directory_module
+from fileshare.tracker import passwords
+from fileshare.tracker.directory import Directory
+from fileshare.tracker.protocol import TrackerServerProtocol
+from fileshare.tracker.store import FileRecord, Holding, ITrackerStore
+
+ROOT_A = "a" * 64
+ROOT_B = "0123456789abcdef" * 4
+WRONG = "unknown account or wrong password"
+
+
+@implementer(ITrackerStore)
+class MemoryTrackerStore:
+    """ITrackerStore in dicts; every call is recorded."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, str] = {}
+        self.files: dict[tuple[str, str], FileRecord] = {}
+        self.calls: list[str] = []
+
+    async def create_account(self, name: str, password_hash: str) -> None:
+        self.calls.append("create_account")
+        if name in self.accounts:
+            raise Conflict(f"account {name!r} already exists")
+        self.accounts[name] = password_hash
+
+    async def password_hash(self, name: str) -> str | None:
+        self.calls.append("password_hash")
+        return self.accounts.get(name)
+
+    async def replace_files(self, host: str, files: list[FileRecord]) -> None:
+        self.calls.append("replace_files")
+        for key in [k for k in self.files if k[0] == host]:
+            del self.files[key]
+        for f in files:
+            self.files[host, f.fname] = f
+
+    async def add_file(self, host: str, record: FileRecord) -> None:
+        self.calls.append("add_file")
+        self.files[host, record.fname] = record
+
+    async def remove_file(self, host: str, fname: str) -> bool:
+        self.calls.append("remove_file")
+        return self.files.pop((host, fname), None) is not None
+
+    async def holdings(self, fname: str | None = None) -> list[Holding]:
+        self.calls.append("holdings")
+        found = [Holding(h, f.fname, f.size, f.root) for (h, _), f in self.files.items()]
+        return sorted((h for h in found if fname is None or h.fname == fname), key=lambda h: (h.fname, h.host))
+
+    def close(self) -> None:
+        pass
+
+
+def run_now(reactor: Any, threadpool: Any, f: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
+    """deferToThreadPool without the thread."""
+    return defer.maybeDeferred(f, *args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def no_threads_and_cheap_hashing(monkeypatch):
+    monkeypatch.setattr(directory_module, "deferToThreadPool", run_now)
+    # hash_password binds N as a default argument, so patching passwords.N would not help.
+    original = passwords.hash_password
+    monkeypatch.setattr(passwords, "hash_password", lambda password: original(password, n=16, r=1, p=1))
+
+
+def build_directory() -> Directory:
+    return Directory(MemoryTrackerStore(), Clock(), reactor=None, threadpool=None)
+
+
+class Connection:
+    """One peer's connection to the tracker, speaking raw lines."""
+
+    def __init__(self, directory: Directory, address: Any = None) -> None:
+        self.protocol = TrackerServerProtocol(directory)
+        self.transport = StringTransport(peerAddress=address or IPv4Address("TCP", "192.0.2.7", 40000))
+        self.protocol.makeConnection(self.transport)
+        self._ids = iter(range(1, 1_000_000))
+
+    def ask(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one request; its reply, with frames merged."""
+        request_id = next(self._ids)
+        self.transport.clear()
+        self.protocol.dataReceived(json.dumps({"id": request_id, "op": op, **fields}).encode() + b"\n")
+        frames = [json.loads(line) for line in self.transport.value().split(b"\n")[:-1]]
+        self.transport.clear()
+        assert frames and all(f["re"] == request_id for f in frames)
+        reply = frames[-1]
+        if "items" in reply:
+            reply["items"] = [item for f in frames for item in f["items"]]
+        del reply["re"]
+        return reply
+
+    def lose(self) -> None:
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def failure(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "code": code, "message": message}
+
+
+def build_connection(directory: Directory, address: Any = None) -> Connection:
+    connection = Connection(directory, address)
+    assert connection.ask("hello", versions=[1])["ok"] is True
+    return connection
+
+
+def build_online(directory: Directory, name: str, port: int = 7000, address: Any = None) -> Connection:
+    connection = build_connection(directory, address)
+    assert connection.ask("register", name=name, password=f"{name}-secret") == {"ok": True}
+    assert connection.ask("login", name=name, password=f"{name}-secret", port=port)["ok"] is True
+    return connection
+
+
+def test_memory_store_provides_the_store_interface():
+    assert verifyObject(ITrackerStore, MemoryTrackerStore())
+
+
+# -- hello
+
+
+@pytest.mark.parametrize(
+    ("op", "fields"),
+    [
+        ("register", {"name": "alice", "password": "pw"}),
+        ("login", {"name": "a", "password": "p", "port": 1}),
+        ("search", {}),
+        ("nonsense", {}),
+    ],
+)
+def test_request_before_hello_is_refused_with_hello_required(op, fields):
+    directory = build_directory()
+    connection = Connection(directory)
+    assert connection.ask(op, **fields) == failure("hello-required", "send 'hello' first")
+    assert directory.store.calls == []
+
+
+def test_hello_answers_version_and_software():
+    reply = Connection(build_directory()).ask("hello", versions=[3, 1, 2])
+    assert reply["ok"] is True and reply["version"] == 1
+    assert reply["software"].startswith("fileshare/")
+
+
+def test_hello_with_no_common_version_is_refused_and_hello_is_still_required():
+    connection = Connection(build_directory())
+    assert connection.ask("hello", versions=[2, 3]) == failure(
+        "version", "no common protocol version (tracker speaks 1)"
+    )
+    assert connection.ask("search")["code"] == "hello-required"
+
+
+def test_hello_without_versions_is_a_bad_request():
+    connection = Connection(build_directory())
+    assert connection.ask("hello") == failure("bad-request", "missing field 'versions'")
+
+
+# -- accounts
+
+
+def test_register_then_login_answers_host_and_endpoint():
+    directory = build_directory()
+    connection = build_connection(directory)
+    assert connection.ask("register", name="alice", password="s3cret") == {"ok": True}
+    assert connection.ask("login", name="alice", password="s3cret", port=7000) == {
+        "ok": True,
+        "host": "alice",
+        "endpoint": "tcp:host=192.0.2.7:port=7000",
+    }
+    assert set(directory.online) == {"alice"}
+    assert directory.online["alice"].channel is connection.protocol
+
+
+def test_login_over_ipv6_gives_an_escaped_tcp_endpoint():
+    directory = build_directory()
+    connection = build_online(directory, "alice", port=7001, address=IPv6Address("TCP", "2001:db8::1", 40000))
+    assert directory.online["alice"].endpoint == "tcp:host=2001\\:db8\\:\\:1:port=7001"
+    assert connection.protocol.host == "alice"
+
+
+def test_only_the_password_hash_is_stored():
+    directory = build_directory()
+    build_online(directory, "alice")
+    stored = directory.store.accounts["alice"]
+    assert "alice-secret" not in stored
+    assert stored.startswith("scrypt$16$1$1$")
+
+
+def test_register_a_taken_name_is_a_conflict():
+    connection = build_connection(build_directory())
+    connection.ask("register", name="alice", password="one")
+    assert connection.ask("register", name="alice", password="two") == failure(
+        "conflict", "account 'alice' already exists"
+    )
+
+
+@pytest.mark.parametrize("name", ["", "-dash", "has space", "a/b", "x" * 65])
+def test_register_a_bad_account_name_is_a_bad_request(name):
+    directory = build_directory()
+    reply = build_connection(directory).ask("register", name=name, password="pw")
+    assert reply["code"] == "bad-request"
+    assert directory.store.accounts == {}
+
+
+def test_login_with_a_wrong_password_is_refused():
+    directory = build_directory()
+    connection = build_connection(directory)
+    connection.ask("register", name="alice", password="right")
+    assert connection.ask("login", name="alice", password="wrong", port=7000) == failure("auth", WRONG)
+    assert directory.online == {}
+    assert connection.ask("search")["code"] == "not-logged-in"
+
+
+def test_login_to_an_unknown_account_gives_the_same_answer_as_a_wrong_password():
+    connection = build_connection(build_directory())
+    assert connection.ask("login", name="nobody", password="whatever", port=7000) == failure("auth", WRONG)
+
+
+@pytest.mark.parametrize("port", [0, 65536, -1])
+def test_login_with_a_bad_port_is_a_bad_request(port):
+    connection = build_connection(build_directory())
+    connection.ask("register", name="alice", password="pw")
+    assert connection.ask("login", name="alice", password="pw", port=port)["code"] == "bad-request"
+
+
+def test_logging_in_again_elsewhere_ends_the_older_session():
+    directory = build_directory()
+    first = build_online(directory, "alice")
+    second = build_connection(directory)
+    assert second.ask("login", name="alice", password="alice-secret", port=7002)["ok"] is True
+    assert first.transport.disconnecting
+    first.lose()
+    assert directory.online["alice"].channel is second.protocol
+    assert directory.online["alice"].endpoint == "tcp:host=192.0.2.7:port=7002"
+
+
+# -- login required
+
+
+@pytest.mark.parametrize(
+    ("op", "fields"),
+    [
+        ("logout", {}),
+        ("announce", {"files": []}),
+        ("publish", {"fname": "a.txt", "size": 1, "root": ROOT_A}),
+        ("unpublish", {"fname": "a.txt"}),
+        ("search", {}),
+        ("sources", {"fname": "a.txt"}),
+    ],
+)
+def test_requests_before_login_are_refused_with_not_logged_in(op, fields):
+    directory = build_directory()
+    connection = build_connection(directory)
+    assert connection.ask(op, **fields) == failure("not-logged-in", "log in first")
+    assert directory.store.files == {}
+
+
+# -- the index
+
+
+def test_announce_stores_the_files_and_answers_the_count():
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    files = [{"fname": "a.txt", "size": 3, "root": ROOT_A}, {"fname": "b.bin", "size": 0, "root": ROOT_B}]
+    assert alice.ask("announce", files=files) == {"ok": True, "count": 2}
+    assert directory.store.files == {
+        ("alice", "a.txt"): FileRecord("a.txt", 3, ROOT_A),
+        ("alice", "b.bin"): FileRecord("b.bin", 0, ROOT_B),
+    }
+    assert directory.online["alice"].files == 2
+
+
+def test_announce_with_reset_replaces_the_files():
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    alice.ask("announce", files=[{"fname": "old", "size": 1, "root": ROOT_A}])
+    assert alice.ask("announce", files=[{"fname": "new", "size": 2, "root": ROOT_B}], reset=True) == {
+        "ok": True,
+        "count": 1,
+    }
+    assert list(directory.store.files) == [("alice", "new")]
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"fname": "a", "size": 1, "root": "A" * 64}, "field 'root' must be 64 lowercase hex digits"),
+        ({"fname": "a", "size": 1, "root": "a" * 63}, "field 'root' must be 64 lowercase hex digits"),
+        ({"fname": "a", "size": 1, "root": "g" * 64}, "field 'root' must be 64 lowercase hex digits"),
+        ({"fname": "dir/a", "size": 1, "root": ROOT_A}, "file name must not contain '/' or '\\'"),
+        ({"fname": "..", "size": 1, "root": ROOT_A}, "file name '..' is not allowed"),
+        ({"fname": "a", "size": -1, "root": ROOT_A}, "field 'size' must not be negative"),
+        ({"fname": "a", "size": True, "root": ROOT_A}, "field 'size' has the wrong type"),
+        ({"fname": "a", "root": ROOT_A}, "missing field 'size'"),
+        ("a.txt", "each entry of 'files' must be an object"),
+    ],
+)
+def test_announce_with_a_bad_record_is_refused_and_stores_nothing(record, message):
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    good = {"fname": "good.txt", "size": 1, "root": ROOT_B}
+    assert alice.ask("announce", files=[good, record]) == failure("bad-request", message)
+    assert directory.store.files == {}
+
+
+def test_publish_and_unpublish_one_file():
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    assert alice.ask("publish", fname="a.txt", size=5, root=ROOT_A) == {"ok": True}
+    assert directory.store.files == {("alice", "a.txt"): FileRecord("a.txt", 5, ROOT_A)}
+    assert alice.ask("unpublish", fname="a.txt") == {"ok": True}
+    assert directory.store.files == {}
+    assert alice.ask("unpublish", fname="a.txt") == failure("not-found", "'a.txt' is not published by alice")
+
+
+def test_search_counts_holders_and_online_holders():
+    directory = build_directory()
+    alice, bob = build_online(directory, "alice"), build_online(directory, "bob")
+    alice.ask("publish", fname="song.ogg", size=9, root=ROOT_A)
+    bob.ask("publish", fname="song.ogg", size=9, root=ROOT_A)
+    bob.ask("publish", fname="notes.txt", size=2, root=ROOT_B)
+    bob.ask("logout")
+    assert alice.ask("search", pattern="*.ogg") == {
+        "ok": True,
+        "items": [{"fname": "song.ogg", "size": 9, "root": ROOT_A, "online": 1, "holders": 2}],
+    }
+    assert [i["fname"] for i in alice.ask("search")["items"]] == ["notes.txt", "song.ogg"]
+
+
+def test_sources_excludes_the_asker_and_offline_hosts():
+    directory = build_directory()
+    alice = build_online(directory, "alice", port=7001)
+    bob = build_online(directory, "bob", port=7002, address=IPv4Address("TCP", "198.51.100.2", 40000))
+    carol = build_online(directory, "carol", port=7003)
+    for host in (alice, bob, carol):
+        host.ask("publish", fname="song.ogg", size=9, root=ROOT_A)
+    carol.ask("logout")
+    assert alice.ask("sources", fname="song.ogg") == {
+        "ok": True,
+        "items": [{"host": "bob", "endpoint": "tcp:host=198.51.100.2:port=7002", "size": 9, "root": ROOT_A}],
+    }
+
+
+def test_sources_of_an_unknown_file_is_an_empty_list():
+    alice = build_online(build_directory(), "alice")
+    assert alice.ask("sources", fname="nothing") == {"ok": True, "items": []}
+
+
+def test_sources_with_a_bad_name_is_a_bad_request():
+    alice = build_online(build_directory(), "alice")
+    assert alice.ask("sources", fname="../etc/passwd")["code"] == "bad-request"
+
+
+def test_many_sources_are_sent_in_several_frames():
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    for i in range(250):
+        directory.store.files[f"host{i:03}", "big.iso"] = FileRecord("big.iso", 1, ROOT_A)
+        build_online(directory, f"host{i:03}")
+    alice.transport.clear()
+    alice.protocol.dataReceived(b'{"id":99,"op":"sources","fname":"big.iso"}\n')
+    frames = [json.loads(line) for line in alice.transport.value().split(b"\n")[:-1]]
+    assert [len(f["items"]) for f in frames] == [200, 50]
+    assert [f["host"] for f in frames[0]["items"] + frames[1]["items"]] == [f"host{i:03}" for i in range(250)]
+
+
+# -- going offline
+
+
+def test_logout_takes_the_host_offline_and_requires_login_again():
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    assert alice.ask("logout") == {"ok": True}
+    assert directory.online == {}
+    assert alice.ask("search")["code"] == "not-logged-in"
+    assert not alice.transport.disconnecting
+
+
+def test_connection_loss_takes_the_host_offline():
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    build_online(directory, "bob")
+    alice.lose()
+    assert set(directory.online) == {"bob"}
+
+
+def test_connection_loss_before_login_changes_nothing():
+    directory = build_directory()
+    build_online(directory, "alice")
+    build_connection(directory).lose()
+    assert set(directory.online) == {"alice"}
+
+
+def test_logging_in_as_another_account_logs_the_first_out():
+    directory = build_directory()
+    connection = build_online(directory, "alice")
+    connection.ask("register", name="bob", password="bob-secret")
+    assert connection.ask("login", name="bob", password="bob-secret", port=7000)["host"] == "bob"
+    assert set(directory.online) == {"bob"}
+
+
+def test_failed_login_as_another_account_keeps_the_current_session():
+    directory = build_directory()
+    connection = build_online(directory, "alice")
+    connection.ask("register", name="bob", password="bob-secret")
+    assert connection.ask("login", name="bob", password="wrong", port=7000) == failure("auth", WRONG)
+    assert connection.protocol.host == "alice"
+    assert set(directory.online) == {"alice"}
+
+
+class SlowThreads:
+    """deferToThreadPool whose calls finish when the test says so."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[defer.Deferred, Any, tuple]] = []
+
+    def __call__(self, reactor: Any, threadpool: Any, f: Any, *args: Any) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self.calls.append((d, f, args))
+        return d
+
+    def finish(self) -> None:
+        d, f, args = self.calls.pop(0)
+        d.callback(f(*args))
+
+
+def test_reply_to_a_login_still_checking_its_password_waits_for_the_check(monkeypatch):
+    directory = build_directory()
+    connection = build_connection(directory)
+    connection.ask("register", name="alice", password="pw")
+    threads = SlowThreads()
+    monkeypatch.setattr(directory_module, "deferToThreadPool", threads)
+    connection.protocol.dataReceived(b'{"id":50,"op":"login","name":"alice","password":"pw","port":7000}\n')
+    assert connection.transport.value() == b""
+    threads.finish()
+    assert json.loads(connection.transport.value())["host"] == "alice"
+    assert set(directory.online) == {"alice"}
+
+
+def test_connection_lost_while_the_password_is_checked_leaves_the_host_offline(monkeypatch):
+    directory = build_directory()
+    connection = build_connection(directory)
+    connection.ask("register", name="alice", password="pw")
+    threads = SlowThreads()
+    monkeypatch.setattr(directory_module, "deferToThreadPool", threads)
+    connection.protocol.dataReceived(b'{"id":50,"op":"login","name":"alice","password":"pw","port":7000}\n')
+    connection.lose()
+    threads.finish()
+    assert directory.online == {}
