@@ -1,0 +1,109 @@
+"""
+The installed twistd plugins, run as a user runs them: separate processes,
+side by side in one directory, driven through their consoles.
+"""
+
+import os
+import re
+import sys
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+
+from .harness import console
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+LISTENING = re.compile(r"(tracker|admin console|peer uploads|peer console) listening on .*port=(\d+)")
+
+pytestmark = pytest.mark.skipif(not os.path.exists(TWISTD), reason="twistd is not installed next to this Python")
+
+
+class Twistd(ProcessProtocol):
+    """A twistd process; ``ports`` fires once it listens on all *expected* services."""
+
+    def __init__(self, expected: set[str]) -> None:
+        self.expected = expected
+        self.found: dict[str, int] = {}
+        self.ports: Deferred = Deferred()
+        self.ended: Deferred = Deferred()
+        self.output = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        for name, port in LISTENING.findall(self.output.decode("utf-8", "replace")):
+            self.found[name] = int(port)
+        if not self.ports.called and self.expected <= set(self.found):
+            self.ports.callback(self.found)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        if not self.ports.called:
+            self.ports.errback(RuntimeError(self.output.decode("utf-8", "replace")))
+        self.ended.callback(None)
+
+
+async def start(cwd, plugin: str, args: list[str], expected: set[str]) -> tuple[Twistd, dict[str, int]]:
+    proto = Twistd(expected)
+    argv = [TWISTD, "-n", "--pidfile=", "--logfile=-", plugin, *args]
+    reactor.spawnProcess(proto, TWISTD, argv, env=dict(os.environ), path=str(cwd))
+    timeout = reactor.callLater(30, proto.transport.signalProcess, "KILL")
+    try:
+        ports = await proto.ports
+    finally:
+        if timeout.active():
+            timeout.cancel()
+    return proto, ports
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_peer_processes_share_a_file_through_a_tracker_process(tmp_path):
+    processes = []
+    try:
+        tracker, tports = await start(
+            tmp_path,
+            "fileshare-tracker",
+            ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1"],
+            {"tracker", "admin console"},
+        )
+        processes.append(tracker)
+        peer_args = [
+            "--tracker",
+            f"tcp:host=127.0.0.1:port={tports['tracker']}",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--control",
+            "tcp:0:interface=127.0.0.1",
+        ]
+        alice, aports = await start(tmp_path, "fileshare-peer", [*peer_args, "--repo", "alice"], {"peer console"})
+        processes.append(alice)
+        bob, bports = await start(tmp_path, "fileshare-peer", [*peer_args, "--repo", "bob"], {"peer console"})
+        processes.append(bob)
+        (tmp_path / "hello.txt").write_bytes(b"hello from alice\n" * 5000)
+
+        a = await console(aports["peer console"])
+        b = await console(bports["peer console"])
+        assert (await a.command("register alice pw")).ok
+        assert (await a.command("login alice pw")).ok
+        assert (await a.command(f"publish {tmp_path / 'hello.txt'} hello.txt")).ok
+        assert (await b.command("register bob pw")).ok
+        assert (await b.command("login bob pw")).ok
+        fetched = await b.command("fetch hello.txt")
+        admin = await console(tports["admin console"])
+        peers = await admin.command("peers")
+        for c in (a, b, admin):
+            c.transport.loseConnection()
+
+        assert fetched.status.startswith("OK fetched hello.txt 85000 bytes"), fetched
+        assert (tmp_path / "bob" / "hello.txt").read_bytes() == (tmp_path / "hello.txt").read_bytes()
+        assert peers.status == "OK 2 hosts online"
+        assert (tmp_path / "fileshare-tracker.db").exists()
+    finally:
+        for p in processes:
+            if p.transport.pid is not None:
+                p.transport.signalProcess("TERM")
+        for p in processes:
+            await p.ended
