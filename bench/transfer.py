@@ -26,6 +26,7 @@ temporary directory that is removed at the end (unless ``--keep``):
     seeder1``, timed from sending the command to its OK line;
   - fileshare, two sources: another fresh leecher runs ``fetch big.bin``;
 
+* before round 1, one untimed plain-socket transfer warms the page cache;
 * once: a fresh leecher fetches the small files one after another over one
   console connection; the per-file overhead is
   ``(total time - bytes / single-source rate) / count``;
@@ -696,6 +697,12 @@ def run(args: argparse.Namespace, workdir: str, procs: Processes) -> Results:
     else:
         print("starting opentracker and the aria2 seeder ...", flush=True)
         aria2 = Aria2Swarm(os.path.join(workdir, "aria2"), data.big, procs)
+
+    # The first gigabyte written into fresh page cache on this kind of VM is several times slower
+    # than later ones, whatever writes it: warm up once, untimed, so round 1 is not skewed.
+    warm = os.path.join(workdir, "warm-up.out")
+    plain_socket(data.big, warm, data.big_sha)
+    os.remove(warm)
 
     leechers = 0
     for round_ in range(1, args.repeat + 1):

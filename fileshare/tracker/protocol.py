@@ -145,6 +145,8 @@ class TrackerServerProtocol(RPCProtocol):
         }
 
     def connectionLost(self, reason: Failure) -> None:
+        if self.factory is not None:
+            self.factory.connections.discard(self)
         if self.host is not None:
             self.directory.logout(self.host, self)
         super().connectionLost(reason)
@@ -159,8 +161,14 @@ def _object(value: Any) -> dict[str, Any]:
 class TrackerFactory(Factory):
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
+        self.connections: set[TrackerServerProtocol] = set()
 
     def buildProtocol(self, addr: Any) -> TrackerServerProtocol:
         p = TrackerServerProtocol(self.directory)
         p.factory = self
+        self.connections.add(p)
         return p
+
+    def disconnect_all(self) -> None:
+        for p in list(self.connections):
+            p.transport.loseConnection()

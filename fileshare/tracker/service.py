@@ -33,10 +33,15 @@ class TrackerService(service.MultiService):
         store = SQLiteTrackerStore(options["db"], reactor)
         CallbackService(store.close).setServiceParent(self)
         self.directory = Directory(store, reactor, reactor, pool)
-        self.listener = ListeningService(reactor, options["listen"], TrackerFactory(self.directory), "tracker")
+        self.peers = TrackerFactory(self.directory)
+        self.listener = ListeningService(reactor, options["listen"], self.peers, "tracker")
         self.listener.setServiceParent(self)
         self.admin = ListeningService(reactor, options["admin"], AdminConsoleFactory(self.directory), "admin console")
         self.admin.setServiceParent(self)
+
+    def stopService(self) -> Any:
+        self.peers.disconnect_all()
+        return super().stopService()
 
 
 def makeService(options: Options) -> service.IService:

@@ -81,10 +81,10 @@ class Network:
         self.consoles: list[ConsoleClient] = []
         self.tracker: TrackerService | None = None
 
-    async def start_tracker(self, db: str = "tracker.db") -> TrackerService:
+    async def start_tracker(self, db: str = "tracker.db", port: int = 0) -> TrackerService:
         tracker = TrackerService(
             {
-                "listen": "tcp:0:interface=127.0.0.1",
+                "listen": f"tcp:{port}:interface=127.0.0.1",
                 "admin": "tcp:0:interface=127.0.0.1",
                 "db": str(self.tmp_path / db),
             },
@@ -96,6 +96,10 @@ class Network:
         await tracker.admin.listening
         self.tracker = tracker
         return tracker
+
+    async def start_tracker_on(self, port: int) -> TrackerService:
+        """A tracker on a known port, for peers that reconnect to it."""
+        return await self.start_tracker(port=port)
 
     async def start_peer(self, name: str, tracker_port: int | None = None, **options: str) -> PeerService:
         if tracker_port is None:
