@@ -828,6 +828,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     signal.signal(signal.SIGTERM, _terminate)
     workdir = tempfile.mkdtemp(prefix="fileshare-bench-")
     procs = Processes()

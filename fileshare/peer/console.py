@@ -108,7 +108,9 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
         if result.already:
             return f"{quote(fname)} is already in the repository ({entry.size} bytes, root {entry.root})"
         rate = result.downloaded / result.seconds if result.seconds > 0 else 0.0
-        resumed = f", {result.resumed} bytes resumed" if result.resumed else ""
+        resumed = (
+            f"; resumed with {result.resumed} bytes verified, downloaded {result.downloaded}" if result.resumed else ""
+        )
         return (
             f"fetched {quote(fname)} {entry.size} bytes in {result.seconds:.2f} s "
             f"({human_bytes(rate)}/s) from {','.join(result.sources) or '?'}{resumed}; root {entry.root}"
@@ -133,7 +135,7 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
         for download in peer.downloads.values():
             session.data("fetching " + format_progress(download.progress()).removeprefix("progress "))
         inflight = {d.digest.root for d in peer.downloads.values()}
-        for root, fname, size, verified in await peer.repository.partials():
+        for root, fname, _size, verified in await peer.repository.partials():
             if root not in inflight:
                 done = sum(verified)
                 session.data(f"paused {quote(fname)} {done}/{len(verified)} pieces; 'fetch' resumes, 'cancel' discards")
