@@ -107,3 +107,64 @@ async def test_two_peer_processes_share_a_file_through_a_tracker_process(tmp_pat
                 p.transport.signalProcess("TERM")
         for p in processes:
             await p.ended
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fetcher_killed_mid_fetch_resumes_after_restart(tmp_path):
+    from .test_restarts import until
+
+    processes = []
+    try:
+        tracker, tports = await start(
+            tmp_path,
+            "fileshare-tracker",
+            ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1"],
+            {"tracker", "admin console"},
+        )
+        processes.append(tracker)
+        peer_args = [
+            "--tracker",
+            f"tcp:host=127.0.0.1:port={tports['tracker']}",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--control",
+            "tcp:0:interface=127.0.0.1",
+        ]
+        alice, aports = await start(
+            tmp_path, "fileshare-peer", [*peer_args, "--repo", "alice", "--upload-rate", "4M"], {"peer console"}
+        )
+        processes.append(alice)
+        bob, bports = await start(tmp_path, "fileshare-peer", [*peer_args, "--repo", "bob"], {"peer console"})
+        processes.append(bob)
+        size = 16 * 1024 * 1024
+        (tmp_path / "big.bin").write_bytes(os.urandom(size))
+        a = await console(aports["peer console"])
+        b = await console(bports["peer console"])
+        for c, name in ((a, "alice"), (b, "bob")):
+            assert (await c.command(f"register {name} pw")).ok
+            assert (await c.command(f"login {name} pw")).ok
+        assert (await a.command(f"publish {tmp_path / 'big.bin'} big.bin")).ok
+
+        b.send_raw(b"fetch big.bin\n")
+        # Two progress lines: the verified pieces have been saved at least once.
+        await until(lambda: sum(line.startswith("progress ") for line in b._data) >= 2)
+        bob.transport.signalProcess("KILL")
+        await bob.ended
+        bob, bports = await start(tmp_path, "fileshare-peer", [*peer_args, "--repo", "bob"], {"peer console"})
+        processes.append(bob)
+        b = await console(bports["peer console"])
+        assert (await b.command("login bob pw")).ok
+        reply = await b.command("fetch big.bin")
+        a.transport.loseConnection()
+        b.transport.loseConnection()
+
+        assert reply.ok, reply
+        resumed = [line for line in reply.data if line.startswith("resuming big.bin with ")]
+        assert resumed and int(resumed[0].split()[3]) > 0, reply
+        assert (tmp_path / "bob" / "big.bin").read_bytes() == (tmp_path / "big.bin").read_bytes()
+    finally:
+        for p in processes:
+            if not p.ended.called:
+                p.transport.signalProcess("KILL")
+        for p in processes:
+            await p.ended
