@@ -13,6 +13,7 @@ complete, verified file is linked to its real name.
 
 import hashlib
 import os
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from ..errors import Conflict, FileshareError, Unavailable
-from ..pieces import Digest
+from ..pieces import Digest, piece_count, piece_span, root_of
 from .pool import SourcePool
 from .repository import Repository
 from .source import SourceProtocol
@@ -37,7 +38,7 @@ PIPELINE = 2
 MIN_BATCH = 2 << 20
 MAX_BATCH = 16 << 20
 #: Piece bytes waiting for verification before connections are paused.
-MAX_PENDING = 48 << 20
+MAX_PENDING = 16 << 20
 #: A source that sends nothing for this long while it owes us bytes is dropped.
 STALL_TIMEOUT = 15.0
 SAVE_INTERVAL = 1.0
@@ -80,14 +81,31 @@ def _open_part(path: str, size: int) -> int:
     return fd
 
 
-def _verify_and_write(fd: int, offset: int, data: bytearray, expected: bytes) -> bool:
-    if hashlib.sha256(data).digest() != expected:
-        return False
-    os.pwrite(fd, data, offset)
-    return True
+def _verify_and_write(
+    fd: int, offset: int, chunks: list[memoryview], expected: bytes, root: str, lock: threading.Lock
+) -> bytes | None:
+    """Hash a piece and, if it is the one expected, write it; its digest, or None if corrupt.
+
+    Pieces are hashed in parallel (hashlib releases the GIL) but written one
+    at a time: concurrent writers to one file only fight over its inode lock.
+    *expected* is empty for a file of one piece fetched without its piece
+    list; the piece is then checked against the root directly.
+    """
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    found = h.digest()
+    ok = found == expected if expected else root_of(found) == root
+    if not ok:
+        return None
+    with lock:
+        written = os.pwritev(fd, chunks, offset) if chunks else 0
+    if written != sum(len(c) for c in chunks):
+        raise OSError("short write to the partial file")
+    return found
 
 
-def _finish(fd: int, part: str, final: str) -> None:
+def _finish(fd: int, part: str, final: str) -> os.stat_result:
     """Make the verified file durable and give it its real name, never clobbering one."""
     try:
         os.fsync(fd)
@@ -98,6 +116,7 @@ def _finish(fd: int, part: str, final: str) -> None:
     except FileExistsError:
         raise Conflict(f"{final} appeared while fetching; the download is kept for a retry") from None
     os.unlink(part)
+    return os.stat(final)
 
 
 class PieceSink:
@@ -108,24 +127,23 @@ class PieceSink:
         self.source = source
         self.protocol = protocol
         self.index = first
-        self._buf: bytearray | None = None
-        self._filled = 0
+        self._chunks: list[memoryview] = []
+        self._need = download.span(first)[1]
 
     def write(self, data: memoryview) -> None:
-        digest = self.download.digest
+        """Slice (never copy) the received buffers into pieces."""
         pos, n = 0, len(data)
         while pos < n:
-            if self._buf is None:
-                self._buf = bytearray(digest.span(self.index)[1])
-                self._filled = 0
-            take = min(n - pos, len(self._buf) - self._filled)
-            self._buf[self._filled : self._filled + take] = data[pos : pos + take]
-            self._filled += take
+            take = min(n - pos, self._need)
+            self._chunks.append(data[pos : pos + take])
+            self._need -= take
             pos += take
-            if self._filled == len(self._buf):
-                buf, self._buf = self._buf, None
-                self.download.piece_arrived(self.index, buf, self.source, self.protocol)
+            if not self._need:
+                chunks, self._chunks = self._chunks, []
+                self.download.piece_arrived(self.index, chunks, self.source, self.protocol)
                 self.index += 1
+                if self.index < self.download.count:
+                    self._need = self.download.span(self.index)[1]
 
 
 class Download:
@@ -150,13 +168,15 @@ class Download:
         self.hashers = hashers
         self.max_connections = max_connections
         self._spare = deque(sources)
-        n = digest.count
+        n = self.count = piece_count(digest.size, digest.piece_size)
+        self._write_lock = threading.Lock()
+        self.saved = verified is not None
         self.state = bytearray(n)
         if verified is not None and len(verified) == n:
             for i, v in enumerate(verified):
                 if v:
                     self.state[i] = VERIFIED
-        self.resumed_bytes = self.verified_bytes = sum(digest.span(i)[1] for i in range(n) if self.state[i] == VERIFIED)
+        self.resumed_bytes = self.verified_bytes = sum(self.span(i)[1] for i in range(n) if self.state[i] == VERIFIED)
         self._missing = deque(i for i in range(n) if self.state[i] != VERIFIED)
         self.received_bytes = 0
         self._pending = 0
@@ -170,6 +190,9 @@ class Download:
         self._samples: deque[tuple[float, int]] = deque(maxlen=8)
         self.started = self.clock.seconds()
         self._dirty = False
+
+    def span(self, index: int) -> tuple[int, int]:
+        return piece_span(index, self.digest.size, self.digest.piece_size)
 
     # -- what the console sees
 
@@ -219,7 +242,7 @@ class Download:
                 if loop.running:
                     loop.stop()
         fd, self._fd = self._fd, None
-        await self._thread(_finish, fd, part, final)
+        self.final_stat = await self._thread(_finish, fd, part, final)
 
     def cancel(self) -> None:
         self._cancelled = True
@@ -238,8 +261,10 @@ class Download:
             await d
 
     async def _save(self) -> None:
-        if self._dirty or not self.verified_bytes:
+        # Without the piece list (a one-piece file) there is nothing to resume from.
+        if self._dirty and self.digest.pieces:
             self._dirty = False
+            self.saved = True
             await self.repository.save_partial(self.fname, self.digest, self.verified_map())
 
     def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred:
@@ -263,7 +288,7 @@ class Download:
             if self.state[i] != MISSING:
                 continue
             batch.append(i)
-            size += self.digest.span(i)[1]
+            size += self.span(i)[1]
             self.state[i] = INFLIGHT
         return batch
 
@@ -295,8 +320,11 @@ class Download:
                     batch = self._take(batch_bytes)
                     if not batch:
                         break
-                    offset = self.digest.span(batch[0])[0]
-                    end = sum(self.digest.span(batch[-1]))
+                    offset = self.span(batch[0])[0]
+                    end = sum(self.span(batch[-1]))
+                    if end == offset:  # an empty file: nothing to ask for
+                        self.piece_arrived(batch[0], [], source, protocol)
+                        continue
                     sink = PieceSink(self, source, protocol, batch[0])
                     inflight.append((batch, protocol.get(self.digest.root, offset, end - offset, sink)))
                 if not inflight:
@@ -359,24 +387,36 @@ class Download:
 
     # -- pieces
 
-    def piece_arrived(self, index: int, data: bytearray, source: Source, protocol: SourceProtocol) -> None:
+    def piece_arrived(self, index: int, chunks: list[memoryview], source: Source, protocol: SourceProtocol) -> None:
         if self.state[index] != INFLIGHT or self._fd is None:
             return
         self.state[index] = ARRIVED
-        self.received_bytes += len(data)
-        self._pending += len(data)
+        offset, length = self.span(index)
+        self.received_bytes += length
+        self._pending += length
         if self._pending > MAX_PENDING:
-            for protocol in self._connections:
-                protocol.pause("disk")
-        offset = self.digest.span(index)[0]
-        d = self._thread(_verify_and_write, self._fd, offset, data, self.digest.piece_digest(index))
+            for p in self._connections:
+                p.pause("disk")
+        d = self._thread(
+            _verify_and_write,
+            self._fd,
+            offset,
+            chunks,
+            self.digest.piece_digest(index),
+            self.digest.root,
+            self._write_lock,
+        )
         d.addCallbacks(
-            self._piece_checked, self._piece_failed, (index, len(data), source, protocol), None, (index, len(data))
+            self._piece_checked, self._piece_failed, (index, length, source, protocol), None, (index, length)
         )
 
-    def _piece_checked(self, ok: bool, index: int, length: int, source: Source, protocol: SourceProtocol) -> None:
+    def _piece_checked(
+        self, found: bytes | None, index: int, length: int, source: Source, protocol: SourceProtocol
+    ) -> None:
         self._written(length)
-        if ok:
+        if found is not None:
+            if not self.digest.pieces:
+                self.digest = attrs.evolve(self.digest, pieces=found)
             self.state[index] = VERIFIED
             self.verified_bytes += length
             self._dirty = True

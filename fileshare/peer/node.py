@@ -15,7 +15,7 @@ from twisted.python.threadpool import ThreadPool
 
 from ..errors import BadRequest, Conflict, FileshareError, NotFound, Unavailable
 from ..names import check_account, check_fname, check_password
-from ..pieces import Digest
+from ..pieces import MIN_PIECE_SIZE, Digest, piece_size_for
 from .download import Cancelled, Download, Source
 from .pool import SourcePool
 from .repository import Entry, Repository
@@ -188,8 +188,9 @@ class Peer:
         finally:
             self._claimed.discard(chosen.root)
             self.downloads.pop(chosen.root, None)
-        await self.repository.drop_partial(digest.root)
-        entry = await self.repository.add_fetched(fname, digest)
+        if download.saved:
+            await self.repository.drop_partial(digest.root)
+        entry = await self.repository.add_fetched(fname, download.digest, download.final_stat)
         try:
             await self.tracker.publish(entry)
         except FileshareError as e:
@@ -200,6 +201,10 @@ class Peer:
 
     async def _digest_for(self, candidate: Candidate) -> tuple[Digest, bytes | None]:
         """The verified piece list, from a saved partial download or from a source."""
+        if candidate.size <= MIN_PIECE_SIZE:
+            # One piece: its digest is checked against the root directly, so
+            # the round trip for the piece list is skipped.
+            return Digest(candidate.size, piece_size_for(candidate.size), b"", candidate.root), None
         saved = await self.repository.partial_digest(candidate.root)
         if saved is not None:
             return saved

@@ -187,34 +187,27 @@ class Repository:
 
     async def _store(self, entry: Entry) -> None:
         await self._db.runOperation(
-            "INSERT OR REPLACE INTO published VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                entry.fname,
-                entry.path,
-                entry.size,
-                entry.stamp.mtime_ns,
-                entry.stamp.inode,
-                entry.digest.piece_size,
-                entry.digest.pieces,
-                entry.root,
-            ),
+            "INSERT OR REPLACE INTO published VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _published_row(entry)
         )
+        self._replace(entry)
+
+    def _replace(self, entry: Entry) -> None:
         old = self.by_name.get(entry.fname)
         if old is not None:
             self._forget(old)
         self._remember(entry)
 
-    async def add_fetched(self, fname: str, digest: Digest) -> Entry:
-        """Record a verified download that now sits at ``DIR/FNAME``."""
+    async def add_fetched(self, fname: str, digest: Digest, st: os.stat_result) -> Entry:
+        """Record a verified download that now sits at ``DIR/FNAME`` (whose stat is *st*)."""
         path = self.path_for(fname)
-        st = await self._in_thread(os.stat, path)
-        stamp = Stamp.of(st)
-        entry = Entry(fname, path, stamp, digest)
-        await self._db.runOperation(
-            "INSERT OR REPLACE INTO hashcache VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (path, stamp.size, stamp.mtime_ns, stamp.inode, digest.piece_size, digest.pieces, digest.root),
-        )
-        await self._store(entry)
+        entry = Entry(fname, path, Stamp.of(st), digest)
+
+        def record(cursor: Any) -> None:
+            cursor.execute("INSERT OR REPLACE INTO hashcache VALUES (?, ?, ?, ?, ?, ?, ?)", _cache_row(entry))
+            cursor.execute("INSERT OR REPLACE INTO published VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _published_row(entry))
+
+        await self._db.runInteraction(record)
+        self._replace(entry)
         return entry
 
     async def unpublish(self, fname: str) -> Entry:
@@ -268,6 +261,14 @@ class Repository:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _published_row(e: Entry) -> tuple[Any, ...]:
+    return (e.fname, e.path, e.size, e.stamp.mtime_ns, e.stamp.inode, e.digest.piece_size, e.digest.pieces, e.root)
+
+
+def _cache_row(e: Entry) -> tuple[Any, ...]:
+    return (e.path, e.size, e.stamp.mtime_ns, e.stamp.inode, e.digest.piece_size, e.digest.pieces, e.root)
 
 
 def _stat_or_none(path: str) -> os.stat_result | None:

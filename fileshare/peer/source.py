@@ -23,6 +23,8 @@ from .ratelimit import TokenBucket
 
 log = Logger()
 
+RECV_SIZE = 1 << 20
+
 
 class Sink(Protocol):
     def write(self, data: memoryview) -> None: ...
@@ -49,6 +51,10 @@ class SourceProtocol(LineReceiver):
         self.endpoint_name = ""
 
     def connectionMade(self) -> None:
+        # Read up to 1 MiB per recv() instead of Twisted's 64 KiB: a quarter
+        # of the Python calls per byte on the hot path.
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = RECV_SIZE
         self.transport.write(framing.encode({"op": "hello", "versions": [framing.PROTOCOL_VERSION]}))
 
     # -- requests

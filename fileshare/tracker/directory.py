@@ -5,7 +5,6 @@ It knows nothing of sockets: an online host is anything with ``call(op,
 timeout=..., **fields)`` returning a Deferred, which the protocol provides.
 """
 
-import fnmatch
 from typing import Any, Protocol
 
 import attrs
@@ -99,7 +98,7 @@ class Directory:
         else:
             for record in records:
                 await self.store.add_file(name, record)
-        count = len(await self._files_of(name))
+        count = await self.store.count_files(name)
         if name in self.online:
             self.online[name].files = count
         return count
@@ -107,7 +106,7 @@ class Directory:
     async def publish(self, name: str, record: FileRecord) -> None:
         await self.store.add_file(name, record)
         if name in self.online:
-            self.online[name].files = len(await self._files_of(name))
+            self.online[name].files = await self.store.count_files(name)
 
     async def unpublish(self, name: str, fname: str) -> None:
         check_fname(fname)
@@ -116,15 +115,10 @@ class Directory:
         if name in self.online:
             self.online[name].files = max(0, self.online[name].files - 1)
 
-    async def _files_of(self, name: str) -> list[Holding]:
-        return [h for h in await self.store.holdings() if h.host == name]
-
     async def search(self, pattern: str = "*") -> list[FileSummary]:
         """Files whose names match the glob *pattern*, with how many holders are online."""
         summaries: dict[tuple[str, str], FileSummary] = {}
-        for h in await self.store.holdings():
-            if not fnmatch.fnmatchcase(h.fname, pattern):
-                continue
+        for h in await self.store.holdings(pattern=pattern):
             key = (h.fname, h.root)
             s = summaries.get(key) or FileSummary(h.fname, h.size, h.root, 0, 0)
             summaries[key] = attrs.evolve(s, holders=s.holders + 1, online=s.online + (h.host in self.online))

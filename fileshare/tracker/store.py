@@ -53,8 +53,11 @@ class ITrackerStore(Interface):
     def remove_file(host: str, fname: str) -> Any:
         """Forget one file of *host*; fires with True if it was there."""
 
-    def holdings(fname: str | None = None) -> Any:
-        """Every Holding, or those of one file name, sorted by name and host."""
+    def holdings(fname: str | None = None, pattern: str | None = None) -> Any:
+        """Holdings of one file name, or of names matching a glob *pattern*, or all; sorted by name and host."""
+
+    def count_files(host: str) -> Any:
+        """How many files *host* has announced."""
 
     def close() -> None:
         """Release the database."""
@@ -117,14 +120,20 @@ class SQLiteTrackerStore:
 
         return self._pool.runInteraction(remove)
 
-    async def holdings(self, fname: str | None = None) -> list[Holding]:
-        if fname is None:
-            rows = await self._pool.runQuery("SELECT host, fname, size, root FROM files ORDER BY fname, host")
+    async def holdings(self, fname: str | None = None, pattern: str | None = None) -> list[Holding]:
+        query = "SELECT host, fname, size, root FROM files"
+        if fname is not None:
+            rows = await self._pool.runQuery(query + " WHERE fname = ? ORDER BY host", (fname,))
+        elif pattern is not None:
+            # SQLite's GLOB has the shell's * ? [...] syntax, case-sensitive, like fnmatchcase.
+            rows = await self._pool.runQuery(query + " WHERE fname GLOB ? ORDER BY fname, host", (pattern,))
         else:
-            rows = await self._pool.runQuery(
-                "SELECT host, fname, size, root FROM files WHERE fname = ? ORDER BY host", (fname,)
-            )
+            rows = await self._pool.runQuery(query + " ORDER BY fname, host")
         return [Holding(*row) for row in rows]
+
+    async def count_files(self, host: str) -> int:
+        rows = await self._pool.runQuery("SELECT COUNT(*) FROM files WHERE host = ?", (host,))
+        return rows[0][0]
 
     def close(self) -> None:
         self._pool.close()

@@ -205,3 +205,27 @@ async def test_different_files_under_one_name_must_be_chosen_by_hash(net, tmp_pa
     )
     assert chosen.ok and " from carol;" in chosen.status
     assert (tmp_path / "bob" / "report.txt").read_text() == "version from carol"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_empty_file_and_a_one_piece_file_are_fetched(net, tmp_path):
+    await net.start_tracker()
+    _, alice = await net.user("alice")
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "small").write_bytes(os.urandom(1000))
+    assert (await alice.command(f"publish {tmp_path / 'empty'} empty.txt")).ok
+    assert (await alice.command(f"publish {tmp_path / 'small'} small.bin")).ok
+    _, bob = await net.user("bob")
+
+    empty = await bob.command("fetch empty.txt")
+    small = await bob.command("fetch small.bin")
+    files = await bob.command("files")
+
+    assert empty.status.startswith("OK fetched empty.txt 0 bytes in "), empty
+    assert small.status.startswith("OK fetched small.bin 1000 bytes in "), small
+    assert (tmp_path / "bob" / "empty.txt").read_bytes() == b""
+    assert (tmp_path / "bob" / "small.bin").read_bytes() == (tmp_path / "small").read_bytes()
+    assert [line.split()[:3] for line in files.data] == [
+        ["empty.txt", "0", empty.status.split()[-1]],
+        ["small.bin", "1000", small.status.split()[-1]],
+    ]

@@ -1,5 +1,6 @@
 """TrackerServerProtocol over a Directory with an in-memory store, without sockets or threads."""
 
+import fnmatch
 import json
 from typing import Any
 
@@ -59,10 +60,16 @@ class MemoryTrackerStore:
         self.calls.append("remove_file")
         return self.files.pop((host, fname), None) is not None
 
-    async def holdings(self, fname: str | None = None) -> list[Holding]:
+    async def holdings(self, fname: str | None = None, pattern: str | None = None) -> list[Holding]:
         self.calls.append("holdings")
         found = [Holding(h, f.fname, f.size, f.root) for (h, _), f in self.files.items()]
-        return sorted((h for h in found if fname is None or h.fname == fname), key=lambda h: (h.fname, h.host))
+        found = [h for h in found if fname is None or h.fname == fname]
+        found = [h for h in found if pattern is None or fnmatch.fnmatchcase(h.fname, pattern)]
+        return sorted(found, key=lambda h: (h.fname, h.host))
+
+    async def count_files(self, host: str) -> int:
+        self.calls.append("count_files")
+        return sum(1 for h, _ in self.files if h == host)
 
     def close(self) -> None:
         pass
