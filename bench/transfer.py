@@ -664,6 +664,15 @@ def missing_tools(*tools: str) -> list[str]:
     return [t for t in tools if shutil.which(t) is None]
 
 
+def settle() -> None:
+    """Flush the dirty pages an earlier measurement left, untimed.
+
+    Writers that do not fsync (curl, aria2) leave a gigabyte of dirty pages
+    whose writeback would otherwise slow down whatever is measured next.
+    """
+    os.sync()
+
+
 def run(args: argparse.Namespace, workdir: str, procs: Processes) -> Results:
     print(f"creating test data in {workdir} ...", flush=True)
     data = make_data(os.path.join(workdir, "src"), args.size_mib, args.small_count)
@@ -708,15 +717,18 @@ def run(args: argparse.Namespace, workdir: str, procs: Processes) -> Results:
     for round_ in range(1, args.repeat + 1):
         print(f"round {round_}/{args.repeat}:", flush=True)
         dst = os.path.join(workdir, f"plain-{round_}.out")
+        settle()
         results.add(PLAIN, plain_socket(data.big, dst, data.big_sha))
         os.remove(dst)
         if nginx is not None:
             dst = os.path.join(workdir, "nginx", f"curl-{round_}.out")
+            settle()
             results.add(NGINX, nginx.fetch(BIG_NAME, dst, data.big_size))
             check_copy(dst, data.big_sha, "nginx + curl")
             if not args.keep:
                 os.remove(dst)
         if aria2 is not None:
+            settle()
             seconds, dst = aria2.leech()
             results.add(ARIA2, seconds)
             check_copy(dst, data.big_sha, "aria2 leecher")
@@ -724,6 +736,7 @@ def run(args: argparse.Namespace, workdir: str, procs: Processes) -> Results:
                 os.remove(dst)
         for what, from_host in ((FS_ONE, "seeder1"), (FS_TWO, None)):
             leechers += 1
+            settle()
             fetch = fileshare_big(swarm, data, f"leecher{leechers}", from_host, args.keep)
             results.add(what, fetch.seconds)
             results.rss.setdefault(what, []).append(fetch.rss)
@@ -733,6 +746,7 @@ def run(args: argparse.Namespace, workdir: str, procs: Processes) -> Results:
     if data.small:
         leechers += 1
         print(f"fetching {len(data.small)} small files ...", flush=True)
+        settle()
         results.small = fileshare_small(swarm, data, f"leecher{leechers}")
         results.rss.setdefault("small files", []).append(results.small.rss)
     return results

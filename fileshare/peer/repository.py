@@ -239,7 +239,7 @@ class Repository:
         size, piece_size, pieces, verified = rows[0]
         part = self.partial_path(root)
         st = await self._in_thread(_stat_or_none, part)
-        if st is None or st.st_size != size:
+        if st is None or st.st_size > size:
             await self.drop_partial(root)
             return None
         return Digest(size, piece_size, bytes(pieces), root), bytes(verified)

@@ -9,7 +9,7 @@ with the file, and paced by the peer-wide upload :class:`TokenBucket`.
 """
 
 import os
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -35,8 +35,17 @@ CHUNK = 1 << 20
 IDLE_TIMEOUT = 60.0
 
 
+def _host_of(protocol: "UploadProtocol") -> str:
+    return getattr(protocol.transport.getPeer(), "host", "?")
+
+
 class UploadSlots:
-    """At most *limit* connections are served at once; the rest wait in order."""
+    """At most *limit* connections are served at once; the rest wait.
+
+    A freed slot goes to the waiting connection whose host holds the fewest
+    slots, oldest first, so one greedy host cannot keep every slot while
+    others wait.
+    """
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
@@ -57,11 +66,14 @@ class UploadSlots:
         elif protocol in self.waiting:
             self.waiting.remove(protocol)
         while self.waiting and (self.limit is None or len(self.active) < self.limit):
-            nxt = self.waiting.popleft()
+            held = Counter(_host_of(p) for p in self.active)
+            nxt = min(self.waiting, key=lambda p: held[_host_of(p)])  # min() keeps the oldest of equals
+            self.waiting.remove(nxt)
             self.active.add(nxt)
             nxt.slotGranted()
         for position, p in enumerate(self.waiting, 1):
-            p.queued(position)
+            if p.position != position:
+                p.queued(position)
 
 
 @implementer(IPushProducer)
@@ -146,6 +158,7 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
         self._files: dict[str, int] = {}
         self.requested = 0
         self.sent_bytes = 0
+        self.position: int | None = None
 
     @property
     def clock(self) -> IReactorTime:
@@ -198,6 +211,7 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
         self.service.slots.request(self)
 
     def queued(self, position: int) -> None:
+        self.position = position
         self.send({"queued": position})
 
     def slotGranted(self) -> None:

@@ -58,8 +58,8 @@ def build_service(
     return UploadService(repository, clock, max_uploads, upload_rate), entry, data, clock
 
 
-def connect(service: UploadService) -> tuple[UploadProtocol, StringTransport]:
-    address = IPv4Address("TCP", "192.0.2.9", 50000)
+def connect(service: UploadService, host: str = "192.0.2.9") -> tuple[UploadProtocol, StringTransport]:
+    address = IPv4Address("TCP", host, 50000)
     protocol = service.buildProtocol(address)
     transport = StringTransport(peerAddress=address)
     protocol.makeConnection(transport)
@@ -313,6 +313,24 @@ def test_a_queued_connection_leaving_moves_the_others_up(tmp_path):
     lose(second)
     assert messages(third_transport) == [{"queued": 1}]
     assert list(service.slots.waiting) == [third]
+
+
+def test_a_freed_slot_goes_to_the_host_holding_fewest_slots(tmp_path):
+    service, _, _, _ = build_service(tmp_path, max_uploads=2)
+    greedy_first, _ = connect(service, "192.0.2.1")
+    greedy_second, _ = connect(service, "192.0.2.1")
+    greedy_third, greedy_third_transport = connect(service, "192.0.2.1")
+    modest, modest_transport = connect(service, "192.0.2.2")
+    for protocol in (greedy_first, greedy_second, greedy_third, modest):
+        protocol.dataReceived(HELLO)
+    assert messages(greedy_third_transport) == [{"queued": 1}]
+    assert messages(modest_transport) == [{"queued": 2}]
+
+    lose(greedy_first)
+
+    assert messages(modest_transport) == [GRANTED]
+    assert messages(greedy_third_transport) == []
+    assert list(service.slots.waiting) == [greedy_third]
 
 
 def test_without_a_limit_every_connection_is_served(tmp_path):
