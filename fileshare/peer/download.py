@@ -38,7 +38,7 @@ PIPELINE = 2
 MIN_BATCH = 2 << 20
 MAX_BATCH = 16 << 20
 #: Piece bytes waiting for verification before connections are paused.
-MAX_PENDING = 16 << 20
+MAX_PENDING = 8 << 20
 #: A source that sends nothing for this long while it owes us bytes is dropped.
 STALL_TIMEOUT = 15.0
 SAVE_INTERVAL = 1.0

@@ -117,4 +117,7 @@ class PeerService(service.MultiService):
 def makeService(options: Options) -> service.IService:
     from twisted.internet import reactor
 
+    from .tuning import reuse_large_buffers
+
+    reuse_large_buffers()
     return PeerService(options, reactor)

@@ -12,8 +12,9 @@ import os
 from collections import Counter, deque
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IPullProducer, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -31,6 +32,8 @@ log = Logger()
 
 #: Bytes read from disk and written to the transport at once.
 CHUNK = 1 << 20
+#: Bytes handed to one sendfile() call at most.
+SENDFILE_CHUNK = 4 << 20
 #: A connection that sends nothing for this long while idle is closed.
 IDLE_TIMEOUT = 60.0
 
@@ -144,6 +147,96 @@ class RangeSender:
             self._stopped = True
             self.transport.unregisterProducer()
             self.done.callback(None)
+
+
+@implementer(IPullProducer)
+class SendfileSender:
+    """Stream a range with ``os.sendfile``: no copy through Python.
+
+    Only for a plain socket transport (TCP or UNIX, no TLS).  As a pull
+    producer it is called when the transport's own buffer is empty, so the
+    reply header written before it always goes out first; after each
+    ``sendfile`` it asks the transport to call again when the socket is
+    writable.
+    """
+
+    def __init__(
+        self, transport: Any, fd: int, offset: int, length: int, clock: IReactorTime, bucket: TokenBucket
+    ) -> None:
+        self.transport = transport
+        self.fd = fd
+        self.offset = offset
+        self.remaining = length
+        self.clock = clock
+        self.bucket = bucket
+        self.done: Deferred = Deferred()
+        self._registered = False
+        self._stopped = False
+        self._booked = 0
+        self._timer: Any = None
+
+    def start(self) -> Deferred:
+        self.transport.registerProducer(self, False)
+        return self.done
+
+    def resumeProducing(self) -> None:
+        if self._stopped:
+            return
+        if not self._registered:
+            # Called from registerProducer itself: the header may still be
+            # buffered, so let the transport flush it and call back.
+            self._registered = True
+            self.transport.startWriting()
+            return
+        n = min(SENDFILE_CHUNK, self.remaining)
+        if self._booked < n:
+            delay = self.bucket.delay_for(n)
+            self._booked = n
+            if delay > 0:
+                self._timer = self.clock.callLater(delay, self._wake)
+                return
+        try:
+            sent = os.sendfile(self.transport.fileno(), self.fd, self.offset, n)
+        except BlockingIOError:
+            sent = None
+        except OSError as e:
+            self._fail(e)
+            return
+        if sent == 0:
+            self._fail(OSError("file shrank while being served"))
+            return
+        if sent:
+            self._booked -= sent
+            self.offset += sent
+            self.remaining -= sent
+        if not self.remaining:
+            self._stopped = True
+            self.transport.unregisterProducer()
+            self.done.callback(None)
+        else:
+            self.transport.startWriting()
+
+    def _wake(self) -> None:
+        self._timer = None
+        if not self._stopped:
+            self.transport.startWriting()
+
+    def _fail(self, error: Exception) -> None:
+        self._stopped = True
+        self.transport.unregisterProducer()
+        self.done.errback(Failure(error))
+
+    def stopProducing(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if not self._stopped:
+            self._stopped = True
+            self.done.errback(Failure(ConnectionError("upload stopped")))
+
+
+def _plain_socket(transport: Any) -> bool:
+    """Whether bytes may bypass the transport (a TCP or UNIX socket without TLS)."""
+    return isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False)
 
 
 class UploadProtocol(LineReceiver, TimeoutMixin):
@@ -274,7 +367,8 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
         self._sending = True
         self.setTimeout(None)
         self.requested += 1
-        sender = RangeSender(self.transport, fd, offset, length, self.clock, self.service.bucket)
+        kind = SendfileSender if self.service.sendfile and _plain_socket(self.transport) else RangeSender
+        sender = kind(self.transport, fd, offset, length, self.clock, self.service.bucket)
         sender.start().addCallbacks(self._sent, self._send_failed, (length,))
 
     def _sent(self, _: object, length: int) -> None:
@@ -315,6 +409,8 @@ class UploadService(Factory):
         self.bucket = TokenBucket(upload_rate, clock)
         self.connections: set[UploadProtocol] = set()
         self.sent_bytes = 0
+        #: Use sendfile() where the transport is a plain socket.
+        self.sendfile = hasattr(os, "sendfile")
 
     def buildProtocol(self, addr: Any) -> UploadProtocol:
         p = UploadProtocol(self)
