@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
@@ -190,11 +191,13 @@ class Peer:
             self.downloads.pop(chosen.root, None)
         if download.saved:
             await self.repository.drop_partial(digest.root)
-        entry = await self.repository.add_fetched(fname, download.digest, download.final_stat)
+        # Recording the file and announcing it do not depend on each other.
+        recorded = Deferred.fromCoroutine(self.repository.add_fetched(fname, download.digest, download.final_stat))
         try:
-            await self.tracker.publish(entry)
+            await self.tracker.publish_fields(fname, download.digest.size, download.digest.root)
         except FileshareError as e:
             log.warn("could not announce {fname}: {why}", fname=fname, why=e.message)
+        entry = await recorded
         seconds = self.reactor.seconds() - download.started
         hosts = tuple(sorted({s.host for s in chosen.sources} - set(s.host for s in download.failed)))
         return FetchResult(entry, seconds, download.received_bytes, download.resumed_bytes, hosts)
@@ -242,6 +245,6 @@ class Peer:
         for root, *_ in partials:
             await self.repository.drop_partial(root)
 
-    def stop(self) -> None:
-        for download in list(self.downloads.values()):
-            download.stop()
+    def stop(self) -> Deferred:
+        """Interrupt every fetch; fires when they have all wound down."""
+        return gatherResults([download.stop() for download in list(self.downloads.values())])

@@ -87,6 +87,7 @@ class PeerService(service.MultiService):
         )
         self.control.setServiceParent(self)
         self.ready = None
+        self.on_start_failure: Any = None
 
     def startService(self) -> None:
         super().startService()
@@ -96,16 +97,19 @@ class PeerService(service.MultiService):
         self.ready.addCallback(lambda _: self.listener.listening)
         self.ready.addCallback(lambda _: self.tracker.service.startService())
         self.ready.addErrback(self._failed)
+        if self.on_start_failure is not None:
+            self.ready.addErrback(self.on_start_failure)
 
-    def _failed(self, failure: Any) -> None:
+    def _failed(self, failure: Any) -> Any:
         log.failure("peer failed to start", failure)
-        self.reactor.stop()
+        return failure
 
     def stopService(self) -> Deferred:
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        self.peer.stop()
+        # Downloads first: they still need the hashing threads and the database.
+        await self.peer.stop()
         self.pool.close()
         if self.tracker.service.running:
             await self.tracker.service.stopService()
@@ -120,4 +124,7 @@ def makeService(options: Options) -> service.IService:
     from .tuning import reuse_large_buffers
 
     reuse_large_buffers()
-    return PeerService(options, reactor)
+    peer = PeerService(options, reactor)
+    # A peer that cannot listen or open its repository has nothing to do.
+    peer.on_start_failure = lambda _: reactor.stop()
+    return peer

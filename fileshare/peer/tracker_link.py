@@ -168,9 +168,12 @@ class TrackerLink:
 
     async def publish(self, entry: Entry) -> bool:
         """Tell the tracker about a new file; False if not logged in (it is sent at login)."""
+        return await self.publish_fields(entry.fname, entry.size, entry.root)
+
+    async def publish_fields(self, fname: str, size: int, root: str) -> bool:
         if self.credentials is None:
             return False
-        await self.call("publish", **file_fields(entry))
+        await self.call("publish", fname=fname, size=size, root=root)
         return True
 
     async def unpublish(self, fname: str) -> bool:

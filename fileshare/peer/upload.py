@@ -79,9 +79,8 @@ class UploadSlots:
                 p.queued(position)
 
 
-@implementer(IPushProducer)
-class RangeSender:
-    """Stream ``length`` bytes of an open file from ``offset`` to a transport."""
+class _Sender:
+    """What both ways of streaming a range share: where they are and when they are done."""
 
     def __init__(
         self, transport: Any, fd: int, offset: int, length: int, clock: IReactorTime, bucket: TokenBucket
@@ -93,10 +92,16 @@ class RangeSender:
         self.clock = clock
         self.bucket = bucket
         self.done: Deferred = Deferred()
-        self._paused = False
-        self._call: Any = None
         self._stopped = False
         self._booked = 0
+
+
+@implementer(IPushProducer)
+class RangeSender(_Sender):
+    """Stream ``length`` bytes of an open file from ``offset`` to a transport."""
+
+    _paused = False
+    _call: Any = None
 
     def start(self) -> Deferred:
         self.transport.registerProducer(self, True)
@@ -150,7 +155,7 @@ class RangeSender:
 
 
 @implementer(IPullProducer)
-class SendfileSender:
+class SendfileSender(_Sender):
     """Stream a range with ``os.sendfile``: no copy through Python.
 
     Only for a plain socket transport (TCP or UNIX, no TLS).  As a pull
@@ -160,20 +165,8 @@ class SendfileSender:
     writable.
     """
 
-    def __init__(
-        self, transport: Any, fd: int, offset: int, length: int, clock: IReactorTime, bucket: TokenBucket
-    ) -> None:
-        self.transport = transport
-        self.fd = fd
-        self.offset = offset
-        self.remaining = length
-        self.clock = clock
-        self.bucket = bucket
-        self.done: Deferred = Deferred()
-        self._registered = False
-        self._stopped = False
-        self._booked = 0
-        self._timer: Any = None
+    _registered = False
+    _timer: Any = None
 
     def start(self) -> Deferred:
         self.transport.registerProducer(self, False)

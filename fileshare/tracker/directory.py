@@ -104,9 +104,9 @@ class Directory:
         return count
 
     async def publish(self, name: str, record: FileRecord) -> None:
-        await self.store.add_file(name, record)
+        count = await self.store.add_file(name, record)
         if name in self.online:
-            self.online[name].files = await self.store.count_files(name)
+            self.online[name].files = count
 
     async def unpublish(self, name: str, fname: str) -> None:
         check_fname(fname)

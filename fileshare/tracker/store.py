@@ -48,7 +48,7 @@ class ITrackerStore(Interface):
         """Make *files* the whole announced repository of *host*."""
 
     def add_file(host: str, record: FileRecord) -> Any:
-        """Add or update one file of *host*."""
+        """Add or update one file of *host*; fires with how many files *host* now has."""
 
     def remove_file(host: str, fname: str) -> Any:
         """Forget one file of *host*; fires with True if it was there."""
@@ -108,10 +108,15 @@ class SQLiteTrackerStore:
         return self._pool.runInteraction(replace)
 
     def add_file(self, host: str, record: FileRecord) -> Any:
-        return self._pool.runOperation(
-            "INSERT OR REPLACE INTO files (host, fname, size, root) VALUES (?, ?, ?, ?)",
-            (host, record.fname, record.size, record.root),
-        )
+        def add(cursor: sqlite3.Cursor) -> int:
+            cursor.execute(
+                "INSERT OR REPLACE INTO files (host, fname, size, root) VALUES (?, ?, ?, ?)",
+                (host, record.fname, record.size, record.root),
+            )
+            cursor.execute("SELECT COUNT(*) FROM files WHERE host = ?", (host,))
+            return cursor.fetchone()[0]
+
+        return self._pool.runInteraction(add)
 
     def remove_file(self, host: str, fname: str) -> Any:
         def remove(cursor: sqlite3.Cursor) -> bool:

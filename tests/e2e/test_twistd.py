@@ -59,33 +59,66 @@ async def start(cwd, plugin: str, args: list[str], expected: set[str]) -> tuple[
     return proto, ports
 
 
-@pytest_twisted.ensureDeferred
-async def test_two_peer_processes_share_a_file_through_a_tracker_process(tmp_path):
-    processes = []
-    try:
-        tracker, tports = await start(
-            tmp_path,
+class Processes:
+    """twistd processes of one test, all killed at its end."""
+
+    def __init__(self, cwd) -> None:
+        self.cwd = cwd
+        self.running: list[Twistd] = []
+        self.tracker_port = 0
+
+    async def start(self, plugin: str, args: list[str], expected: set[str]) -> tuple[Twistd, dict[str, int]]:
+        proto, ports = await start(self.cwd, plugin, args, expected)
+        self.running.append(proto)
+        return proto, ports
+
+    async def tracker(self) -> dict[str, int]:
+        _, ports = await self.start(
             "fileshare-tracker",
             ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1"],
             {"tracker", "admin console"},
         )
-        processes.append(tracker)
-        peer_args = [
-            "--tracker",
-            f"tcp:host=127.0.0.1:port={tports['tracker']}",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--control",
-            "tcp:0:interface=127.0.0.1",
-        ]
-        alice, aports = await start(tmp_path, "fileshare-peer", [*peer_args, "--repo", "alice"], {"peer console"})
-        processes.append(alice)
-        bob, bports = await start(tmp_path, "fileshare-peer", [*peer_args, "--repo", "bob"], {"peer console"})
-        processes.append(bob)
+        self.tracker_port = ports["tracker"]
+        return ports
+
+    async def peer(self, repo: str, *options: str) -> tuple[Twistd, int]:
+        """A peer process; the port of its console."""
+        proto, ports = await self.start(
+            "fileshare-peer",
+            [
+                "--tracker",
+                f"tcp:host=127.0.0.1:port={self.tracker_port}",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--control",
+                "tcp:0:interface=127.0.0.1",
+                "--repo",
+                repo,
+                *options,
+            ],
+            {"peer console"},
+        )
+        return proto, ports["peer console"]
+
+    async def stop_all(self) -> None:
+        for p in self.running:
+            if not p.ended.called:
+                p.transport.signalProcess("KILL")
+        for p in self.running:
+            await p.ended
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_peer_processes_share_a_file_through_a_tracker_process(tmp_path):
+    procs = Processes(tmp_path)
+    try:
+        tports = await procs.tracker()
+        _, alice_port = await procs.peer("alice")
+        _, bob_port = await procs.peer("bob")
         (tmp_path / "hello.txt").write_bytes(b"hello from alice\n" * 5000)
 
-        a = await console(aports["peer console"])
-        b = await console(bports["peer console"])
+        a = await console(alice_port)
+        b = await console(bob_port)
         assert (await a.command("register alice pw")).ok
         assert (await a.command("login alice pw")).ok
         assert (await a.command(f"publish {tmp_path / 'hello.txt'} hello.txt")).ok
@@ -102,44 +135,22 @@ async def test_two_peer_processes_share_a_file_through_a_tracker_process(tmp_pat
         assert peers.status == "OK 2 hosts online"
         assert (tmp_path / "fileshare-tracker.db").exists()
     finally:
-        for p in processes:
-            if p.transport.pid is not None:
-                p.transport.signalProcess("TERM")
-        for p in processes:
-            await p.ended
+        await procs.stop_all()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_fetcher_killed_mid_fetch_resumes_after_restart(tmp_path):
     from .test_restarts import until
 
-    processes = []
+    procs = Processes(tmp_path)
     try:
-        tracker, tports = await start(
-            tmp_path,
-            "fileshare-tracker",
-            ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1"],
-            {"tracker", "admin console"},
-        )
-        processes.append(tracker)
-        peer_args = [
-            "--tracker",
-            f"tcp:host=127.0.0.1:port={tports['tracker']}",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--control",
-            "tcp:0:interface=127.0.0.1",
-        ]
-        alice, aports = await start(
-            tmp_path, "fileshare-peer", [*peer_args, "--repo", "alice", "--upload-rate", "4M"], {"peer console"}
-        )
-        processes.append(alice)
-        bob, bports = await start(tmp_path, "fileshare-peer", [*peer_args, "--repo", "bob"], {"peer console"})
-        processes.append(bob)
+        await procs.tracker()
+        _, alice_port = await procs.peer("alice", "--upload-rate", "4M")
+        bob, bob_port = await procs.peer("bob")
         size = 16 * 1024 * 1024
         (tmp_path / "big.bin").write_bytes(os.urandom(size))
-        a = await console(aports["peer console"])
-        b = await console(bports["peer console"])
+        a = await console(alice_port)
+        b = await console(bob_port)
         for c, name in ((a, "alice"), (b, "bob")):
             assert (await c.command(f"register {name} pw")).ok
             assert (await c.command(f"login {name} pw")).ok
@@ -150,9 +161,8 @@ async def test_a_fetcher_killed_mid_fetch_resumes_after_restart(tmp_path):
         await until(lambda: sum(line.startswith("progress ") for line in b._data) >= 2)
         bob.transport.signalProcess("KILL")
         await bob.ended
-        bob, bports = await start(tmp_path, "fileshare-peer", [*peer_args, "--repo", "bob"], {"peer console"})
-        processes.append(bob)
-        b = await console(bports["peer console"])
+        _, bob_port = await procs.peer("bob")
+        b = await console(bob_port)
         assert (await b.command("login bob pw")).ok
         reply = await b.command("fetch big.bin")
         a.transport.loseConnection()
@@ -163,8 +173,4 @@ async def test_a_fetcher_killed_mid_fetch_resumes_after_restart(tmp_path):
         assert resumed and int(resumed[0].split()[3]) > 0, reply
         assert (tmp_path / "bob" / "big.bin").read_bytes() == (tmp_path / "big.bin").read_bytes()
     finally:
-        for p in processes:
-            if not p.ended.called:
-                p.transport.signalProcess("KILL")
-        for p in processes:
-            await p.ended
+        await procs.stop_all()

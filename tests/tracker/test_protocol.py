@@ -52,9 +52,10 @@ class MemoryTrackerStore:
         for f in files:
             self.files[host, f.fname] = f
 
-    async def add_file(self, host: str, record: FileRecord) -> None:
+    async def add_file(self, host: str, record: FileRecord) -> int:
         self.calls.append("add_file")
         self.files[host, record.fname] = record
+        return sum(1 for h, _ in self.files if h == host)
 
     async def remove_file(self, host: str, fname: str) -> bool:
         self.calls.append("remove_file")
