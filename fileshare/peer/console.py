@@ -113,7 +113,8 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
         )
         return (
             f"fetched {quote(fname)} {entry.size} bytes in {result.seconds:.2f} s "
-            f"({human_bytes(rate)}/s) from {','.join(result.sources) or '?'}{resumed}; root {entry.root}"
+            f"({human_bytes(rate)}/s) from {','.join(result.sources) or 'no one (all pieces were already here)'}"
+            f"{resumed}; root {entry.root}"
         )
 
     async def cancel(session: Session, fname: str) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -228,6 +228,9 @@ class Download:
         self.started = self.clock.seconds()
         self._dirty = False
         self._ended: list[Deferred] = []
+        #: Hosts that delivered at least one verified piece.
+        self.contributors: set[str] = set()
+        self._finished = False
 
     def span(self, index: int) -> tuple[int, int]:
         return piece_span(index, self.digest.size, self.digest.piece_size)
@@ -254,6 +257,7 @@ class Download:
         try:
             await self._run()
         finally:
+            self._finished = True
             ended, self._ended = self._ended, []
             for d in ended:
                 d.callback(None)
@@ -264,6 +268,8 @@ class Download:
         Fires once the download has wound down: its pieces in the thread
         pool written, its state saved.
         """
+        if self._finished:
+            return succeed(None)
         d: Deferred = Deferred()
         self._ended.append(d)
         if not self._done.called:
@@ -493,6 +499,7 @@ class Download:
             if not self.digest.pieces:
                 self.digest = attrs.evolve(self.digest, pieces=found)
             self.state[index] = VERIFIED
+            self.contributors.add(source.host)
             self.verified_bytes += length
             self._dirty = True
             self._check_done()

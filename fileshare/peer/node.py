@@ -199,8 +199,9 @@ class Peer:
             log.warn("could not announce {fname}: {why}", fname=fname, why=e.message)
         entry = await recorded
         seconds = self.reactor.seconds() - download.started
-        hosts = tuple(sorted({s.host for s in chosen.sources} - set(s.host for s in download.failed)))
-        return FetchResult(entry, seconds, download.received_bytes, download.resumed_bytes, hosts)
+        return FetchResult(
+            entry, seconds, download.received_bytes, download.resumed_bytes, tuple(sorted(download.contributors))
+        )
 
     async def _digest_for(self, candidate: Candidate) -> tuple[Digest, bytes | None]:
         """The verified piece list, from a saved partial download or from a source."""
