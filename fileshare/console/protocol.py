@@ -61,7 +61,7 @@ class Session:
         self.state: dict[str, Any] = {}
 
     def data(self, line: str) -> None:
-        self._protocol.sendLine(grammar.data(line).encode("utf-8"))
+        self._protocol.sendLine(grammar.data(line).encode("utf-8", "backslashreplace"))
 
     @property
     def connected(self) -> bool:
@@ -96,7 +96,7 @@ class ConsoleProtocol(LineReceiver):
         self._rest = b""
 
     def connectionMade(self) -> None:
-        self.sendLine(grammar.ok(self.greeting).encode("utf-8"))
+        self.sendLine(grammar.ok(self.greeting).encode("utf-8", "backslashreplace"))
 
     def connectionLost(self, reason: Failure) -> None:
         self.connected = False
@@ -181,7 +181,7 @@ class ConsoleProtocol(LineReceiver):
 
     def _reply(self, status: str) -> None:
         if self.connected:
-            self.sendLine(status.encode("utf-8"))
+            self.sendLine(status.encode("utf-8", "backslashreplace"))
 
 
 def help_command(table: CommandTable) -> Handler:

@@ -287,26 +287,35 @@ class Download:
         checker.clock = self.clock
         try:
             if self._missing:
-                saver.start(SAVE_INTERVAL, now=False)
+                saver.start(SAVE_INTERVAL, now=False).addErrback(
+                    lambda f: log.failure("saving the progress of {fname} failed", f, fname=self.fname)
+                )
                 checker.start(1.0, now=False)
                 while self._spare and len(self.active) < self.max_connections:
                     self._start_worker()
                 await self._done
         except BaseException:
-            for protocol in list(self._connections):
+            waiting = [p for p in self.active.values() if p is not None]  # incl. those still queued
+            for protocol in {*self._connections, *waiting}:
                 protocol.transport.abortConnection()
             await self._drain()
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-            if not self._cancelled:
-                await self._save()
+            if self._single and self.final_stat is not None:
+                return  # the file was already complete and named when we were stopped
+            try:
+                if not self._cancelled:
+                    await self._save()
+            finally:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
             raise
         finally:
             for loop in (saver, checker):
                 if loop.running:
                     loop.stop()
         if not self._single:
+            self._dirty = True
+            await self._save()  # should naming fail, the download is kept for a retry
             fd, self._fd = self._fd, None
             self.final_stat = await self._thread(_finish, fd, part, final, self.digest.size)
 
@@ -323,10 +332,14 @@ class Download:
 
     async def _save(self) -> None:
         # Without the piece list (a one-piece file) there is nothing to resume from.
-        if self._dirty and self.digest.pieces:
+        if self._dirty and self.digest.pieces and self._fd is not None:
             self._dirty = False
             self.saved = True
-            await self.repository.save_partial(self.fname, self.digest, self.verified_map())
+            verified = self.verified_map()
+            # The pieces must be on disk before the record says they are:
+            # after a crash, resuming trusts the record without re-reading.
+            await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), os.fdatasync, self._fd)
+            await self.repository.save_partial(self.fname, self.digest, verified)
 
     def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred:
         return deferToThreadPool(self.reactor, self.hashers, f, *args)

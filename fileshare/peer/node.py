@@ -25,6 +25,9 @@ from .upload import UploadService
 
 log = Logger()
 
+#: How long getting a piece list waits in one source's upload queue before trying the next.
+PIECE_LIST_QUEUE_TIMEOUT = 10.0
+
 
 @attrs.frozen
 class Candidate:
@@ -215,7 +218,7 @@ class Peer:
         errors = []
         for source in candidate.sources:
             try:
-                protocol = await self.pool.connect(source.endpoint)
+                protocol = await self.pool.connect(source.endpoint, queue_timeout=PIECE_LIST_QUEUE_TIMEOUT)
             except FileshareError as e:
                 errors.append(f"{source.host}: {e.message}")
                 continue

@@ -17,7 +17,16 @@ from .source import SourceProtocol
 log = Logger()
 
 CONNECT_TIMEOUT = 10.0
-IDLE_TIMEOUT = 10.0
+GREETING_TIMEOUT = 10.0
+#: Kept shorter than the uploader's SLOT_IDLE_GRACE (fileshare.peer.upload),
+#: so a connection is never reused just as the source closes it.
+IDLE_TIMEOUT = 1.0
+
+
+def _give_up(protocol: SourceProtocol, why: str) -> None:
+    if not protocol.greeted.called:
+        log.info("giving up on source {source}: it {why}", source=protocol.endpoint_name, why=why)
+        protocol.transport.abortConnection()
 
 
 class SourcePool:
@@ -28,11 +37,13 @@ class SourcePool:
         self._idle: dict[str, list[tuple[SourceProtocol, Any]]] = {}
         self.connects = 0
 
-    async def connect(self, endpoint: str, watch: Any = None) -> SourceProtocol:
+    async def connect(self, endpoint: str, watch: Any = None, queue_timeout: float | None = None) -> SourceProtocol:
         """A greeted connection to the source at *endpoint* (a client endpoint string).
 
         *watch*, if given, is called with the new protocol before the greeting,
         so a caller can show that the source has put us in its upload queue.
+        A source that says nothing within GREETING_TIMEOUT is given up; one
+        that queues us is waited for, up to *queue_timeout* if given.
         """
         idle = self._idle.get(endpoint, [])
         while idle:
@@ -40,6 +51,7 @@ class SourcePool:
             if timer.active():
                 timer.cancel()
             if protocol.connected:
+                protocol.last_progress = self.reactor.seconds()
                 return protocol
         try:
             ep = clientFromString(self.reactor, endpoint)
@@ -59,7 +71,17 @@ class SourcePool:
             if timer.active():
                 timer.cancel()
         self.connects += 1
-        return await protocol.greeted
+        greeting = self.reactor.callLater(GREETING_TIMEOUT, _give_up, protocol, "sent no greeting")
+        protocol.on_first_line = lambda: greeting.cancel() if greeting.active() else None
+        queue_timer = None
+        if queue_timeout is not None:
+            queue_timer = self.reactor.callLater(queue_timeout, _give_up, protocol, "kept us queued")
+        try:
+            return await protocol.greeted
+        finally:
+            for timer in (greeting, queue_timer):
+                if timer is not None and timer.active():
+                    timer.cancel()
 
     def release(self, protocol: SourceProtocol) -> None:
         """Keep a connection that finished cleanly for reuse."""

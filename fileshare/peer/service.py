@@ -58,6 +58,12 @@ class Options(usage.Options):
         ["max-sources", None, 4, "Sources one fetch downloads from at once.", _count],
     ]
 
+    def postOptions(self) -> None:
+        if self["listen"].split(":", 1)[0] not in ("tcp", "tcp6"):
+            raise usage.UsageError(
+                "--listen must be a TCP endpoint such as tcp:7710: other peers connect to it by address"
+            )
+
 
 class PeerService(service.MultiService):
     """The peer; ``peer``, ``uploads``, ``listener`` and ``control`` are there for tests and tools."""

@@ -39,6 +39,7 @@ class SourceProtocol(LineReceiver):
         self.bucket = bucket
         self.greeted: Deferred = Deferred()
         self.on_queued: Callable[[int], None] | None = None
+        self.on_first_line: Callable[[], Any] | None = None
         self.queue_position: int | None = None
         self._expect: deque[tuple[str, Deferred, Any]] = deque()
         self._sink: Sink | None = None
@@ -87,6 +88,9 @@ class SourceProtocol(LineReceiver):
         except BadRequest as e:
             self._protocol_error(f"source sent a bad message: {e.message}")
             return
+        if self.on_first_line is not None:
+            first, self.on_first_line = self.on_first_line, None
+            first()
         if not self.greeted.called:
             if "queued" in message and "ok" not in message:
                 self.queue_position = message["queued"] if isinstance(message["queued"], int) else None

@@ -26,6 +26,8 @@ log = Logger()
 
 #: How long a console command waits for a (re)connection to the tracker.
 CONNECT_TIMEOUT = 10.0
+#: How long any request to the tracker may take.
+CALL_TIMEOUT = 30.0
 #: Files per ``announce`` request.
 ANNOUNCE_BATCH = 200
 
@@ -126,14 +128,21 @@ class TrackerLink:
         finally:
             if timer.active():
                 timer.cancel()
+        timer = self.clock.callLater(CONNECT_TIMEOUT, protocol.transport.abortConnection)
         try:
-            return await protocol.ready
+            ready = await protocol.ready
         except Exception:
-            raise Unavailable("the tracker did not accept this peer's hello") from None
+            ready = None
+        finally:
+            if timer.active():
+                timer.cancel()
+        if ready is None:
+            raise Unavailable("the tracker did not accept this peer's hello")
+        return ready
 
     async def call(self, op: str, **fields: Any) -> dict[str, Any]:
         protocol = await self.channel()
-        return await protocol.call(op, **fields)
+        return await protocol.call(op, timeout=CALL_TIMEOUT, **fields)
 
     async def authed_call(self, op: str, **fields: Any) -> dict[str, Any]:
         if self.credentials is None:
@@ -141,7 +150,9 @@ class TrackerLink:
         return await self.call(op, **fields)
 
     async def _login(self, protocol: TrackerClientProtocol, name: str, password: str) -> None:
-        reply = await protocol.call("login", name=name, password=password, port=self._listen_port())
+        reply = await protocol.call(
+            "login", timeout=CALL_TIMEOUT, name=name, password=password, port=self._listen_port()
+        )
         self.credentials = (name, password)
         self.host = reply.get("host", name)
         self.endpoint_seen = reply.get("endpoint")
@@ -164,7 +175,7 @@ class TrackerLink:
     async def announce_all(self, protocol: TrackerClientProtocol) -> None:
         entries = [file_fields(e) for e in self.repository.entries()]
         for i, batch in enumerate(framing.chunks(entries, ANNOUNCE_BATCH)):
-            await protocol.call("announce", files=batch, reset=(i == 0))
+            await protocol.call("announce", timeout=CALL_TIMEOUT, files=batch, reset=(i == 0))
 
     async def publish(self, entry: Entry) -> bool:
         """Tell the tracker about a new file; False if not logged in (it is sent at login)."""

@@ -34,6 +34,10 @@ log = Logger()
 CHUNK = 1 << 20
 #: Bytes handed to one sendfile() call at most.
 SENDFILE_CHUNK = 4 << 20
+#: While others wait for a slot, a connection idle this long loses its slot.
+SLOT_IDLE_GRACE = 2.0
+#: Requests queued on one connection before it is read no further.
+MAX_QUEUED_REQUESTS = 16
 #: A connection that sends nothing for this long while idle is closed.
 IDLE_TIMEOUT = 60.0
 
@@ -47,13 +51,18 @@ class UploadSlots:
 
     A freed slot goes to the waiting connection whose host holds the fewest
     slots, oldest first, so one greedy host cannot keep every slot while
-    others wait.
+    others wait.  A fetcher keeps its connection open for a moment after a
+    fetch, to reuse it; while others wait, a connection idle for
+    SLOT_IDLE_GRACE is closed to free its slot.  Fetchers keep idle
+    connections for less than that, so they never reuse one being closed.
     """
 
-    def __init__(self, limit: int | None) -> None:
+    def __init__(self, limit: int | None, clock: IReactorTime) -> None:
         self.limit = limit
+        self.clock = clock
         self.active: set[UploadProtocol] = set()
         self.waiting: deque[UploadProtocol] = deque()
+        self._reclaim_call: Any = None
 
     def request(self, protocol: "UploadProtocol") -> None:
         if self.limit is None or len(self.active) < self.limit:
@@ -62,6 +71,27 @@ class UploadSlots:
         else:
             self.waiting.append(protocol)
             protocol.queued(len(self.waiting))
+            self.reclaim()
+
+    def reclaim(self) -> None:
+        """Close slot holders idle for long enough while others wait; check again later for the rest."""
+        if self._reclaim_call is not None and self._reclaim_call.active():
+            self._reclaim_call.cancel()
+        self._reclaim_call = None
+        if not self.waiting:
+            return
+        now = self.clock.seconds()
+        soonest = None
+        for p in list(self.active):
+            if p.idle_since is None:
+                continue
+            left = p.idle_since + SLOT_IDLE_GRACE - now
+            if left <= 0:
+                p.transport.loseConnection()
+            else:
+                soonest = left if soonest is None else min(soonest, left)
+        if soonest is not None:
+            self._reclaim_call = self.clock.callLater(soonest, self.reclaim)
 
     def release(self, protocol: "UploadProtocol") -> None:
         if protocol in self.active:
@@ -183,7 +213,7 @@ class SendfileSender(_Sender):
             return
         n = min(SENDFILE_CHUNK, self.remaining)
         if self._booked < n:
-            delay = self.bucket.delay_for(n)
+            delay = self.bucket.delay_for(n - self._booked)  # book only what is not booked yet
             self._booked = n
             if delay > 0:
                 self._timer = self.clock.callLater(delay, self._wake)
@@ -245,6 +275,9 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
         self.requested = 0
         self.sent_bytes = 0
         self.position: int | None = None
+        #: When this connection, holding a slot, last ran out of requests.
+        self.idle_since: float | None = None
+        self._reading_paused = False
 
     @property
     def clock(self) -> IReactorTime:
@@ -278,6 +311,10 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
                 self.hello(message)
             else:
                 self._requests.append(message)
+                if len(self._requests) > MAX_QUEUED_REQUESTS and not self._reading_paused:
+                    # A client that asks faster than it reads waits for us to catch up.
+                    self._reading_paused = True
+                    self.transport.pauseProducing()
                 self._next()
         except FileshareError as e:
             if self.state == "hello":
@@ -308,6 +345,9 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
 
     def _next(self) -> None:
         """Answer queued requests in order, one streamed range at a time."""
+        if self._reading_paused and len(self._requests) <= MAX_QUEUED_REQUESTS // 4:
+            self._reading_paused = False
+            self.transport.resumeProducing()
         while self.state == "serving" and not self._sending and self._requests and self.connected:
             message = self._requests.popleft()
             try:
@@ -321,6 +361,8 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
                     raise BadRequest(f"unknown op {message['op']!r}", "unknown-op")
             except FileshareError as e:
                 self.error(e)
+        if self.connected:
+            self._update_idle()
 
     def _entry(self, message: dict[str, Any]) -> Entry:
         root = field(message, "root", str)
@@ -357,6 +399,8 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
                 raise NotFound("the published file has changed since it was published")
             self._files[entry.path] = fd
         self.send({"ok": True, "length": length})
+        if not length:
+            return
         self._sending = True
         self.setTimeout(None)
         self.requested += 1
@@ -370,6 +414,15 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
         self.service.sent_bytes += length
         self.setTimeout(IDLE_TIMEOUT)
         self._next()
+
+    def _update_idle(self) -> None:
+        idle = self.state == "serving" and not self._sending and not self._requests
+        if idle and self.idle_since is None:
+            self.idle_since = self.clock.seconds()
+            if self.service.slots.waiting:
+                self.service.slots.reclaim()
+        elif not idle:
+            self.idle_since = None
 
     def _send_failed(self, failure: Failure) -> None:
         self._sending = False
@@ -398,7 +451,7 @@ class UploadService(Factory):
     ) -> None:
         self.repository = repository
         self.clock = clock
-        self.slots = UploadSlots(max_uploads)
+        self.slots = UploadSlots(max_uploads, clock)
         self.bucket = TokenBucket(upload_rate, clock)
         self.connections: set[UploadProtocol] = set()
         self.sent_bytes = 0

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from fileshare.errors import NotFound
 from fileshare.peer.repository import Entry, Stamp
-from fileshare.peer.upload import CHUNK, IDLE_TIMEOUT, UploadProtocol, UploadService
+from fileshare.peer.upload import CHUNK, IDLE_TIMEOUT, SLOT_IDLE_GRACE, UploadProtocol, UploadService
 from fileshare.pieces import hash_file
 
 MiB = 1 << 20
@@ -331,6 +331,30 @@ def test_a_freed_slot_goes_to_the_host_holding_fewest_slots(tmp_path):
     assert messages(modest_transport) == [GRANTED]
     assert messages(greedy_third_transport) == []
     assert list(service.slots.waiting) == [greedy_third]
+
+
+def test_an_idle_slot_holder_is_closed_after_the_grace_while_others_wait(tmp_path):
+    service, _, _, clock = build_service(tmp_path, max_uploads=1)
+    holder, holder_transport = connect_served(service)
+    clock.advance(1.0)
+    waiter, waiter_transport = connect(service)
+    waiter.dataReceived(HELLO)
+    assert messages(waiter_transport) == [{"queued": 1}]
+
+    clock.advance(SLOT_IDLE_GRACE - 1.0 - 0.01)
+    assert not holder_transport.disconnecting
+    clock.advance(0.02)
+
+    assert holder_transport.disconnecting
+    lose(holder)
+    assert messages(waiter_transport) == [GRANTED]
+
+
+def test_an_idle_slot_holder_keeps_its_slot_when_nobody_waits(tmp_path):
+    service, _, _, clock = build_service(tmp_path, max_uploads=1)
+    _, holder_transport = connect_served(service)
+    clock.advance(SLOT_IDLE_GRACE * 10)
+    assert not holder_transport.disconnecting
 
 
 def test_without_a_limit_every_connection_is_served(tmp_path):
