@@ -286,10 +286,11 @@ class Download:
         checker = LoopingCall(self._check_stalls)
         checker.clock = self.clock
         try:
-            if self._missing:
+            if self._missing and not self._single:  # one piece: nothing to resume, nothing to save
                 saver.start(SAVE_INTERVAL, now=False).addErrback(
                     lambda f: log.failure("saving the progress of {fname} failed", f, fname=self.fname)
                 )
+            if self._missing:
                 checker.start(1.0, now=False)
                 while self._spare and len(self.active) < self.max_connections:
                     self._start_worker()

@@ -194,17 +194,23 @@ class Peer:
             self.downloads.pop(chosen.root, None)
         if download.saved:
             await self.repository.drop_partial(digest.root)
-        # Recording the file and announcing it do not depend on each other.
-        recorded = Deferred.fromCoroutine(self.repository.add_fetched(fname, download.digest, download.final_stat))
-        try:
-            await self.tracker.publish_fields(fname, download.digest.size, download.digest.root)
-        except FileshareError as e:
-            log.warn("could not announce {fname}: {why}", fname=fname, why=e.message)
-        entry = await recorded
+        entry = await self.repository.add_fetched(fname, download.digest, download.final_stat)
+        # The file is here and ours whatever the tracker says, so the
+        # announcement is not waited for; it goes out before any later
+        # request on the same connection, and a failed one is logged (the
+        # next login announces the whole repository again).
+        announced = Deferred.fromCoroutine(self.tracker.publish_fields(fname, entry.size, entry.root))
+        announced.addErrback(self._announce_failed, fname)
         seconds = self.reactor.seconds() - download.started
         return FetchResult(
             entry, seconds, download.received_bytes, download.resumed_bytes, tuple(sorted(download.contributors))
         )
+
+    def _announce_failed(self, failure: Any, fname: str) -> None:
+        if failure.check(FileshareError):
+            log.warn("could not announce {fname}: {why}", fname=fname, why=failure.getErrorMessage())
+        else:
+            log.failure("announcing {fname} failed", failure, fname=fname)
 
     async def _digest_for(self, candidate: Candidate) -> tuple[Digest, bytes | None]:
         """The verified piece list, from a saved partial download or from a source."""
