@@ -71,9 +71,13 @@ class PeerService(service.MultiService):
     def __init__(self, options: dict[str, Any], reactor: Any) -> None:
         super().__init__()
         self.reactor = reactor
-        hashers = ThreadPool(minthreads=0, maxthreads=2, name="fileshare-peer-hash")
+        # Verifying downloaded pieces and hashing newly published files run
+        # in separate pools, so publishing a big file does not stall fetches.
+        hashers = ThreadPool(minthreads=0, maxthreads=2, name="fileshare-peer-verify")
         ThreadPoolService(hashers).setServiceParent(self)
-        self.repository = Repository(options["repo"], reactor, hashers)
+        publishing = ThreadPool(minthreads=0, maxthreads=1, name="fileshare-peer-publish")
+        ThreadPoolService(publishing).setServiceParent(self)
+        self.repository = Repository(options["repo"], reactor, publishing)
         CallbackService(self.repository.close).setServiceParent(self)
         self.uploads = UploadService(self.repository, reactor, options["max-uploads"], options["upload-rate"])
         self.listener = ListeningService(reactor, options["listen"], self.uploads, "peer uploads")
