@@ -309,6 +309,8 @@ class Download:
                 if self._fd is not None:
                     os.close(self._fd)
                     self._fd = None
+            if self._cancelled:
+                await self.repository.drop_partial(self.digest.root)
             raise
         finally:
             for loop in (saver, checker):
@@ -320,10 +322,16 @@ class Download:
             fd, self._fd = self._fd, None
             self.final_stat = await self._thread(_finish, fd, part, final, self.digest.size)
 
-    def cancel(self) -> None:
+    def cancel(self) -> Deferred:
+        """Stop and discard the partial data; fires once it is gone."""
+        if self._finished:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._ended.append(d)
         self._cancelled = True
         if not self._done.called:
             self._end(Cancelled(f"fetch of {self.fname!r} cancelled"))
+        return d
 
     async def _drain(self) -> None:
         while self._pending:

@@ -17,7 +17,7 @@ from twisted.python.threadpool import ThreadPool
 from ..errors import BadRequest, Conflict, FileshareError, NotFound, Unavailable
 from ..names import check_account, check_fname, check_password
 from ..pieces import MIN_PIECE_SIZE, Digest, piece_size_for
-from .download import Cancelled, Download, Source
+from .download import Download, Source
 from .pool import SourcePool
 from .repository import Entry, Repository
 from .tracker_link import TrackerLink
@@ -184,11 +184,7 @@ class Peer:
             self.downloads[chosen.root] = download
             if started is not None:
                 started(download)
-            try:
-                await download.run()
-            except Cancelled:
-                await self.repository.drop_partial(digest.root)
-                raise
+            await download.run()
         finally:
             self._claimed.discard(chosen.root)
             self.downloads.pop(chosen.root, None)
@@ -247,7 +243,7 @@ class Peer:
     async def cancel(self, fname: str) -> None:
         for download in list(self.downloads.values()):
             if download.fname == fname:
-                download.cancel()
+                await download.cancel()
                 return
         partials = [p for p in await self.repository.partials() if p[1] == fname]
         if not partials:
