@@ -36,7 +36,8 @@ temporary directory that is removed at the end (unless ``--keep``):
 Every fetched file is compared with its source by SHA-256 after the timing.
 MB/s are 10**6 bytes per second.  Figures are medians over the rounds; the
 ratios are medians of the ratios measured within each round, since the
-machine is noisy and only same-round ratios mean much.  The table ends with
+machine is noisy and only same-round ratios mean much (the two fileshare
+measurements swap order every round).  The table ends with
 the project's targets marked PASS or MISS.
 """
 
@@ -751,7 +752,9 @@ def run(args: argparse.Namespace, workdir: str, procs: Processes) -> Results:
             check_copy(dst, data.big_sha, "aria2 leecher")
             if not args.keep:
                 os.remove(dst)
-        for what, from_host in ((FS_ONE, "seeder1"), (FS_TWO, None)):
+        pair = [(FS_ONE, "seeder1"), (FS_TWO, None)]
+        # Alternate which goes first, so drift within a round favours neither.
+        for what, from_host in pair if round_ % 2 else reversed(pair):
             leechers += 1
             fetch = fileshare_big(
                 swarm, data, f"leecher{leechers}", from_host, args.keep, lambda: settle(workdir, data.big_size)

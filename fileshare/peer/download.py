@@ -359,6 +359,11 @@ class Download:
         d = Deferred.fromCoroutine(self._worker(source))
         d.addErrback(lambda f: log.failure("download worker failed", f))
 
+    def _fair_share(self) -> int:
+        """Near the end, smaller batches: no source should hold the tail while others idle."""
+        missing = len(self._missing) * self.digest.piece_size
+        return max(self.digest.piece_size, missing // (PIPELINE * max(1, len(self.active))))
+
     def _take(self, batch_bytes: int) -> list[int]:
         """Claim a run of consecutive missing pieces of about *batch_bytes*."""
         batch: list[int] = []
@@ -400,7 +405,7 @@ class Download:
             batch_bytes = MIN_BATCH
             while not self._done.called:
                 while len(inflight) < PIPELINE:
-                    batch = self._take(batch_bytes)
+                    batch = self._take(min(batch_bytes, self._fair_share()))
                     if not batch:
                         break
                     offset = self.span(batch[0])[0]
