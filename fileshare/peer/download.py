@@ -268,12 +268,20 @@ class Download:
         Fires once the download has wound down: its pieces in the thread
         pool written, its state saved.
         """
+        return self._wind_down(Unavailable(f"fetch of {self.fname!r} interrupted; fetch it again to resume"))
+
+    def cancel(self) -> Deferred:
+        """Stop and discard the partial data; fires once it is gone."""
+        self._cancelled = not self._finished
+        return self._wind_down(Cancelled(f"fetch of {self.fname!r} cancelled"))
+
+    def _wind_down(self, why: FileshareError) -> Deferred:
         if self._finished:
             return succeed(None)
         d: Deferred = Deferred()
         self._ended.append(d)
         if not self._done.called:
-            self._end(Unavailable(f"fetch of {self.fname!r} interrupted; fetch it again to resume"))
+            self._end(why)
         return d
 
     async def _run(self) -> None:
@@ -321,17 +329,6 @@ class Download:
             await self._save()  # should naming fail, the download is kept for a retry
             fd, self._fd = self._fd, None
             self.final_stat = await self._thread(_finish, fd, part, final, self.digest.size)
-
-    def cancel(self) -> Deferred:
-        """Stop and discard the partial data; fires once it is gone."""
-        if self._finished:
-            return succeed(None)
-        d: Deferred = Deferred()
-        self._ended.append(d)
-        self._cancelled = True
-        if not self._done.called:
-            self._end(Cancelled(f"fetch of {self.fname!r} cancelled"))
-        return d
 
     async def _drain(self) -> None:
         while self._pending:

@@ -80,9 +80,7 @@ class TrackerLink:
         self._listen_port = listen_port
         self.credentials: tuple[str, str] | None = None
         self.host: str | None = None
-        self.endpoint_seen: str | None = None
         self.protocol: TrackerClientProtocol | None = None
-        self.on_login: list[Callable[[], None]] = []
         factory = Factory.forProtocol(lambda: TrackerClientProtocol(self))
         self.service = ClientService(
             endpoint,
@@ -155,7 +153,6 @@ class TrackerLink:
         )
         self.credentials = (name, password)
         self.host = reply.get("host", name)
-        self.endpoint_seen = reply.get("endpoint")
         await self.announce_all(protocol)
 
     async def login(self, name: str, password: str) -> int:

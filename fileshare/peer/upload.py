@@ -272,7 +272,6 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
         self._requests: deque[dict[str, Any] | FileshareError] = deque()
         self._sending = False
         self._files: dict[str, int] = {}
-        self.requested = 0
         self.sent_bytes = 0
         self.position: int | None = None
         #: When this connection, holding a slot, last ran out of requests.
@@ -403,7 +402,6 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
             return
         self._sending = True
         self.setTimeout(None)
-        self.requested += 1
         kind = SendfileSender if self.service.sendfile and _plain_socket(self.transport) else RangeSender
         sender = kind(self.transport, fd, offset, length, self.clock, self.service.bucket)
         sender.start().addCallbacks(self._sent, self._send_failed, (length,))
