@@ -20,41 +20,13 @@ from twisted.python.threadpool import ThreadPool
 from ..errors import BadRequest, Conflict, NotFound
 from ..names import check_fname
 from ..pieces import Digest, hash_file
-from ..storage.sqlite import open_pool
+from ..storage.sqlite import Schema, open_pool, prepare
 
 log = Logger()
 
 STATE_DIR = ".fileshare"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS published (
-    fname TEXT PRIMARY KEY,
-    path TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL,
-    piece_size INTEGER NOT NULL,
-    pieces BLOB NOT NULL,
-    root TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS hashcache (
-    path TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL,
-    piece_size INTEGER NOT NULL,
-    pieces BLOB NOT NULL,
-    root TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS partial (
-    root TEXT PRIMARY KEY,
-    fname TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    piece_size INTEGER NOT NULL,
-    pieces BLOB NOT NULL,
-    verified BLOB NOT NULL
-);
-"""
+SCHEMA = Schema("fileshare.peer.schema", "peer repository database")
 
 
 @attrs.frozen
@@ -116,7 +88,9 @@ class Repository:
         os.makedirs(self.partial_dir, exist_ok=True)
         self._reactor = reactor
         self._threadpool = threadpool
-        self._db = open_pool(os.path.join(self.state_dir, "peer.db"), SCHEMA, reactor)
+        db = os.path.join(self.state_dir, "peer.db")
+        prepare(db, SCHEMA)
+        self._db = open_pool(db, reactor)
         self.by_name: dict[str, Entry] = {}
         self.by_root: dict[str, Entry] = {}
 

@@ -13,7 +13,7 @@ from twisted.enterprise import adbapi
 from zope.interface import Interface, implementer
 
 from ..errors import Conflict
-from ..storage.sqlite import open_pool
+from ..storage.sqlite import Schema, open_pool, prepare
 
 
 @attrs.frozen
@@ -63,27 +63,14 @@ class ITrackerStore(Interface):
         """Release the database."""
 
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    name TEXT PRIMARY KEY,
-    password_hash TEXT NOT NULL,
-    created REAL NOT NULL DEFAULT (julianday('now'))
-);
-CREATE TABLE IF NOT EXISTS files (
-    host TEXT NOT NULL REFERENCES accounts(name),
-    fname TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    root TEXT NOT NULL,
-    PRIMARY KEY (host, fname)
-);
-CREATE INDEX IF NOT EXISTS files_by_name ON files(fname);
-"""
+SCHEMA = Schema("fileshare.tracker.schema", "tracker database")
 
 
 @implementer(ITrackerStore)
 class SQLiteTrackerStore:
     def __init__(self, path: str, reactor: Any) -> None:
-        self._pool: adbapi.ConnectionPool = open_pool(path, SCHEMA, reactor)
+        prepare(path, SCHEMA)
+        self._pool: adbapi.ConnectionPool = open_pool(path, reactor)
 
     async def create_account(self, name: str, password_hash: str) -> None:
         try:

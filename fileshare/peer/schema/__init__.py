@@ -1,0 +1,1 @@
+"""The peer repository database schema: numbered upgrade steps (see fileshare.storage.sqlite)."""

@@ -1,0 +1,1 @@
+"""The tracker database schema: numbered upgrade steps (see fileshare.storage.sqlite)."""
