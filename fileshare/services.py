@@ -1,9 +1,10 @@
 """Small services shared by the tracker and the peer."""
 
+import os
 from typing import Any
 
 from twisted.application import service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -11,16 +12,24 @@ from twisted.python.threadpool import ThreadPool
 log = Logger()
 
 
+class StartupError(Exception):
+    """A service cannot start; the message is one line naming what and why."""
+
+
 class ListeningService(service.Service):
     """Listen on an endpoint string while running; ``port`` is the listening port.
 
     Unlike ``strports.service`` this keeps the port, so a peer listening on
-    ``tcp:0`` can tell the tracker where it really is.
+    ``tcp:0`` can tell the tracker where it really is.  ``listening`` fires
+    with the port, or fails with a :class:`StartupError` naming *option* and
+    the endpoint; for TCP that happens within ``startService``, which twistd
+    calls before the reactor runs.
     """
 
-    def __init__(self, reactor: Any, description: str, factory: Any, name: str) -> None:
+    def __init__(self, reactor: Any, description: str, factory: Any, name: str, option: str) -> None:
         self.endpoint = serverFromString(reactor, description)
         self.description = description
+        self.option = option
         self.factory = factory
         self.setName(name)
         self.port: Any = None
@@ -37,13 +46,8 @@ class ListeningService(service.Service):
             return port
 
         def failed(failure: Any) -> None:
-            log.error(
-                "{name} cannot listen on {description}: {why}",
-                name=self.name,
-                description=self.description,
-                why=failure.getErrorMessage(),
-            )
-            self.listening.errback(failure)
+            why = failure.getErrorMessage()
+            self.listening.errback(StartupError(f"cannot listen on {self.option} {self.description}: {why}"))
 
         d.addCallbacks(listening, failed)
 
@@ -57,6 +61,58 @@ class ListeningService(service.Service):
     @property
     def port_number(self) -> int:
         return getattr(self.port.getHost(), "port", 0) if self.port is not None else 0
+
+
+def first_failure(ds: list[Deferred]) -> Deferred:
+    """Fires when all of *ds* have succeeded, or fails with the first failure itself."""
+    d = gatherResults(ds, consumeErrors=True)
+    d.addErrback(lambda f: f.value.subFailure if f.check(FirstError) else f)
+    return d
+
+
+class Program(service.MultiService):
+    """The service twistd runs: a start-up failure ends the process with status 1 and one line.
+
+    *main* has a ``started`` Deferred (set by its ``startService``) that fails
+    with a :class:`StartupError` when it cannot start.  twistd starts services
+    before the reactor runs, and a failure seen then is raised as
+    ``SystemExit``, which twistd turns into exit status 1.  A failure that comes
+    later, with the reactor running, is logged and stops the reactor, and the
+    process exits with status 1 once it has shut down.
+    """
+
+    def __init__(self, program: str, main: Any, reactor: Any) -> None:
+        super().__init__()
+        self.program = program
+        self.main = main
+        self.reactor = reactor
+        self.exit_status = 0
+        main.setServiceParent(self)
+
+    def startService(self) -> None:
+        super().startService()
+        early: list[str] = []
+        starting = True
+
+        def failed(failure: Any) -> None:
+            why = failure.getErrorMessage() if failure.check(StartupError) else f"failed to start: {failure.value!r}"
+            if not failure.check(StartupError):
+                log.failure("{program} failed to start", failure, program=self.program)
+            if starting:
+                early.append(why)
+            else:
+                self.fail_later(why)
+
+        self.main.started.addErrback(failed)
+        starting = False
+        if early:
+            raise SystemExit(f"{self.program}: {early[0]}")
+
+    def fail_later(self, why: str) -> None:
+        log.critical("{program}: {why}", program=self.program, why=why)
+        self.exit_status = 1
+        self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        self.reactor.stop()
 
 
 class ThreadPoolService(service.Service):

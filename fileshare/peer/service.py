@@ -10,7 +10,8 @@ from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
 from ..errors import BadRequest
-from ..services import CallbackService, ListeningService, ThreadPoolService
+from ..services import CallbackService, ListeningService, Program, ThreadPoolService, first_failure
+from ..storage.sqlite import DatabaseError
 from .console import PeerConsoleFactory
 from .node import Peer
 from .pool import SourcePool
@@ -80,7 +81,7 @@ class PeerService(service.MultiService):
         self.repository = Repository(options["repo"], reactor, publishing)
         CallbackService(self.repository.close).setServiceParent(self)
         self.uploads = UploadService(self.repository, reactor, options["max-uploads"], options["upload-rate"])
-        self.listener = ListeningService(reactor, options["listen"], self.uploads, "peer uploads")
+        self.listener = ListeningService(reactor, options["listen"], self.uploads, "peer uploads", "--listen")
         self.listener.setServiceParent(self)
         self.tracker = TrackerLink(
             clientFromString(reactor, options["tracker"]),
@@ -93,26 +94,19 @@ class PeerService(service.MultiService):
             self.repository, self.tracker, self.uploads, self.pool, reactor, hashers, options["max-sources"]
         )
         self.control = ListeningService(
-            reactor, options["control"], PeerConsoleFactory(self.peer, reactor), "peer console"
+            reactor, options["control"], PeerConsoleFactory(self.peer, reactor), "peer console", "--control"
         )
         self.control.setServiceParent(self)
-        self.ready = None
-        self.on_start_failure: Any = None
+        self.started: Deferred | None = None
 
     def startService(self) -> None:
         super().startService()
         # The repository is loaded before the tracker connection starts, so
         # the first announcement is complete.
-        self.ready = Deferred.fromCoroutine(self.repository.load())
-        self.ready.addCallback(lambda _: self.listener.listening)
-        self.ready.addCallback(lambda _: self.tracker.service.startService())
-        self.ready.addErrback(self._failed)
-        if self.on_start_failure is not None:
-            self.ready.addErrback(self.on_start_failure)
-
-    def _failed(self, failure: Any) -> Any:
-        log.failure("peer failed to start", failure)
-        return failure
+        self.started = first_failure(
+            [Deferred.fromCoroutine(self.repository.load()), self.listener.listening, self.control.listening]
+        )
+        self.started.addCallback(lambda _: self.tracker.service.startService())
 
     def stopService(self) -> Deferred:
         return Deferred.fromCoroutine(self._stop())
@@ -134,7 +128,14 @@ def makeService(options: Options) -> service.IService:
     from .tuning import reuse_large_buffers
 
     reuse_large_buffers()
-    peer = PeerService(options, reactor)
-    # A peer that cannot listen or open its repository has nothing to do.
-    peer.on_start_failure = lambda _: reactor.stop()
-    return peer
+    try:
+        peer = PeerService(options, reactor)
+    except DatabaseError as e:
+        raise SystemExit(f"fileshare-peer: {e}") from None
+    except OSError as e:
+        raise SystemExit(f"fileshare-peer: cannot open the repository --repo {options['repo']}: {_why(e)}") from None
+    return Program("fileshare-peer", peer, reactor)
+
+
+def _why(e: OSError) -> str:
+    return f"{e.strerror}: {e.filename}" if e.strerror and e.filename else str(e)

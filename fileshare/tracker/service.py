@@ -6,7 +6,7 @@ from twisted.application import service
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
-from ..services import CallbackService, ListeningService, ThreadPoolService
+from ..services import CallbackService, ListeningService, Program, ThreadPoolService, first_failure
 from .admin import AdminConsoleFactory
 from .directory import Directory
 from .protocol import TrackerFactory
@@ -34,10 +34,16 @@ class TrackerService(service.MultiService):
         CallbackService(store.close).setServiceParent(self)
         self.directory = Directory(store, reactor, reactor, pool)
         self.peers = TrackerFactory(self.directory)
-        self.listener = ListeningService(reactor, options["listen"], self.peers, "tracker")
+        self.listener = ListeningService(reactor, options["listen"], self.peers, "tracker", "--listen")
         self.listener.setServiceParent(self)
-        self.admin = ListeningService(reactor, options["admin"], AdminConsoleFactory(self.directory), "admin console")
+        self.admin = ListeningService(
+            reactor, options["admin"], AdminConsoleFactory(self.directory), "admin console", "--admin"
+        )
         self.admin.setServiceParent(self)
+
+    def startService(self) -> None:
+        super().startService()
+        self.started = first_failure([self.listener.listening, self.admin.listening])
 
     def stopService(self) -> Any:
         self.peers.disconnect_all()
@@ -47,7 +53,4 @@ class TrackerService(service.MultiService):
 def makeService(options: Options) -> service.IService:
     from twisted.internet import reactor
 
-    top = TrackerService(options, reactor)
-    for listener in (top.listener, top.admin):
-        listener.listening.addErrback(lambda _: reactor.stop())
-    return top
+    return Program("fileshare-tracker", TrackerService(options, reactor), reactor)

@@ -121,7 +121,7 @@ class Network:
         peer = PeerService(opts, reactor)
         peer.startService()
         self.services.append(peer)
-        await peer.ready
+        await peer.started
         await peer.control.listening
         return peer
 

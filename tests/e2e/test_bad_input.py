@@ -140,23 +140,34 @@ async def test_console_errors_keep_the_connection_usable(net):
 
 
 class Raw(Protocol):
-    def __init__(self):
+    """Collects what the other end sends; closes once *replies* lines have come."""
+
+    def __init__(self, replies: int):
+        self.replies = replies
         self.received = b""
         self.closed = Deferred()
 
     def dataReceived(self, data):
         self.received += data
+        if self.received.count(b"\n") >= self.replies:
+            self.transport.loseConnection()
 
     def connectionLost(self, reason):
         self.closed.callback(self.received)
 
 
-async def raw_exchange(port: int, data: bytes) -> bytes:
-    p = Raw()
+async def raw_exchange(port: int, data: bytes, replies: int) -> bytes:
+    """Send *data*, wait for *replies* lines (or the other end closing), then hang up."""
+    p = Raw(replies)
     await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), p)
     p.transport.write(data)
-    reactor.callLater(2, lambda: p.transport.loseConnection())
-    return await p.closed
+    # A safety net only: every exchange below ends by its own replies.
+    guard = reactor.callLater(10, p.transport.abortConnection)
+    try:
+        return await p.closed
+    finally:
+        if guard.active():
+            guard.cancel()
 
 
 def lines(data: bytes) -> list[dict]:
@@ -173,14 +184,14 @@ async def test_the_upload_port_refuses_garbage_and_unpublished_content(net, tmp_
     port = alice_peer.listener.port_number
     hello = b'{"op":"hello","versions":[1]}\n'
 
-    garbage = lines(await raw_exchange(port, b"\x00\xffgarbage\n"))
-    too_long = lines(await raw_exchange(port, hello + b"x" * 10000 + b"\n"))
-    unknown = lines(await raw_exchange(port, hello + b'{"op":"steal"}\n'))
+    garbage = lines(await raw_exchange(port, b"\x00\xffgarbage\n", 1))
+    too_long = lines(await raw_exchange(port, hello + b"x" * 10000 + b"\n", 2))
+    unknown = lines(await raw_exchange(port, hello + b'{"op":"steal"}\n', 2))
     escape = lines(
-        await raw_exchange(port, hello + b'{"op":"get","root":"../../../etc/passwd","offset":0,"length":10}\n')
+        await raw_exchange(port, hello + b'{"op":"get","root":"../../../etc/passwd","offset":0,"length":10}\n', 2)
     )
     unpublished = lines(
-        await raw_exchange(port, hello + b'{"op":"get","root":"' + b"0" * 64 + b'","offset":0,"length":1}\n')
+        await raw_exchange(port, hello + b'{"op":"get","root":"' + b"0" * 64 + b'","offset":0,"length":1}\n', 2)
     )
 
     assert garbage == [{"ok": False, "code": "bad-request", "message": "message is not UTF-8"}]
@@ -197,9 +208,9 @@ async def test_the_tracker_port_answers_garbage_with_errors_and_keeps_running(ne
     tracker = await net.start_tracker()
     port = tracker.listener.port_number
 
-    before_hello = lines(await raw_exchange(port, b'{"id":1,"op":"search"}\n'))
-    garbage = lines(await raw_exchange(port, b"not json\n"))
-    too_long = lines(await raw_exchange(port, b"x" * 300000 + b"\n"))
+    before_hello = lines(await raw_exchange(port, b'{"id":1,"op":"search"}\n', 1))
+    garbage = lines(await raw_exchange(port, b"not json\n", 1))
+    too_long = lines(await raw_exchange(port, b"x" * 300000 + b"\n", 1))
 
     assert before_hello == [{"re": 1, "ok": False, "code": "hello-required", "message": "send 'hello' first"}]
     assert garbage == [{"re": None, "ok": False, "code": "bad-request", "message": "message is not JSON"}]

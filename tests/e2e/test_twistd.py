@@ -30,6 +30,7 @@ class Twistd(ProcessProtocol):
         self.ports: Deferred = Deferred()
         self.ended: Deferred = Deferred()
         self.output = b""
+        self.status: int | None = None
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
@@ -41,6 +42,7 @@ class Twistd(ProcessProtocol):
     errReceived = outReceived
 
     def processEnded(self, reason) -> None:
+        self.status = reason.value.exitCode
         if not self.ports.called:
             self.ports.errback(RuntimeError(self.output.decode("utf-8", "replace")))
         self.ended.callback(None)
