@@ -157,8 +157,9 @@ class Repository:
     async def publish(self, local_path: str, fname: str) -> Entry:
         check_fname(fname)
         path = os.path.abspath(os.path.expanduser(local_path))
-        existing = self.by_name.get(fname)
         stamp, digest = await self.digest_of(path)
+        # Checked after hashing, against what is published by then.
+        existing = self.by_name.get(fname)
         if existing is not None and existing.path != path:
             raise Conflict(f"{fname!r} is already published from {existing.path}; unpublish it first")
         entry = Entry(fname, path, stamp, digest)

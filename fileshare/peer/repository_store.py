@@ -16,10 +16,13 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from ..pieces import Digest
 from ..storage.sqlite import Schema, open_pool, prepare
+
+log = Logger()
 
 SCHEMA = Schema("fileshare.peer.schema", "peer repository database")
 
@@ -183,6 +186,15 @@ class SQLiteRepositoryStore:
     def __init__(self, path: str, reactor: Any) -> None:
         self.path = path
         self.prepared = prepare(path, SCHEMA)
+        if self.prepared.created:
+            log.info("created the peer repository database {path}", path=path)
+        elif self.prepared.old_version != self.prepared.version:
+            log.info(
+                "upgraded the peer repository database {path} from version {old} to {new}",
+                path=path,
+                old=self.prepared.old_version,
+                new=self.prepared.version,
+            )
         self._db = open_pool(path, reactor)
         self._closed = False
 

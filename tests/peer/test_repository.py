@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from fileshare.errors import BadRequest, Conflict, NotFound
@@ -323,7 +324,11 @@ async def test_a_0_1_0_repository_opens_upgrades_and_keeps_its_records(tmp_path,
     os.makedirs(tmp_path / ".fileshare")
     db = tmp_path / ".fileshare" / "peer.db"
     shutil.copy(FIXTURES / "peer-0.1.0.db", db)
-    repo = opened(tmp_path)
+    with capturedLogs() as events:
+        repo = opened(tmp_path)
+    assert f"upgraded the peer repository database {db} from version 0 to {SCHEMA.version}" in [
+        e["log_format"].format(**e) for e in events
+    ]
     await repo.load()
     content = b"hello from 0.1.0\n"
     pieces = hashlib.sha256(content).digest()

@@ -8,6 +8,7 @@ by adding one param there.  The in-memory store is the reference semantics.
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.logger import capturedLogs
 from zope.interface.verify import verifyObject
 
 from fileshare.peer.repository_store import (
@@ -219,3 +220,12 @@ async def test_sqlite_rows_survive_reopening(tmp_path):
         assert await second.list_partials() == [partial("big.iso", "c")]
     finally:
         second.close()
+
+
+def test_sqlite_says_when_it_created_the_database(tmp_path):
+    path = str(tmp_path / "peer.db")
+    with capturedLogs() as events:
+        SQLiteRepositoryStore(path, reactor).close()
+        SQLiteRepositoryStore(path, reactor).close()
+    said = [e["log_format"].format(**e) for e in events if e.get("log_namespace", "").endswith("repository_store")]
+    assert said == [f"created the peer repository database {path}"]
