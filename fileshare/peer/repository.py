@@ -106,7 +106,7 @@ class Repository:
         return deferToThreadPool(self._reactor, self._metadata, f, *args)
 
     async def load(self) -> None:
-        """Read the published entries; run once at start, before anyone is served."""
+        """Read the published entries; run once at start (the service announces to the tracker after it)."""
         entries = await self._store.load_published()
         self.by_name.clear()
         self.by_root.clear()
