@@ -1,18 +1,25 @@
 """
 The peer's repository: which local files are published under which names.
 
-State lives in ``DIR/.fileshare/peer.db`` (SQLite, through adbapi), so a
-restarted peer still has its repository.  Piece digests are cached by
-(path, size, mtime, inode): restarting or re-publishing does not re-hash.
-Fetched files land in ``DIR/FNAME``; partial downloads in
-``DIR/.fileshare/partial/``.
+The rules live here (what may be published, what is served, when a paused
+download is stale); the rows live behind an
+:class:`~fileshare.peer.repository_store.IRepositoryStore`, by default
+``DIR/.fileshare/peer.db``, so a restarted peer still has its repository.
+Piece digests are cached by (path, size, mtime, inode): restarting or
+re-publishing does not re-hash.  Fetched files land in ``DIR/FNAME``; partial
+downloads in ``DIR/.fileshare/partial/``.
+
+Blocking work goes to two thread pools the caller owns: *hashing* for
+hashing files being published, *metadata* for the quick stat, open-check and
+unlink calls.  They are separate so that a quick call (``drop_partial``
+before a fetch answers OK) never waits behind a publish hashing a big file.
 """
 
 import os
 import stat
+from collections.abc import Callable
 from typing import Any
 
-import attrs
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -20,42 +27,14 @@ from twisted.python.threadpool import ThreadPool
 from ..errors import BadRequest, Conflict, NotFound
 from ..names import check_fname
 from ..pieces import Digest, hash_file
-from ..storage.sqlite import Schema, open_pool, prepare
+from ..storage.sqlite import DatabaseError
+from .repository_store import Entry, IRepositoryStore, PartialRecord, SQLiteRepositoryStore, Stamp
+
+__all__ = ["STATE_DIR", "Entry", "Repository", "Stamp"]
 
 log = Logger()
 
 STATE_DIR = ".fileshare"
-
-SCHEMA = Schema("fileshare.peer.schema", "peer repository database")
-
-
-@attrs.frozen
-class Stamp:
-    """What tells us a file is unchanged since it was hashed."""
-
-    size: int
-    mtime_ns: int
-    inode: int
-
-    @classmethod
-    def of(cls, st: os.stat_result) -> "Stamp":
-        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-@attrs.frozen
-class Entry:
-    fname: str
-    path: str
-    stamp: Stamp
-    digest: Digest
-
-    @property
-    def size(self) -> int:
-        return self.digest.size
-
-    @property
-    def root(self) -> str:
-        return self.digest.root
 
 
 def _stat_regular(path: str) -> os.stat_result:
@@ -78,33 +57,61 @@ def _stat_regular(path: str) -> os.stat_result:
     return st
 
 
-class Repository:
-    """Published files by name and by root, mirrored in memory for fast lookups."""
+def _make_state_dirs(directory: str, partial_dir: str) -> None:
+    """Create the repository's directories, or say clearly why it cannot be used (blocking, at start)."""
+    try:
+        os.makedirs(partial_dir, exist_ok=True)
+    except OSError as e:
+        raise DatabaseError(f"cannot use {directory} as the repository: {e.strerror} ({e.filename})") from None
+    for path in (directory, partial_dir):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise DatabaseError(f"cannot use {directory} as the repository: {path} is not writable")
 
-    def __init__(self, directory: str, reactor: Any, threadpool: ThreadPool) -> None:
+
+class Repository:
+    """Published files by name and by root, mirrored in memory for fast lookups.
+
+    The constructor is blocking and meant for start-up: it raises
+    :class:`~fileshare.storage.sqlite.DatabaseError`, naming the path, when the
+    directory or its database cannot be used.  *store* defaults to the SQLite
+    store in ``DIR/.fileshare/peer.db``; *hasher* (default
+    :func:`fileshare.pieces.hash_file`) runs on the *hashing* pool.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        reactor: Any,
+        hashing: ThreadPool,
+        metadata: ThreadPool,
+        *,
+        store: IRepositoryStore | None = None,
+        hasher: Callable[[str], Digest] = hash_file,
+    ) -> None:
         self.directory = os.path.abspath(directory)
         self.state_dir = os.path.join(self.directory, STATE_DIR)
         self.partial_dir = os.path.join(self.state_dir, "partial")
-        os.makedirs(self.partial_dir, exist_ok=True)
+        _make_state_dirs(self.directory, self.partial_dir)
         self._reactor = reactor
-        self._threadpool = threadpool
-        db = os.path.join(self.state_dir, "peer.db")
-        prepare(db, SCHEMA)
-        self._db = open_pool(db, reactor)
+        self._hashing = hashing
+        self._metadata = metadata
+        self._hasher = hasher
+        if store is None:
+            store = SQLiteRepositoryStore(os.path.join(self.state_dir, "peer.db"), reactor)
+        self._store = store
         self.by_name: dict[str, Entry] = {}
         self.by_root: dict[str, Entry] = {}
 
-    def _in_thread(self, f: Any, *args: Any) -> Any:
-        return deferToThreadPool(self._reactor, self._threadpool, f, *args)
+    def _on_metadata(self, f: Callable[..., Any], *args: Any) -> Any:
+        return deferToThreadPool(self._reactor, self._metadata, f, *args)
 
     async def load(self) -> None:
-        rows = await self._db.runQuery(
-            "SELECT fname, path, size, mtime_ns, inode, piece_size, pieces, root FROM published"
-        )
-        for fname, path, size, mtime_ns, inode, piece_size, pieces, root in rows:
-            self._remember(
-                Entry(fname, path, Stamp(size, mtime_ns, inode), Digest(size, piece_size, bytes(pieces), root))
-            )
+        """Read the published entries; run once at start (the service announces to the tracker after it)."""
+        entries = await self._store.load_published()
+        self.by_name.clear()
+        self.by_root.clear()
+        for entry in entries:
+            self._remember(entry)
         log.info("repository {directory} holds {count} files", directory=self.directory, count=len(self.by_name))
 
     def _remember(self, entry: Entry) -> None:
@@ -120,6 +127,12 @@ class Repository:
                     self.by_root[entry.root] = other
                     break
 
+    def _replace(self, entry: Entry) -> None:
+        old = self.by_name.get(entry.fname)
+        if old is not None:
+            self._forget(old)
+        self._remember(entry)
+
     def entries(self) -> list[Entry]:
         return sorted(self.by_name.values(), key=lambda e: e.fname)
 
@@ -129,58 +142,35 @@ class Repository:
 
     async def digest_of(self, path: str) -> tuple[Stamp, Digest]:
         """Piece digests of *path*, from the cache when the file is unchanged."""
-        st = await self._in_thread(_stat_regular, path)
-        stamp = Stamp.of(st)
-        rows = await self._db.runQuery(
-            "SELECT size, mtime_ns, inode, piece_size, pieces, root FROM hashcache WHERE path = ?", (path,)
-        )
-        if rows and Stamp(*rows[0][:3]) == stamp:
-            size, _, _, piece_size, pieces, root = rows[0]
-            return stamp, Digest(size, piece_size, bytes(pieces), root)
+        stamp = Stamp.of(await self._on_metadata(_stat_regular, path))
+        cached = await self._store.get_cached(path)
+        if cached is not None and cached[0] == stamp:
+            return cached
         log.info("hashing {path} ({size} bytes)", path=path, size=stamp.size)
-        digest = await self._in_thread(hash_file, path)
-        after = Stamp.of(await self._in_thread(_stat_regular, path))
+        digest = await deferToThreadPool(self._reactor, self._hashing, self._hasher, path)
+        after = Stamp.of(await self._on_metadata(_stat_regular, path))
         if after != stamp or digest.size != stamp.size:
             raise Conflict(f"{path} changed while it was being hashed; try again")
-        await self._db.runOperation(
-            "INSERT OR REPLACE INTO hashcache VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (path, stamp.size, stamp.mtime_ns, stamp.inode, digest.piece_size, digest.pieces, digest.root),
-        )
+        await self._store.put_cached(path, stamp, digest)
         return stamp, digest
 
     async def publish(self, local_path: str, fname: str) -> Entry:
         check_fname(fname)
         path = os.path.abspath(os.path.expanduser(local_path))
-        existing = self.by_name.get(fname)
         stamp, digest = await self.digest_of(path)
+        # Checked after hashing, against what is published by then.
+        existing = self.by_name.get(fname)
         if existing is not None and existing.path != path:
             raise Conflict(f"{fname!r} is already published from {existing.path}; unpublish it first")
         entry = Entry(fname, path, stamp, digest)
-        await self._store(entry)
-        return entry
-
-    async def _store(self, entry: Entry) -> None:
-        await self._db.runOperation(
-            "INSERT OR REPLACE INTO published VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _published_row(entry)
-        )
+        await self._store.put_published(entry)
         self._replace(entry)
-
-    def _replace(self, entry: Entry) -> None:
-        old = self.by_name.get(entry.fname)
-        if old is not None:
-            self._forget(old)
-        self._remember(entry)
+        return entry
 
     async def add_fetched(self, fname: str, digest: Digest, st: os.stat_result) -> Entry:
         """Record a verified download that now sits at ``DIR/FNAME`` (whose stat is *st*)."""
-        path = self.path_for(fname)
-        entry = Entry(fname, path, Stamp.of(st), digest)
-
-        def record(cursor: Any) -> None:
-            cursor.execute("INSERT OR REPLACE INTO hashcache VALUES (?, ?, ?, ?, ?, ?, ?)", _cache_row(entry))
-            cursor.execute("INSERT OR REPLACE INTO published VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _published_row(entry))
-
-        await self._db.runInteraction(record)
+        entry = Entry(fname, self.path_for(fname), Stamp.of(st), digest)
+        await self._store.put_fetched(entry)
         self._replace(entry)
         return entry
 
@@ -189,7 +179,7 @@ class Repository:
         entry = self.by_name.get(fname)
         if entry is None:
             raise NotFound(f"{fname!r} is not published here")
-        await self._db.runOperation("DELETE FROM published WHERE fname = ?", (fname,))
+        await self._store.delete_published(fname)
         self._forget(entry)
         return entry
 
@@ -206,43 +196,33 @@ class Repository:
         return os.path.join(self.partial_dir, f"{root}.part")
 
     async def partial_digest(self, root: str) -> tuple[Digest, bytes] | None:
-        """The piece list and verified-piece map of a paused download of *root*."""
-        rows = await self._db.runQuery("SELECT size, piece_size, pieces, verified FROM partial WHERE root = ?", (root,))
-        if not rows:
+        """The piece list and verified-piece map of a paused download of *root*.
+
+        A record whose part file is gone or longer than the file is stale: it
+        is dropped, and the download starts afresh.
+        """
+        record = await self._store.get_partial(root)
+        if record is None:
             return None
-        size, piece_size, pieces, verified = rows[0]
-        part = self.partial_path(root)
-        st = await self._in_thread(_stat_or_none, part)
-        if st is None or st.st_size > size:
+        st = await self._on_metadata(_stat_or_none, self.partial_path(root))
+        if st is None or st.st_size > record.digest.size:
             await self.drop_partial(root)
             return None
-        return Digest(size, piece_size, bytes(pieces), root), bytes(verified)
+        return record.digest, record.verified
 
     async def partials(self) -> list[tuple[str, str, int, bytes]]:
-        rows = await self._db.runQuery("SELECT root, fname, size, verified FROM partial ORDER BY fname")
-        return [(r, f, s, bytes(v)) for r, f, s, v in rows]
+        """``(root, fname, size, verified)`` of every paused download, by fname."""
+        return [(r.root, r.fname, r.digest.size, r.verified) for r in await self._store.list_partials()]
 
     def save_partial(self, fname: str, digest: Digest, verified: bytes) -> Any:
-        return self._db.runOperation(
-            "INSERT OR REPLACE INTO partial VALUES (?, ?, ?, ?, ?, ?)",
-            (digest.root, fname, digest.size, digest.piece_size, digest.pieces, verified),
-        )
+        return self._store.save_partial(PartialRecord(fname, digest, verified))
 
     async def drop_partial(self, root: str) -> None:
-        await self._db.runOperation("DELETE FROM partial WHERE root = ?", (root,))
-        path = self.partial_path(root)
-        await self._in_thread(_remove_quietly, path)
+        await self._store.drop_partial(root)
+        await self._on_metadata(_remove_quietly, self.partial_path(root))
 
     def close(self) -> None:
-        self._db.close()
-
-
-def _published_row(e: Entry) -> tuple[Any, ...]:
-    return (e.fname, e.path, e.size, e.stamp.mtime_ns, e.stamp.inode, e.digest.piece_size, e.digest.pieces, e.root)
-
-
-def _cache_row(e: Entry) -> tuple[Any, ...]:
-    return (e.path, e.size, e.stamp.mtime_ns, e.stamp.inode, e.digest.piece_size, e.digest.pieces, e.root)
+        self._store.close()
 
 
 def _stat_or_none(path: str) -> os.stat_result | None:

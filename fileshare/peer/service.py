@@ -72,13 +72,16 @@ class PeerService(service.MultiService):
     def __init__(self, options: dict[str, Any], reactor: Any) -> None:
         super().__init__()
         self.reactor = reactor
-        # Verifying downloaded pieces and hashing newly published files run
-        # in separate pools, so publishing a big file does not stall fetches.
+        # Each pool has one job, so no job waits behind another: verifying
+        # downloaded pieces, hashing newly published files, and the
+        # repository's quick stat/open/unlink calls.
         hashers = ThreadPool(minthreads=0, maxthreads=2, name="fileshare-peer-verify")
         ThreadPoolService(hashers).setServiceParent(self)
         publishing = ThreadPool(minthreads=0, maxthreads=1, name="fileshare-peer-publish")
         ThreadPoolService(publishing).setServiceParent(self)
-        self.repository = Repository(options["repo"], reactor, publishing)
+        metadata = ThreadPool(minthreads=0, maxthreads=2, name="fileshare-peer-files")
+        ThreadPoolService(metadata).setServiceParent(self)
+        self.repository = Repository(options["repo"], reactor, publishing, metadata)
         CallbackService(self.repository.close).setServiceParent(self)
         self.uploads = UploadService(self.repository, reactor, options["max-uploads"], options["upload-rate"])
         self.listener = ListeningService(reactor, options["listen"], self.uploads, "peer uploads", "--listen")
