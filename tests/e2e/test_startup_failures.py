@@ -95,5 +95,5 @@ async def test_a_peer_whose_repository_cannot_be_opened_exits_with_status_1(tmp_
     assert proto.status == 1, proto.output
     [line] = error_lines(proto, "fileshare-peer")
     assert line.endswith(
-        f"fileshare-peer: cannot open the repository --repo notadir: Not a directory: {tmp_path}/notadir/.fileshare"
+        f"fileshare-peer: cannot use {tmp_path}/notadir as the repository: Not a directory ({tmp_path}/notadir/.fileshare)"
     ), line
