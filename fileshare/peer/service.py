@@ -135,10 +135,5 @@ def makeService(options: Options) -> service.IService:
         peer = PeerService(options, reactor)
     except DatabaseError as e:
         raise SystemExit(f"fileshare-peer: {e}") from None
-    except OSError as e:
-        raise SystemExit(f"fileshare-peer: cannot open the repository --repo {options['repo']}: {_why(e)}") from None
     return Program("fileshare-peer", peer, reactor)
 
-
-def _why(e: OSError) -> str:
-    return f"{e.strerror}: {e.filename}" if e.strerror and e.filename else str(e)
