@@ -32,6 +32,10 @@ class DatabaseError(Exception):
     """A database that must not be used as it is; the message says why and what to do."""
 
 
+class EmptyDatabase(DatabaseError):
+    """A database with no tables where :func:`prepare` was told not to create one."""
+
+
 @attrs.frozen
 class Schema:
     """The numbered upgrade steps kept in *package* (a package of ``NNN-name.sql`` files)."""
@@ -74,12 +78,12 @@ def _tables(connection: sqlite3.Connection) -> set[str]:
     return {name for (name,) in rows}
 
 
-def prepare(path: str, schema: Schema) -> Prepared:
+def prepare(path: str, schema: Schema, create: bool = True) -> Prepared:
     """Check the database at *path* and bring its schema up to date (blocking).
 
-    Creates the database if it has no tables yet.  Raises
-    :class:`DatabaseError` for a damaged or foreign file, or a schema newer
-    than this code knows.
+    Creates the database if it has no tables yet, unless *create* is false.
+    Raises :class:`DatabaseError` for a damaged or foreign file, a schema
+    newer than this code knows, or an empty database that must not be created.
     """
     steps = schema.steps()
     latest = len(steps)
@@ -104,6 +108,8 @@ def prepare(path: str, schema: Schema) -> Prepared:
         if version == 0 and not tables <= schema.baseline_tables():
             raise DatabaseError(f"{path} is not a {schema.kind} (it holds other tables); give another path")
         created = not tables
+        if created and not create:
+            raise EmptyDatabase(f"the {schema.kind} {path} is empty")
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             for number, script in steps[version:]:

@@ -78,8 +78,11 @@ SCHEMA = Schema("fileshare.tracker.schema", "tracker database")
 
 @implementer(ITrackerStore)
 class SQLiteTrackerStore:
-    def __init__(self, path: str, reactor: Any) -> None:
-        prepare(path, SCHEMA)
+    """The store in an SQLite file; *prepared* says the caller already ran :func:`prepare` on it."""
+
+    def __init__(self, path: str, reactor: Any, prepared: bool = False) -> None:
+        if not prepared:
+            prepare(path, SCHEMA)
         self._pool: adbapi.ConnectionPool = open_pool(path, reactor)
 
     async def create_account(self, name: str, password_hash: str) -> None:
