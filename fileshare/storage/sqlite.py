@@ -93,13 +93,15 @@ def prepare(path: str, schema: Schema, create: bool = True) -> Prepared:
         raise DatabaseError(f"cannot open the {schema.kind} {path}: {e}") from None
     try:
         try:
-            check = connection.execute("PRAGMA quick_check").fetchone()[0]
+            check = "\n".join(row[0] for row in connection.execute("PRAGMA quick_check"))
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             tables = _tables(connection)
         except sqlite3.DatabaseError as e:
             raise DatabaseError(f"{path} is not a usable {schema.kind}: {e}") from None
         if check != "ok":
-            raise DatabaseError(f"the {schema.kind} {path} is damaged ({check}); restore it from a backup")
+            raise DatabaseError(
+                f"the {schema.kind} {path} is damaged ({_first_problem(check)}); restore it from a backup"
+            )
         if version > latest:
             raise DatabaseError(
                 f"the {schema.kind} {path} has schema version {version}, newer than this fileshare "
@@ -119,6 +121,15 @@ def prepare(path: str, schema: Schema, create: bool = True) -> Prepared:
         return Prepared(created, version, latest)
     finally:
         connection.close()
+
+
+def _first_problem(check: str) -> str:
+    """quick_check's report on one line: its first problem, and how many more."""
+    problems = [line.strip() for line in check.splitlines() if line.strip() and not line.startswith("***")]
+    if not problems:
+        return "unknown problem"
+    more = len(problems) - 1
+    return problems[0] + (f", and {more} more problem{'s' if more > 1 else ''}" if more else "")
 
 
 def _apply(connection: sqlite3.Connection, number: int, script: str) -> None:

@@ -5,6 +5,7 @@ process exits non-zero with one line naming the database.
 
 import os
 import re
+import shutil
 import sqlite3
 import sys
 
@@ -15,6 +16,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 
 from fileshare.tracker.database import open_database
+
+from ..tracker.test_store import FIXTURE, damage
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 LISTENING = re.compile(r"tracker listening on ")
@@ -130,6 +133,16 @@ async def test_a_corrupt_file_stops_twistd_with_one_line(tmp_path):
     assert await refusal(tmp_path, "--db", path) == (
         f"fileshare-tracker: {path} is not a usable tracker database: file is not a database"
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_damaged_database_stops_twistd_with_one_line(tmp_path):
+    path = tmp_path / "tracker.db"
+    shutil.copy(FIXTURE, path)
+    damage(path)
+    line = await refusal(tmp_path, "--db", str(path))
+    assert line.startswith(f"fileshare-tracker: the tracker database {path} is damaged (On tree page 3 cell 1: ")
+    assert line.endswith("); restore it from a backup")
 
 
 @pytest_twisted.ensureDeferred
