@@ -55,13 +55,19 @@ def _merge(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     return tuple(merged)
 
 
-def _bracket(pattern: str, start: int) -> tuple[CharSet, int] | None:
-    """The set opened by the ``[`` at *start* and the index after its ``]``; None if it never closes."""
+def _bracket(pattern: str, start: int, last_close: int) -> tuple[CharSet, int] | None:
+    """The set opened by the ``[`` at *start* and the index after its ``]``; None if it never closes.
+
+    *last_close* is the index of the pattern's last ``]``: knowing it keeps a
+    pattern of many unclosed ``[`` linear instead of quadratic.
+    """
     i = start + 1
     negated = i < len(pattern) and pattern[i] in "!^"
     if negated:
         i += 1
     first = i
+    if last_close <= first:
+        return None
     ranges: list[tuple[int, int]] = []
     while i < len(pattern):
         ch = pattern[i]
@@ -79,10 +85,11 @@ def _bracket(pattern: str, start: int) -> tuple[CharSet, int] | None:
 def compile_glob(pattern: str) -> "Glob":
     """Parse *pattern*; every string is a valid pattern."""
     tokens: list[Token] = []
+    last_close = pattern.rfind("]")
     i = 0
     while i < len(pattern):
         ch = pattern[i]
-        if ch == "[" and (found := _bracket(pattern, i)) is not None:
+        if ch == "[" and (found := _bracket(pattern, i, last_close)) is not None:
             charset, i = found
             tokens.append(charset)
             continue

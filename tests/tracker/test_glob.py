@@ -132,3 +132,10 @@ def test_without_brackets_the_matcher_agrees_with_fnmatchcase(pattern, name):
 
 def test_a_pattern_that_needs_more_characters_than_the_name_has_fails_fast():
     assert compile_glob("*a" * 100_000).matches("a" * 255) is False
+
+
+def test_long_patterns_compile_in_linear_time():
+    unclosed = compile_glob("[" * 200_000)
+    assert (len(unclosed.tokens), unclosed.matches("["), unclosed.sqlite()[:6]) == (200_000, False, "[[][[]")
+    closed = compile_glob("[" * 200_000 + "]")
+    assert (len(closed.tokens), closed.matches("["), closed.sqlite()) == (1, True, "[[]")
