@@ -146,6 +146,17 @@ async def test_a_damaged_database_stops_twistd_with_one_line(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_database_from_a_newer_fileshare_stops_twistd_with_one_line(tmp_path):
+    path = used_database(tmp_path)
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA user_version = 99")
+    connection.close()
+    line = await refusal(tmp_path, "--db", path)
+    assert line.startswith(f"fileshare-tracker: the tracker database {path} has schema version 99, newer than")
+    assert line.endswith("knows (2); run a newer fileshare")
+
+
+@pytest_twisted.ensureDeferred
 async def test_create_after_deletion_starts_an_empty_database(tmp_path):
     path = used_database(tmp_path)
     os.remove(path)
