@@ -32,6 +32,10 @@ class DatabaseError(Exception):
     """A database that must not be used as it is; the message says why and what to do."""
 
 
+class EmptyDatabase(DatabaseError):
+    """A database with no tables where :func:`prepare` was told not to create one."""
+
+
 @attrs.frozen
 class Schema:
     """The numbered upgrade steps kept in *package* (a package of ``NNN-name.sql`` files)."""
@@ -74,12 +78,12 @@ def _tables(connection: sqlite3.Connection) -> set[str]:
     return {name for (name,) in rows}
 
 
-def prepare(path: str, schema: Schema) -> Prepared:
+def prepare(path: str, schema: Schema, create: bool = True) -> Prepared:
     """Check the database at *path* and bring its schema up to date (blocking).
 
-    Creates the database if it has no tables yet.  Raises
-    :class:`DatabaseError` for a damaged or foreign file, or a schema newer
-    than this code knows.
+    Creates the database if it has no tables yet, unless *create* is false.
+    Raises :class:`DatabaseError` for a damaged or foreign file, a schema
+    newer than this code knows, or an empty database that must not be created.
     """
     steps = schema.steps()
     latest = len(steps)
@@ -89,13 +93,15 @@ def prepare(path: str, schema: Schema) -> Prepared:
         raise DatabaseError(f"cannot open the {schema.kind} {path}: {e}") from None
     try:
         try:
-            check = connection.execute("PRAGMA quick_check").fetchone()[0]
+            check = "\n".join(row[0] for row in connection.execute("PRAGMA quick_check"))
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             tables = _tables(connection)
         except sqlite3.DatabaseError as e:
             raise DatabaseError(f"{path} is not a usable {schema.kind}: {e}") from None
         if check != "ok":
-            raise DatabaseError(f"the {schema.kind} {path} is damaged ({check}); restore it from a backup")
+            raise DatabaseError(
+                f"the {schema.kind} {path} is damaged ({_first_problem(check)}); restore it from a backup"
+            )
         if version > latest:
             raise DatabaseError(
                 f"the {schema.kind} {path} has schema version {version}, newer than this fileshare "
@@ -104,6 +110,8 @@ def prepare(path: str, schema: Schema) -> Prepared:
         if version == 0 and not tables <= schema.baseline_tables():
             raise DatabaseError(f"{path} is not a {schema.kind} (it holds other tables); give another path")
         created = not tables
+        if created and not create:
+            raise EmptyDatabase(f"the {schema.kind} {path} is empty")
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             for number, script in steps[version:]:
@@ -113,6 +121,15 @@ def prepare(path: str, schema: Schema) -> Prepared:
         return Prepared(created, version, latest)
     finally:
         connection.close()
+
+
+def _first_problem(check: str) -> str:
+    """quick_check's report on one line: its first problem, and how many more."""
+    problems = [line.strip() for line in check.splitlines() if line.strip() and not line.startswith("***")]
+    if not problems:
+        return "unknown problem"
+    more = len(problems) - 1
+    return problems[0] + (f", and {more} more problem{'s' if more > 1 else ''}" if more else "")
 
 
 def _apply(connection: sqlite3.Connection, number: int, script: str) -> None:

@@ -7,7 +7,9 @@ from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
 from ..services import CallbackService, ListeningService, Program, ThreadPoolService, first_failure
+from ..storage.sqlite import DatabaseError
 from .admin import AdminConsoleFactory
+from .database import open_database
 from .directory import Directory
 from .protocol import TrackerFactory
 from .store import SQLiteTrackerStore
@@ -21,16 +23,29 @@ class Options(usage.Options):
         ["admin", None, "tcp:7701:interface=127.0.0.1", "Endpoint of the admin console (no password: keep it local)."],
         ["db", None, "fileshare-tracker.db", "SQLite database of accounts and the file index."],
     ]
+    optFlags = [
+        [
+            "create",
+            None,
+            "Start an empty database if the one at --db is missing or empty, although this tracker used one there "
+            "before (without it the tracker refuses to start, so accounts are never lost silently).",
+        ],
+    ]
 
 
 class TrackerService(service.MultiService):
-    """The tracker; ``directory``, ``listener`` and ``admin`` are there for tests and tools."""
+    """The tracker; ``directory``, ``listener`` and ``admin`` are there for tests and tools.
+
+    Checks the database first (:func:`~fileshare.tracker.database.open_database`,
+    blocking) and raises :class:`~fileshare.storage.sqlite.DatabaseError` to refuse it.
+    """
 
     def __init__(self, options: dict[str, Any], reactor: Any) -> None:
         super().__init__()
+        database = open_database(options["db"], create=bool(options.get("create")))
         pool = ThreadPool(minthreads=0, maxthreads=2, name="fileshare-tracker-cpu")
         ThreadPoolService(pool).setServiceParent(self)
-        store = SQLiteTrackerStore(options["db"], reactor)
+        store = SQLiteTrackerStore(database.path, reactor, prepared=True)
         CallbackService(store.close).setServiceParent(self)
         self.directory = Directory(store, reactor, reactor, pool)
         self.peers = TrackerFactory(self.directory)
@@ -53,4 +68,9 @@ class TrackerService(service.MultiService):
 def makeService(options: Options) -> service.IService:
     from twisted.internet import reactor
 
-    return Program("fileshare-tracker", TrackerService(options, reactor), reactor)
+    try:
+        top = TrackerService(options, reactor)
+    except DatabaseError as e:
+        # twistd prints this one line and exits with status 1.
+        raise SystemExit(f"fileshare-tracker: {e}") from None
+    return Program("fileshare-tracker", top, reactor)

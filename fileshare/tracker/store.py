@@ -14,6 +14,7 @@ from zope.interface import Interface, implementer
 
 from ..errors import Conflict
 from ..storage.sqlite import Schema, open_pool, prepare
+from .glob import compile_glob
 
 
 @attrs.frozen
@@ -36,7 +37,13 @@ class Holding:
 
 
 class ITrackerStore(Interface):
-    """Accounts and the file index.  Every method returns an awaitable."""
+    """Accounts and the file index.  Every method but ``close`` returns an awaitable.
+
+    Hosts are account names that exist; names never hold NUL or lone
+    surrogates (:func:`fileshare.names.check_fname`).  ``memory_store`` has the
+    reference semantics, and tests/tracker/test_store_suite.py holds every
+    store to them.
+    """
 
     def create_account(name: str, password_hash: str) -> Any:
         """Create an account; fails with Conflict if the name is taken."""
@@ -54,7 +61,10 @@ class ITrackerStore(Interface):
         """Forget one file of *host*; fires with True if it was there."""
 
     def holdings(fname: str | None = None, pattern: str | None = None) -> Any:
-        """Holdings of one file name, or of names matching a glob *pattern*, or all; sorted by name and host."""
+        """Holdings of one file name, or of names matching a glob *pattern*, or all; sorted by name and host.
+
+        The pattern rule is :mod:`fileshare.tracker.glob`'s, the same for every store.
+        """
 
     def count_files(host: str) -> Any:
         """How many files *host* has announced."""
@@ -68,8 +78,11 @@ SCHEMA = Schema("fileshare.tracker.schema", "tracker database")
 
 @implementer(ITrackerStore)
 class SQLiteTrackerStore:
-    def __init__(self, path: str, reactor: Any) -> None:
-        prepare(path, SCHEMA)
+    """The store in an SQLite file; *prepared* says the caller already ran :func:`prepare` on it."""
+
+    def __init__(self, path: str, reactor: Any, prepared: bool = False) -> None:
+        if not prepared:
+            prepare(path, SCHEMA)
         self._pool: adbapi.ConnectionPool = open_pool(path, reactor)
 
     async def create_account(self, name: str, password_hash: str) -> None:
@@ -117,8 +130,7 @@ class SQLiteTrackerStore:
         if fname is not None:
             rows = await self._pool.runQuery(query + " WHERE fname = ? ORDER BY host", (fname,))
         elif pattern is not None:
-            # SQLite's GLOB has the shell's * ? [...] syntax, case-sensitive, like fnmatchcase.
-            rows = await self._pool.runQuery(query + " WHERE fname GLOB ? ORDER BY fname, host", (pattern,))
+            rows = await self._pool.runInteraction(_search, pattern)
         else:
             rows = await self._pool.runQuery(query + " ORDER BY fname, host")
         return [Holding(*row) for row in rows]
@@ -129,3 +141,18 @@ class SQLiteTrackerStore:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _search(cursor: sqlite3.Cursor, pattern: str) -> list[tuple[str, str, int, str]]:
+    """Rows whose name matches *pattern*, filtered by SQLite's GLOB where it can (in the pool's thread)."""
+    query = "SELECT host, fname, size, root FROM files"
+    glob = compile_glob(pattern)
+    translated = glob.sqlite()
+    if translated is None:
+        return []
+    if len(translated.encode("utf-8")) <= cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH):
+        cursor.execute(query + " WHERE fname GLOB ? ORDER BY fname, host", (translated,))
+        return cursor.fetchall()
+    # Longer than SQLite accepts (it would fail "pattern too complex"): filter here instead.
+    cursor.execute(query + " ORDER BY fname, host")
+    return [row for row in cursor.fetchall() if glob.matches(row[1])]

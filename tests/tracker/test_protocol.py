@@ -1,6 +1,5 @@
 """TrackerServerProtocol over a Directory with an in-memory store, without sockets or threads."""
 
-import fnmatch
 import json
 from typing import Any
 
@@ -11,69 +10,44 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from zope.interface import implementer
-from zope.interface.verify import verifyObject
 
-from fileshare.errors import Conflict
 from fileshare.tracker import directory as directory_module
 from fileshare.tracker import passwords
 from fileshare.tracker.directory import Directory
+from fileshare.tracker.memory_store import MemoryTrackerStore
 from fileshare.tracker.protocol import TrackerServerProtocol
-from fileshare.tracker.store import FileRecord, Holding, ITrackerStore
+from fileshare.tracker.store import FileRecord, Holding
 
 ROOT_A = "a" * 64
 ROOT_B = "0123456789abcdef" * 4
 WRONG = "unknown account or wrong password"
 
 
-@implementer(ITrackerStore)
-class MemoryTrackerStore:
-    """ITrackerStore in dicts; every call is recorded."""
+class RecordingStore:
+    """The package's memory store, noting the name of every call made to it."""
 
     def __init__(self) -> None:
-        self.accounts: dict[str, str] = {}
-        self.files: dict[tuple[str, str], FileRecord] = {}
+        self.store = MemoryTrackerStore()
         self.calls: list[str] = []
 
-    async def create_account(self, name: str, password_hash: str) -> None:
-        self.calls.append("create_account")
-        if name in self.accounts:
-            raise Conflict(f"account {name!r} already exists")
-        self.accounts[name] = password_hash
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.store, name)
 
-    async def password_hash(self, name: str) -> str | None:
-        self.calls.append("password_hash")
-        return self.accounts.get(name)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(*args, **kwargs)
 
-    async def replace_files(self, host: str, files: list[FileRecord]) -> None:
-        self.calls.append("replace_files")
-        for key in [k for k in self.files if k[0] == host]:
-            del self.files[key]
-        for f in files:
-            self.files[host, f.fname] = f
+        return call
 
-    async def add_file(self, host: str, record: FileRecord) -> int:
-        self.calls.append("add_file")
-        self.files[host, record.fname] = record
-        return sum(1 for h, _ in self.files if h == host)
 
-    async def remove_file(self, host: str, fname: str) -> bool:
-        self.calls.append("remove_file")
-        return self.files.pop((host, fname), None) is not None
-
-    async def holdings(self, fname: str | None = None, pattern: str | None = None) -> list[Holding]:
-        self.calls.append("holdings")
-        found = [Holding(h, f.fname, f.size, f.root) for (h, _), f in self.files.items()]
-        found = [h for h in found if fname is None or h.fname == fname]
-        found = [h for h in found if pattern is None or fnmatch.fnmatchcase(h.fname, pattern)]
-        return sorted(found, key=lambda h: (h.fname, h.host))
-
-    async def count_files(self, host: str) -> int:
-        self.calls.append("count_files")
-        return sum(1 for h, _ in self.files if h == host)
-
-    def close(self) -> None:
-        pass
+def now(awaitable: Any) -> Any:
+    """The result of a store call that has nothing to wait for (the memory store's)."""
+    results: list[Any] = []
+    defer.ensureDeferred(awaitable).addBoth(results.append)
+    (result,) = results
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result
 
 
 def run_now(reactor: Any, threadpool: Any, f: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
@@ -90,7 +64,7 @@ def no_threads_and_cheap_hashing(monkeypatch):
 
 
 def build_directory() -> Directory:
-    return Directory(MemoryTrackerStore(), Clock(), reactor=None, threadpool=None)
+    return Directory(RecordingStore(), Clock(), reactor=None, threadpool=None)
 
 
 class Connection:
@@ -135,10 +109,6 @@ def build_online(directory: Directory, name: str, port: int = 7000, address: Any
     assert connection.ask("register", name=name, password=f"{name}-secret") == {"ok": True}
     assert connection.ask("login", name=name, password=f"{name}-secret", port=port)["ok"] is True
     return connection
-
-
-def test_memory_store_provides_the_store_interface():
-    assert verifyObject(ITrackerStore, MemoryTrackerStore())
 
 
 # -- hello
@@ -205,7 +175,7 @@ def test_login_over_ipv6_gives_an_escaped_tcp_endpoint():
 def test_only_the_password_hash_is_stored():
     directory = build_directory()
     build_online(directory, "alice")
-    stored = directory.store.accounts["alice"]
+    stored = now(directory.store.password_hash("alice"))
     assert "alice-secret" not in stored
     assert stored.startswith("scrypt$16$1$1$")
 
@@ -223,7 +193,7 @@ def test_register_a_bad_account_name_is_a_bad_request(name):
     directory = build_directory()
     reply = build_connection(directory).ask("register", name=name, password="pw")
     assert reply["code"] == "bad-request"
-    assert directory.store.accounts == {}
+    assert "create_account" not in directory.store.calls
 
 
 def test_login_with_a_wrong_password_is_refused():
@@ -276,7 +246,7 @@ def test_requests_before_login_are_refused_with_not_logged_in(op, fields):
     directory = build_directory()
     connection = build_connection(directory)
     assert connection.ask(op, **fields) == failure("not-logged-in", "log in first")
-    assert directory.store.files == {}
+    assert now(directory.store.holdings()) == []
 
 
 # -- the index
@@ -287,10 +257,10 @@ def test_announce_stores_the_files_and_answers_the_count():
     alice = build_online(directory, "alice")
     files = [{"fname": "a.txt", "size": 3, "root": ROOT_A}, {"fname": "b.bin", "size": 0, "root": ROOT_B}]
     assert alice.ask("announce", files=files) == {"ok": True, "count": 2}
-    assert directory.store.files == {
-        ("alice", "a.txt"): FileRecord("a.txt", 3, ROOT_A),
-        ("alice", "b.bin"): FileRecord("b.bin", 0, ROOT_B),
-    }
+    assert now(directory.store.holdings()) == [
+        Holding("alice", "a.txt", 3, ROOT_A),
+        Holding("alice", "b.bin", 0, ROOT_B),
+    ]
     assert directory.online["alice"].files == 2
 
 
@@ -302,7 +272,7 @@ def test_announce_with_reset_replaces_the_files():
         "ok": True,
         "count": 1,
     }
-    assert list(directory.store.files) == [("alice", "new")]
+    assert now(directory.store.holdings()) == [Holding("alice", "new", 2, ROOT_B)]
 
 
 @pytest.mark.parametrize(
@@ -324,16 +294,16 @@ def test_announce_with_a_bad_record_is_refused_and_stores_nothing(record, messag
     alice = build_online(directory, "alice")
     good = {"fname": "good.txt", "size": 1, "root": ROOT_B}
     assert alice.ask("announce", files=[good, record]) == failure("bad-request", message)
-    assert directory.store.files == {}
+    assert now(directory.store.holdings()) == []
 
 
 def test_publish_and_unpublish_one_file():
     directory = build_directory()
     alice = build_online(directory, "alice")
     assert alice.ask("publish", fname="a.txt", size=5, root=ROOT_A) == {"ok": True}
-    assert directory.store.files == {("alice", "a.txt"): FileRecord("a.txt", 5, ROOT_A)}
+    assert now(directory.store.holdings()) == [Holding("alice", "a.txt", 5, ROOT_A)]
     assert alice.ask("unpublish", fname="a.txt") == {"ok": True}
-    assert directory.store.files == {}
+    assert now(directory.store.holdings()) == []
     assert alice.ask("unpublish", fname="a.txt") == failure("not-found", "'a.txt' is not published by alice")
 
 
@@ -379,8 +349,8 @@ def test_many_sources_are_sent_in_several_frames():
     directory = build_directory()
     alice = build_online(directory, "alice")
     for i in range(250):
-        directory.store.files[f"host{i:03}", "big.iso"] = FileRecord("big.iso", 1, ROOT_A)
         build_online(directory, f"host{i:03}")
+        now(directory.store.add_file(f"host{i:03}", FileRecord("big.iso", 1, ROOT_A)))
     alice.transport.clear()
     alice.protocol.dataReceived(b'{"id":99,"op":"sources","fname":"big.iso"}\n')
     frames = [json.loads(line) for line in alice.transport.value().split(b"\n")[:-1]]

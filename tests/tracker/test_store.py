@@ -1,52 +1,33 @@
-"""The SQLite tracker store, on a real database file, through adbapi's thread."""
+"""
+What only the SQLite tracker store has: a file that outlives the process,
+databases from older releases, and files it must refuse.  Behaviour shared by
+every store is in test_store_suite.py.
+"""
+
+import shutil
+import sqlite3
+from pathlib import Path
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from zope.interface.verify import verifyObject
 
-from fileshare.errors import Conflict
-from fileshare.tracker.store import FileRecord, Holding, ITrackerStore, SQLiteTrackerStore
+from fileshare import __version__
+from fileshare.storage.sqlite import DatabaseError
+from fileshare.tracker.passwords import verify_password
+from fileshare.tracker.store import SCHEMA, FileRecord, Holding, SQLiteTrackerStore
 
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "tracker-0.1.0.db"
 ROOT_A = "a" * 64
 ROOT_B = "b" * 64
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = SQLiteTrackerStore(str(tmp_path / "tracker.db"), reactor)
-    yield s
-    s.close()
-
-
-def test_the_sqlite_store_provides_the_interface(store):
-    assert verifyObject(ITrackerStore, store)
-
-
-@pytest_twisted.ensureDeferred
-async def test_accounts_are_unique_and_keep_their_hash(store):
-    await store.create_account("alice", "scrypt$hash")
-    with pytest.raises(Conflict, match="account 'alice' already exists"):
-        await store.create_account("alice", "other")
-    assert await store.password_hash("alice") == "scrypt$hash"
-    assert await store.password_hash("bob") is None
-
-
-@pytest_twisted.ensureDeferred
-async def test_the_index_is_replaced_added_to_counted_and_searched(store):
-    await store.create_account("alice", "h")
-    await store.create_account("bob", "h")
-    await store.replace_files("alice", [FileRecord("a.pdf", 10, ROOT_A), FileRecord("b.txt", 20, ROOT_B)])
-    await store.add_file("bob", FileRecord("a.pdf", 10, ROOT_A))
-    await store.replace_files("alice", [FileRecord("a.pdf", 10, ROOT_A), FileRecord("c.pdf", 30, ROOT_B)])
-
-    assert await store.holdings("a.pdf") == [Holding("alice", "a.pdf", 10, ROOT_A), Holding("bob", "a.pdf", 10, ROOT_A)]
-    assert [h.fname for h in await store.holdings(pattern="*.pdf")] == ["a.pdf", "a.pdf", "c.pdf"]
-    assert [h.fname for h in await store.holdings()] == ["a.pdf", "a.pdf", "c.pdf"]
-    assert await store.count_files("alice") == 2
-    assert await store.remove_file("alice", "c.pdf") is True
-    assert await store.remove_file("alice", "c.pdf") is False
-    assert await store.count_files("alice") == 1
+def user_version(path: Path) -> int:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        connection.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -62,3 +43,81 @@ async def test_the_index_survives_reopening(tmp_path):
         assert await second.password_hash("alice") == "h"
     finally:
         second.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_0_1_0_database_opens_with_its_accounts_and_files_and_is_upgraded(tmp_path):
+    path = tmp_path / "tracker.db"
+    shutil.copy(FIXTURE, path)
+    store = SQLiteTrackerStore(str(path), reactor)
+    try:
+        assert verify_password("alice-password", await store.password_hash("alice")) is True
+        assert verify_password("bob-password", await store.password_hash("bob")) is True
+        assert verify_password("bob-password", await store.password_hash("alice")) is False
+        assert await store.holdings() == [
+            Holding("alice", "lecture 1.pdf", 3 << 20, ROOT_B),
+            Holding("alice", "notes.txt", 12, ROOT_A),
+            Holding("bob", "notes.txt", 12, ROOT_A),
+        ]
+        assert [h.fname for h in await store.holdings(pattern="[!n]*")] == ["lecture 1.pdf"]
+        assert await store.count_files("alice") == 2
+    finally:
+        store.close()
+    assert user_version(path) == SCHEMA.version == 2
+
+
+def test_a_database_newer_than_this_code_is_refused_naming_both_versions(tmp_path):
+    path = tmp_path / "tracker.db"
+    SQLiteTrackerStore(str(path), reactor).close()
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA user_version = 7")
+    connection.close()
+    with pytest.raises(DatabaseError) as info:
+        SQLiteTrackerStore(str(path), reactor)
+    assert str(info.value) == (
+        f"the tracker database {path} has schema version 7, newer than this fileshare {__version__} knows (2); "
+        "run a newer fileshare"
+    )
+    assert user_version(path) == 7
+
+
+def test_a_foreign_sqlite_database_is_refused_and_left_unchanged(tmp_path):
+    path = tmp_path / "other.db"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE recipes (name TEXT)")
+    connection.close()
+    with pytest.raises(DatabaseError, match=r"is not a tracker database \(it holds other tables\); give another path$"):
+        SQLiteTrackerStore(str(path), reactor)
+    connection = sqlite3.connect(path)
+    tables = connection.execute("SELECT name FROM sqlite_master").fetchall()
+    connection.close()
+    assert tables == [("recipes",)]
+    assert user_version(path) == 0
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path):
+    path = tmp_path / "tracker.db"
+    path.write_bytes(b"PK\x03\x04 a zip file, say" * 100)
+    with pytest.raises(DatabaseError) as info:
+        SQLiteTrackerStore(str(path), reactor)
+    assert str(info.value) == f"{path} is not a usable tracker database: file is not a database"
+
+
+def damage(path: Path) -> None:
+    """Garble the cell pointers of the fixture's third page: SQLite opens it, quick_check fails."""
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    data[2 * page_size + 8 : 2 * page_size + 12] = b"\xff" * 4
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_database_is_refused_with_its_first_problem_on_one_line(tmp_path):
+    path = tmp_path / "tracker.db"
+    shutil.copy(FIXTURE, path)
+    damage(path)
+    with pytest.raises(DatabaseError) as info:
+        SQLiteTrackerStore(str(path), reactor)
+    assert str(info.value) == (
+        f"the tracker database {path} is damaged (On tree page 3 cell 1: Offset 65535 out of range 4079..4092, "
+        "and 1 more problem); restore it from a backup"
+    )

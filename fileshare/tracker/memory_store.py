@@ -1,0 +1,62 @@
+"""
+The tracker store in dictionaries: the reference semantics of :class:`ITrackerStore`.
+
+Every other store must behave exactly like this one (tests/tracker/test_store_suite.py
+runs the same tests over all of them).  It keeps nothing across restarts, so it
+suits tests and trials, not a tracker people rely on.
+"""
+
+from typing import Any
+
+from zope.interface import implementer
+
+from ..errors import Conflict
+from .glob import compile_glob
+from .store import FileRecord, Holding, ITrackerStore
+
+
+@implementer(ITrackerStore)
+class MemoryTrackerStore:
+    def __init__(self) -> None:
+        self._accounts: dict[str, str] = {}
+        self._files: dict[str, dict[str, FileRecord]] = {}
+
+    async def create_account(self, name: str, password_hash: str) -> None:
+        if name in self._accounts:
+            raise Conflict(f"account {name!r} already exists")
+        self._accounts[name] = password_hash
+
+    async def password_hash(self, name: str) -> str | None:
+        return self._accounts.get(name)
+
+    async def replace_files(self, host: str, files: list[FileRecord]) -> None:
+        self._files[host] = {f.fname: f for f in files}
+
+    async def add_file(self, host: str, record: FileRecord) -> int:
+        held = self._files.setdefault(host, {})
+        held[record.fname] = record
+        return len(held)
+
+    async def remove_file(self, host: str, fname: str) -> bool:
+        return self._files.get(host, {}).pop(fname, None) is not None
+
+    async def holdings(self, fname: str | None = None, pattern: str | None = None) -> list[Holding]:
+        if fname is not None:
+            wanted: Any = lambda name: name == fname  # noqa: E731
+        elif pattern is not None:
+            wanted = compile_glob(pattern).matches
+        else:
+            wanted = lambda name: True  # noqa: E731
+        found = [
+            Holding(host, f.fname, f.size, f.root)
+            for host, held in self._files.items()
+            for f in held.values()
+            if wanted(f.fname)
+        ]
+        return sorted(found, key=lambda h: (h.fname, h.host))
+
+    async def count_files(self, host: str) -> int:
+        return len(self._files.get(host, {}))
+
+    def close(self) -> None:
+        pass
