@@ -9,7 +9,6 @@ so a long ``fetch`` on one does not hold up another.
 
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
@@ -58,7 +57,6 @@ class Session:
 
     def __init__(self, protocol: "ConsoleProtocol") -> None:
         self._protocol = protocol
-        self.state: dict[str, Any] = {}
 
     def data(self, line: str) -> None:
         self._protocol.sendLine(grammar.data(line).encode("utf-8", "backslashreplace"))
