@@ -56,7 +56,7 @@ from .connect import (
     wrap_server_factory,
 )
 from .fingerprints import BadFingerprint, Fingerprint, fingerprint, parse_fingerprint
-from .identity import Identity, IdentityError, load_or_create
+from .identity import Identity, IdentityError, generate, load_or_create
 from .pins import PinFileError, PinStore, TrackerPinChanged
 
 __all__ = [
@@ -72,6 +72,7 @@ __all__ = [
     "fingerprint",
     "first_use_creator",
     "first_use_endpoint",
+    "generate",
     "load_or_create",
     "parse_fingerprint",
     "peer_fingerprint",

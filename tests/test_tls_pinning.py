@@ -1,0 +1,378 @@
+"""
+Pinned TLS between nodes, over real loopback connections.
+
+Each test listens on a port the OS picks on 127.0.0.1, waits on Deferreds
+bounded by a timeout (never a sleep), and closes every connection and port
+before it ends.
+"""
+
+import attrs
+import pytest
+import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, serverFromString, wrapClientTLS
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.ssl import CertificateOptions
+from zope.interface import implementer
+
+from fileshare.errors import BadRequest
+from fileshare.tls import (
+    FingerprintMismatch,
+    PinFileError,
+    PinnedAddress,
+    PinStore,
+    TrackerPinChanged,
+    first_use_endpoint,
+    generate,
+    peer_fingerprint,
+    pinned_endpoint,
+    wrap_server_factory,
+)
+from fileshare.tls.fingerprints import Fingerprint
+
+TIMEOUT = 10
+
+
+def bounded(d):
+    from twisted.internet import reactor
+
+    return d.addTimeout(TIMEOUT, reactor)
+
+
+@implementer(IHandshakeListener)
+class Recorder(protocol.Protocol):
+    """Either end: records the other's fingerprint, what arrived and why it closed."""
+
+    greeting = b""
+
+    def __init__(self):
+        self.handshake = Deferred()
+        self.lost = Deferred()
+        self.received = b""
+        self.seen = None
+        self.reason = None
+
+    def connectionMade(self):
+        if self.greeting:
+            self.transport.write(self.greeting)
+
+    def handshakeCompleted(self):
+        self.seen = peer_fingerprint(self.transport)
+        self.handshake.callback(self.seen)
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason):
+        if not self.handshake.called:
+            self.handshake.errback(reason)
+            self.handshake.addErrback(lambda _: None)
+        self.reason = reason
+        self.lost.callback(None)
+
+
+class Greeter(Recorder):
+    greeting = b"a password that must not reach an impostor\n"
+
+
+class RecordingFactory(protocol.Factory):
+    protocol = Recorder
+
+    def __init__(self):
+        self.accepted = []
+
+    def buildProtocol(self, addr):
+        p = super().buildProtocol(addr)
+        self.accepted.append(p)
+        return p
+
+
+@attrs.frozen
+class Server:
+    """A TLS listener on loopback and the protocols it accepted."""
+
+    identity: object
+    port: object
+    factory: RecordingFactory
+
+    @property
+    def number(self):
+        return self.port.getHost().port
+
+    @property
+    def accepted(self):
+        return self.factory.accepted
+
+    def address(self, fingerprint=None):
+        return PinnedAddress("127.0.0.1", self.number, fingerprint or self.identity.fingerprint)
+
+
+@pytest_twisted.async_yield_fixture
+async def server():
+    from twisted.internet import reactor
+
+    identity, factory = generate("tracker"), RecordingFactory()
+    endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
+    port = await endpoint.listen(wrap_server_factory(identity, factory))
+    try:
+        yield Server(identity, port, factory)
+    finally:
+        for p in factory.accepted:
+            if p.transport is not None and p.transport.connected:
+                p.transport.abortConnection()
+            await bounded(p.lost)
+        await port.stopListening()
+
+
+@pytest.fixture(scope="module")
+def client_identity():
+    return generate("peer")
+
+
+async def connect(endpoint, cls=Recorder):
+    return await bounded(endpoint.connect(protocol.Factory.forProtocol(cls)))
+
+
+async def close(client):
+    client.transport.loseConnection()
+    await bounded(client.lost)
+    return client.reason
+
+
+# -- pinned connections ----------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_matching_pin_connects_and_each_end_sees_the_others_fingerprint(server, client_identity):
+    from twisted.internet import reactor
+
+    client = await connect(pinned_endpoint(reactor, server.address(), client_identity), Greeter)
+    assert await bounded(client.handshake) == server.identity.fingerprint
+    [accepted] = server.accepted
+    assert await bounded(accepted.handshake) == client_identity.fingerprint
+
+    reason = await close(client)
+
+    assert reason.check(ConnectionDone)
+    await bounded(accepted.lost)
+    assert accepted.received == Greeter.greeting
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_pin_is_refused_with_both_fingerprints_before_any_data_is_sent(server, client_identity):
+    from twisted.internet import reactor
+
+    expected = generate("the tracker we meant").fingerprint
+    client = await connect(pinned_endpoint(reactor, server.address(expected), client_identity), Greeter)
+
+    await bounded(client.lost)
+    reason = client.reason
+
+    assert reason.check(FingerprintMismatch)
+    assert reason.value.expected == expected
+    assert reason.value.seen == server.identity.fingerprint
+    assert str(reason.value) == (
+        f"the other end's certificate has fingerprint {server.identity.fingerprint}, expected {expected}; refusing it"
+    )
+    [accepted] = server.accepted
+    await bounded(accepted.lost)
+    assert accepted.received == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_plain_text_client_is_closed_and_never_reaches_the_protocol(server):
+    from twisted.internet import reactor
+
+    client = await connect(TCP4ClientEndpoint(reactor, "127.0.0.1", server.number), Greeter)
+
+    await bounded(client.lost)
+    reason = client.reason
+
+    assert reason.check(ConnectionDone, ConnectionLost)
+    assert b"\n" not in client.received  # at most a TLS alert, never a reply line
+    [accepted] = server.accepted
+    await bounded(accepted.lost)
+    assert accepted.received == b""
+    assert accepted.seen is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_without_a_certificate_is_refused(server):
+    from twisted.internet import reactor
+
+    anonymous = wrapClientTLS(CertificateOptions(), HostnameEndpoint(reactor, "127.0.0.1", server.number))
+    client = await connect(anonymous, Greeter)
+
+    await bounded(client.lost)
+
+    [accepted] = server.accepted
+    await bounded(accepted.lost)
+    assert accepted.received == b""
+    assert accepted.seen is None
+
+
+# -- trust on first use ------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_first_contact_accepts_the_tracker_and_pins_it_for_later(server, client_identity, tmp_path):
+    from twisted.internet import reactor
+
+    pins = PinStore.load(tmp_path / "tracker-pins")
+    assert pins.expected("127.0.0.1", server.number) is None
+
+    client = await connect(first_use_endpoint(reactor, "127.0.0.1", server.number, client_identity))
+    seen = await bounded(client.handshake)
+    await bounded(pins.remember(reactor, "127.0.0.1", server.number, seen))
+    await close(client)
+
+    assert seen == server.identity.fingerprint
+    reloaded = PinStore.load(tmp_path / "tracker-pins")
+    assert reloaded.expected("127.0.0.1", server.number) == seen
+    assert f"127.0.0.1:{server.number} {seen}\n" in (tmp_path / "tracker-pins").read_text()
+    assert (tmp_path / "tracker-pins").stat().st_mode & 0o777 == 0o600
+
+    again = await connect(
+        pinned_endpoint(reactor, server.address(reloaded.expected("127.0.0.1", server.number)), client_identity)
+    )
+    assert await bounded(again.handshake) == seen
+    await close(again)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_changed_tracker_key_is_refused_saying_how_to_accept_it(server, client_identity, tmp_path):
+    from twisted.internet import reactor
+
+    path = tmp_path / "tracker-pins"
+    before = generate("the tracker's old key").fingerprint
+    pins = PinStore(path)
+    pins.record("127.0.0.1", server.number, before)
+
+    address = server.address(pins.expected("127.0.0.1", server.number))
+    client = await connect(pinned_endpoint(reactor, address, client_identity), Greeter)
+    await bounded(client.lost)
+    reason = client.reason
+    error = pins.refusal("127.0.0.1", server.number, reason.value)
+
+    now = server.identity.fingerprint
+    assert isinstance(error, TrackerPinChanged)
+    assert (error.expected, error.seen) == (before, now)
+    assert str(error) == (
+        f"the tracker at 127.0.0.1:{server.number} presented certificate fingerprint {now}, but this peer "
+        f"pinned {before} on first contact (in {path}); refusing to connect. If the tracker's key was changed "
+        f"on purpose, check the new fingerprint with its admin, then start the peer with "
+        f"--tracker-fingerprint {now}"
+    )
+    assert PinStore.load(path).recorded("127.0.0.1", server.number) == before
+    [accepted] = server.accepted
+    await bounded(accepted.lost)
+    assert accepted.received == b""
+
+
+def test_a_mismatch_against_a_given_fingerprint_is_not_blamed_on_the_pin_file(tmp_path):
+    pins = PinStore(tmp_path / "tracker-pins")
+    given_fp, seen = generate("a").fingerprint, generate("b").fingerprint
+    mismatch = FingerprintMismatch(given_fp, seen)
+
+    assert pins.refusal("tracker.example", 7000, mismatch) is mismatch
+
+
+@pytest_twisted.ensureDeferred
+async def test_remembering_a_different_key_is_refused_unless_it_was_given(tmp_path):
+    from twisted.internet import reactor
+
+    path = tmp_path / "tracker-pins"
+    old, new = generate("old").fingerprint, generate("new").fingerprint
+    pins = PinStore(path)
+    pins.record("Tracker.Example", 7000, old)
+
+    with pytest.raises(TrackerPinChanged):
+        await pins.remember(reactor, "tracker.example", 7000, new)
+    assert PinStore.load(path).recorded("tracker.example", 7000) == old
+
+    await bounded(pins.remember(reactor, "tracker.example", 7000, new, accepted=True))
+
+    assert pins.recorded("tracker.example", 7000) == new
+    assert PinStore.load(path).recorded("TRACKER.example", 7000) == new
+
+
+def test_a_given_fingerprint_wins_over_the_recorded_one(tmp_path):
+    pins = PinStore(tmp_path / "tracker-pins")
+    old, new = generate("old").fingerprint, generate("new").fingerprint
+    pins.record("::1", 7000, old)
+
+    assert pins.expected("::1", 7000) == old
+    assert pins.expected("::1", 7000, given=new) == new
+    assert "[::1]:7000 " in (tmp_path / "tracker-pins").read_text()
+
+
+def test_pins_for_several_trackers_are_kept_apart(tmp_path):
+    path = tmp_path / "tracker-pins"
+    a, b = generate("a").fingerprint, generate("b").fingerprint
+    pins = PinStore(path)
+    pins.record("tracker-a", 7000, a)
+    pins.record("tracker-b", 7000, b)
+
+    reloaded = PinStore.load(path)
+
+    assert reloaded.recorded("tracker-a", 7000) == a
+    assert reloaded.recorded("tracker-b", 7000) == b
+    assert reloaded.recorded("tracker-a", 7001) is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["127.0.0.1:7000", "127.0.0.1:7000 sha256:abc", "127.0.0.1:7000 sha256:" + "ab" * 32 + " extra"],
+)
+def test_a_damaged_pin_file_is_refused_naming_the_path_and_line(tmp_path, line):
+    path = tmp_path / "tracker-pins"
+    path.write_text(f"# comment\n\n{line}\n")
+
+    with pytest.raises(PinFileError) as caught:
+        PinStore.load(path)
+
+    assert str(caught.value).startswith(f"{path} line 3 is damaged (")
+    assert str(caught.value).endswith("); fix or delete that line to pin the tracker anew")
+
+
+# -- addresses from the wire -----------------------------------------------------------
+
+
+FP = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "tcp:host=127.0.0.1:port=7001",
+        {"host": "tcp:host=evil", "port": 7001, "fingerprint": FP},
+        {"host": "unix:/tmp/socket", "port": 7001, "fingerprint": FP},
+        {"host": "", "port": 7001, "fingerprint": FP},
+        {"host": "-x", "port": 7001, "fingerprint": FP},
+        {"host": "peer", "port": 0, "fingerprint": FP},
+        {"host": "peer", "port": 65536, "fingerprint": FP},
+        {"host": "peer", "port": "7001", "fingerprint": FP},
+        {"host": "peer", "port": True, "fingerprint": FP},
+        {"host": "peer", "port": 7001},
+        {"host": "peer", "port": 7001, "fingerprint": "sha256:00"},
+    ],
+)
+def test_an_address_off_the_wire_is_checked_before_it_can_become_a_connection(record):
+    with pytest.raises(BadRequest):
+        PinnedAddress.from_wire(record)
+
+
+@given(
+    st.one_of(
+        st.ip_addresses().map(str), st.from_regex(r"[a-z][a-z0-9\-]{0,20}(\.[a-z0-9]{1,10}){0,3}", fullmatch=True)
+    ),
+    st.integers(1, 65535),
+    st.binary(min_size=32, max_size=32),
+)
+def test_an_address_survives_the_wire(host, port, digest):
+    address = PinnedAddress(host, port, Fingerprint(digest))
+    assert PinnedAddress.from_wire(address.to_wire()) == address
