@@ -33,6 +33,7 @@ from fileshare.tls import (
     wrap_server_factory,
 )
 from fileshare.tls.fingerprints import Fingerprint
+from fileshare.tls.mode import looks_like_tls, spoke_plain_text
 
 TIMEOUT = 10
 
@@ -198,6 +199,34 @@ async def test_a_plain_text_client_is_closed_and_never_reaches_the_protocol(serv
     await bounded(accepted.lost)
     assert accepted.received == b""
     assert accepted.seen is None
+    assert spoke_plain_text(accepted.reason)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tls_client_meeting_a_plain_text_node_can_tell_and_so_can_the_node(client_identity):
+    from twisted.internet import reactor
+
+    class PlainNode(Recorder):
+        def dataReceived(self, data):
+            super().dataReceived(data)
+            self.transport.write(b'{"error": "bad-request"}\r\n')
+            self.transport.loseConnection()
+
+    factory = RecordingFactory()
+    factory.protocol = PlainNode
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+    try:
+        address = PinnedAddress("127.0.0.1", port.getHost().port, generate("x").fingerprint)
+        client = await connect(pinned_endpoint(reactor, address, client_identity), Greeter)
+        await bounded(client.lost)
+        [accepted] = factory.accepted
+        await bounded(accepted.lost)
+    finally:
+        await port.stopListening()
+
+    assert spoke_plain_text(client.reason)
+    assert looks_like_tls(accepted.received)
+    assert Greeter.greeting not in accepted.received
 
 
 @pytest_twisted.ensureDeferred
@@ -213,6 +242,7 @@ async def test_a_client_without_a_certificate_is_refused(server):
     await bounded(accepted.lost)
     assert accepted.received == b""
     assert accepted.seen is None
+    assert not spoke_plain_text(accepted.reason)
 
 
 # -- trust on first use ------------------------------------------------------------
@@ -376,3 +406,36 @@ def test_an_address_off_the_wire_is_checked_before_it_can_become_a_connection(re
 def test_an_address_survives_the_wire(host, port, digest):
     address = PinnedAddress(host, port, Fingerprint(digest))
     assert PinnedAddress.from_wire(address.to_wire()) == address
+
+
+# -- telling TLS from plain text ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first_bytes", "tls"),
+    [
+        (b"\x16\x03\x01\x05\xfd\x01", True),
+        (b"\x15\x03\x03\x00\x02", True),
+        (b"\x16\x03", True),
+        (b"\x16", False),
+        (b"", False),
+        (b'{"op": "hello"}\r\n', False),
+        (b"GET / HTTP/1.1\r\n", False),
+        (b"\x17\x03\x03", False),
+    ],
+)
+def test_the_first_bytes_of_a_tls_connection_are_recognised(first_bytes, tls):
+    assert looks_like_tls(first_bytes) is tls
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x10FFFF), min_size=1))
+def test_no_text_line_looks_like_tls(line):
+    assert not looks_like_tls((line + "\r\n").encode("utf-8"))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ConnectionDone(), ConnectionLost(), FingerprintMismatch(generate("a").fingerprint, generate("b").fingerprint)],
+)
+def test_other_failures_are_not_taken_for_plain_text(error):
+    assert not spoke_plain_text(error)

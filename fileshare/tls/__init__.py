@@ -42,6 +42,10 @@ A client endpoint's ``connect`` fires on the TCP connection; the handshake and
 the pin check come after, and a refusal arrives as the protocol's
 ``connectionLost`` reason.  Writes made before are held back by Twisted's TLS
 layer until the handshake succeeds, so nothing leaks to an impostor.
+
+Wrong mode (``--no-tls`` on one side only): :func:`looks_like_tls` on the
+first bytes a plain-text node reads, :func:`spoke_plain_text` on the reason a
+TLS connection was lost; the service prints the one-line advice.
 """
 
 from .connect import (
@@ -57,6 +61,7 @@ from .connect import (
 )
 from .fingerprints import BadFingerprint, Fingerprint, fingerprint, parse_fingerprint
 from .identity import Identity, IdentityError, generate, load_or_create
+from .mode import looks_like_tls, spoke_plain_text
 from .pins import PinFileError, PinStore, TrackerPinChanged
 
 __all__ = [
@@ -74,10 +79,12 @@ __all__ = [
     "first_use_endpoint",
     "generate",
     "load_or_create",
+    "looks_like_tls",
     "parse_fingerprint",
     "peer_fingerprint",
     "pinned_creator",
     "pinned_endpoint",
     "server_creator",
+    "spoke_plain_text",
     "wrap_server_factory",
 ]
