@@ -6,18 +6,13 @@ bounded by a timeout (never a sleep), and closes every connection and port
 before it ends.
 """
 
-import attrs
 import pytest
 import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet import protocol
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, serverFromString, wrapClientTLS
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.ssl import CertificateOptions
-from zope.interface import implementer
 
 from fileshare.errors import BadRequest
 from fileshare.tls import (
@@ -28,120 +23,26 @@ from fileshare.tls import (
     TrackerPinChanged,
     first_use_endpoint,
     generate,
-    peer_fingerprint,
     pinned_endpoint,
-    wrap_server_factory,
 )
 from fileshare.tls.fingerprints import Fingerprint
 from fileshare.tls.mode import looks_like_tls, spoke_plain_text
 
-TIMEOUT = 10
-
-
-def bounded(d):
-    from twisted.internet import reactor
-
-    return d.addTimeout(TIMEOUT, reactor)
-
-
-@implementer(IHandshakeListener)
-class Recorder(protocol.Protocol):
-    """Either end: records the other's fingerprint, what arrived and why it closed."""
-
-    greeting = b""
-
-    def __init__(self):
-        self.handshake = Deferred()
-        self.lost = Deferred()
-        self.received = b""
-        self.seen = None
-        self.reason = None
-
-    def connectionMade(self):
-        if self.greeting:
-            self.transport.write(self.greeting)
-
-    def handshakeCompleted(self):
-        self.seen = peer_fingerprint(self.transport)
-        self.handshake.callback(self.seen)
-
-    def dataReceived(self, data):
-        self.received += data
-
-    def connectionLost(self, reason):
-        if not self.handshake.called:
-            self.handshake.errback(reason)
-            self.handshake.addErrback(lambda _: None)
-        self.reason = reason
-        self.lost.callback(None)
-
-
-class Greeter(Recorder):
-    greeting = b"a password that must not reach an impostor\n"
-
-
-class RecordingFactory(protocol.Factory):
-    protocol = Recorder
-
-    def __init__(self):
-        self.accepted = []
-
-    def buildProtocol(self, addr):
-        p = super().buildProtocol(addr)
-        self.accepted.append(p)
-        return p
-
-
-@attrs.frozen
-class Server:
-    """A TLS listener on loopback and the protocols it accepted."""
-
-    identity: object
-    port: object
-    factory: RecordingFactory
-
-    @property
-    def number(self):
-        return self.port.getHost().port
-
-    @property
-    def accepted(self):
-        return self.factory.accepted
-
-    def address(self, fingerprint=None):
-        return PinnedAddress("127.0.0.1", self.number, fingerprint or self.identity.fingerprint)
+from .tls_loopback import Greeter, Recorder, RecordingFactory, bounded, close, connect, start_server, stop_server
 
 
 @pytest_twisted.async_yield_fixture
 async def server():
-    from twisted.internet import reactor
-
-    identity, factory = generate("tracker"), RecordingFactory()
-    endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
-    port = await endpoint.listen(wrap_server_factory(identity, factory))
+    srv = await start_server(generate("tracker"))
     try:
-        yield Server(identity, port, factory)
+        yield srv
     finally:
-        for p in factory.accepted:
-            if p.transport is not None and p.transport.connected:
-                p.transport.abortConnection()
-            await bounded(p.lost)
-        await port.stopListening()
+        await stop_server(srv)
 
 
 @pytest.fixture(scope="module")
 def client_identity():
     return generate("peer")
-
-
-async def connect(endpoint, cls=Recorder):
-    return await bounded(endpoint.connect(protocol.Factory.forProtocol(cls)))
-
-
-async def close(client):
-    client.transport.loseConnection()
-    await bounded(client.lost)
-    return client.reason
 
 
 # -- pinned connections ----------------------------------------------------------

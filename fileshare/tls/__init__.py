@@ -43,6 +43,11 @@ the pin check come after, and a refusal arrives as the protocol's
 ``connectionLost`` reason.  Writes made before are held back by Twisted's TLS
 layer until the handshake succeeds, so nothing leaks to an impostor.
 
+Operator's CA (``--tls-cert``/``--tls-key`` on the tracker, ``--tracker-ca``
+on the peer): :func:`.ca.load_identity` instead of :func:`load_or_create`,
+and :func:`.ca.ca_endpoint` instead of a pinned endpoint (chain and host name
+checked with ``service_identity``).
+
 Wrong mode (``--no-tls`` on one side only): :func:`looks_like_tls` on the
 first bytes a plain-text node reads, :func:`spoke_plain_text` on the reason a
 TLS connection was lost; the service prints the one-line advice.

@@ -72,6 +72,7 @@ def _options(identity: Identity) -> CertificateOptions:
     return CertificateOptions(
         privateKey=identity.private_key,
         certificate=identity.certificate,
+        extraCertChain=list(identity.chain) or None,
         raiseMinimumTo=MINIMUM_TLS,
     )
 
@@ -183,6 +184,12 @@ def _check_port(instance: Any, attribute: Any, value: object) -> None:
         raise BadRequest(f"not a TCP port: {value!r}")
 
 
+def check_host_and_port(host: object, port: object) -> None:
+    """Refuse (with :class:`BadRequest`) a host or port that is not plainly one."""
+    _check_host(None, None, host)
+    _check_port(None, None, port)
+
+
 def _check_fingerprint(instance: Any, attribute: Any, value: object) -> None:
     if not isinstance(value, Fingerprint):
         raise BadRequest(f"not a fingerprint: {value!r}")
@@ -224,7 +231,6 @@ def first_use_endpoint(
     reactor: Any, host: str, port: int, identity: Identity, timeout: float = CONNECT_TIMEOUT
 ) -> IStreamClientEndpoint:
     """A TLS client endpoint that accepts any key (trust on first use; see :func:`first_use_creator`)."""
-    _check_host(None, None, host)
-    _check_port(None, None, port)
+    check_host_and_port(host, port)
     tcp = HostnameEndpoint(reactor, host, port, timeout=timeout)
     return wrapClientTLS(first_use_creator(identity), tcp)

@@ -51,19 +51,27 @@ class IdentityError(FileshareError):
 
 @attrs.frozen
 class Identity:
-    """A node's certificate, its private key and the fingerprint of that key."""
+    """
+    A node's certificate, its private key and the fingerprint of that key.
+
+    ``chain`` holds the intermediate certificates an operator's CA issued
+    with the certificate (empty for a self-signed one); a server sends them.
+    """
 
     certificate: x509.Certificate
     private_key: Any = attrs.field(repr=False)
     fingerprint: Fingerprint
+    chain: tuple[x509.Certificate, ...] = ()
 
     @classmethod
-    def from_pair(cls, certificate: x509.Certificate, private_key: Any) -> Identity:
+    def from_pair(
+        cls, certificate: x509.Certificate, private_key: Any, chain: tuple[x509.Certificate, ...] = ()
+    ) -> Identity:
         """Pair a certificate with its key, refusing a key that is not the certificate's."""
         fp = fingerprint(certificate)
         if fingerprint_of_key(private_key.public_key()) != fp:
             raise ValueError("the private key does not belong to the certificate")
-        return cls(certificate, private_key, fp)
+        return cls(certificate, private_key, fp, tuple(chain))
 
 
 def generate(common_name: str, now: datetime.datetime | None = None) -> Identity:
