@@ -15,7 +15,7 @@ from service_identity import VerificationError
 from fileshare.tls import IdentityError, generate
 from fileshare.tls.ca import ca_endpoint, load_certificates, load_identity
 
-from .tls_loopback import Greeter, bounded, close, connect, start_server, stop_server
+from .tls_loopback import Greeter, bounded, close, connect, refusal, start_server, stop_server
 
 NOW = datetime.datetime.now(datetime.UTC)
 
@@ -88,7 +88,7 @@ async def test_a_tracker_certificate_from_the_operators_ca_is_accepted(tmp_path,
     server = await start_server(identity)
     try:
         client = await connect(ca_endpoint(reactor, "127.0.0.1", server.number, [ca[0]], client_identity), Greeter)
-        assert await bounded(client.handshake) == identity.fingerprint
+        assert client.seen == identity.fingerprint
         [accepted] = server.accepted
         assert await bounded(accepted.handshake) == client_identity.fingerprint
         await close(client)
@@ -118,7 +118,7 @@ async def test_an_intermediate_in_the_certificate_file_is_sent_along(tmp_path, c
     server = await start_server(identity)
     try:
         client = await connect(ca_endpoint(reactor, "127.0.0.1", server.number, [ca[0]], client_identity), Greeter)
-        assert await bounded(client.handshake) == identity.fingerprint
+        assert client.seen == identity.fingerprint
         await close(client)
     finally:
         await stop_server(server)
@@ -131,15 +131,14 @@ async def test_a_certificate_from_another_ca_is_refused_before_any_data(tmp_path
     identity = load_identity(*write(tmp_path, *issue(make_ca("Someone else"), LOOPBACK)))
     server = await start_server(identity)
     try:
-        client = await connect(ca_endpoint(reactor, "127.0.0.1", server.number, [ca[0]], client_identity), Greeter)
-        await bounded(client.lost)
+        error = await refusal(ca_endpoint(reactor, "127.0.0.1", server.number, [ca[0]], client_identity))
         [accepted] = server.accepted
         await bounded(accepted.lost)
     finally:
         await stop_server(server)
 
-    assert client.reason.check(SSL.Error)
-    assert "certificate verify failed" in str(client.reason.value)
+    assert isinstance(error, SSL.Error)
+    assert "certificate verify failed" in str(error)
     assert accepted.received == b""
 
 
@@ -150,14 +149,13 @@ async def test_a_certificate_for_another_host_name_is_refused_before_any_data(tm
     identity = load_identity(*write(tmp_path, *issue(ca, [x509.DNSName("tracker.example")])))
     server = await start_server(identity)
     try:
-        client = await connect(ca_endpoint(reactor, "127.0.0.1", server.number, [ca[0]], client_identity), Greeter)
-        await bounded(client.lost)
+        error = await refusal(ca_endpoint(reactor, "127.0.0.1", server.number, [ca[0]], client_identity))
         [accepted] = server.accepted
         await bounded(accepted.lost)
     finally:
         await stop_server(server)
 
-    assert client.reason.check(VerificationError)
+    assert isinstance(error, VerificationError)
     assert accepted.received == b""
 
 

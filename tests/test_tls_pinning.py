@@ -28,7 +28,17 @@ from fileshare.tls import (
 from fileshare.tls.fingerprints import Fingerprint
 from fileshare.tls.mode import looks_like_tls, spoke_plain_text
 
-from .tls_loopback import Greeter, Recorder, RecordingFactory, bounded, close, connect, start_server, stop_server
+from .tls_loopback import (
+    Greeter,
+    Recorder,
+    RecordingFactory,
+    bounded,
+    close,
+    connect,
+    refusal,
+    start_server,
+    stop_server,
+)
 
 
 @pytest_twisted.async_yield_fixture
@@ -53,7 +63,8 @@ async def test_a_matching_pin_connects_and_each_end_sees_the_others_fingerprint(
     from twisted.internet import reactor
 
     client = await connect(pinned_endpoint(reactor, server.address(), client_identity), Greeter)
-    assert await bounded(client.handshake) == server.identity.fingerprint
+
+    assert client.seen == server.identity.fingerprint  # connect fired after the handshake
     [accepted] = server.accepted
     assert await bounded(accepted.handshake) == client_identity.fingerprint
 
@@ -69,15 +80,13 @@ async def test_a_wrong_pin_is_refused_with_both_fingerprints_before_any_data_is_
     from twisted.internet import reactor
 
     expected = generate("the tracker we meant").fingerprint
-    client = await connect(pinned_endpoint(reactor, server.address(expected), client_identity), Greeter)
 
-    await bounded(client.lost)
-    reason = client.reason
+    error = await refusal(pinned_endpoint(reactor, server.address(expected), client_identity))
 
-    assert reason.check(FingerprintMismatch)
-    assert reason.value.expected == expected
-    assert reason.value.seen == server.identity.fingerprint
-    assert str(reason.value) == (
+    assert isinstance(error, FingerprintMismatch)
+    assert error.expected == expected
+    assert error.seen == server.identity.fingerprint
+    assert str(error) == (
         f"the other end's certificate has fingerprint {server.identity.fingerprint}, expected {expected}; refusing it"
     )
     [accepted] = server.accepted
@@ -118,14 +127,13 @@ async def test_a_tls_client_meeting_a_plain_text_node_can_tell_and_so_can_the_no
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
     try:
         address = PinnedAddress("127.0.0.1", port.getHost().port, generate("x").fingerprint)
-        client = await connect(pinned_endpoint(reactor, address, client_identity), Greeter)
-        await bounded(client.lost)
+        error = await refusal(pinned_endpoint(reactor, address, client_identity))
         [accepted] = factory.accepted
         await bounded(accepted.lost)
     finally:
         await port.stopListening()
 
-    assert spoke_plain_text(client.reason)
+    assert spoke_plain_text(error)
     assert looks_like_tls(accepted.received)
     assert Greeter.greeting not in accepted.received
 
@@ -157,7 +165,7 @@ async def test_first_contact_accepts_the_tracker_and_pins_it_for_later(server, c
     assert pins.expected("127.0.0.1", server.number) is None
 
     client = await connect(first_use_endpoint(reactor, "127.0.0.1", server.number, client_identity))
-    seen = await bounded(client.handshake)
+    seen = client.seen
     await bounded(pins.remember(reactor, "127.0.0.1", server.number, seen))
     await close(client)
 
@@ -170,7 +178,7 @@ async def test_first_contact_accepts_the_tracker_and_pins_it_for_later(server, c
     again = await connect(
         pinned_endpoint(reactor, server.address(reloaded.expected("127.0.0.1", server.number)), client_identity)
     )
-    assert await bounded(again.handshake) == seen
+    assert again.seen == seen
     await close(again)
 
 
@@ -184,10 +192,8 @@ async def test_a_changed_tracker_key_is_refused_saying_how_to_accept_it(server, 
     pins.record("127.0.0.1", server.number, before)
 
     address = server.address(pins.expected("127.0.0.1", server.number))
-    client = await connect(pinned_endpoint(reactor, address, client_identity), Greeter)
-    await bounded(client.lost)
-    reason = client.reason
-    error = pins.refusal("127.0.0.1", server.number, reason.value)
+    mismatch = await refusal(pinned_endpoint(reactor, address, client_identity))
+    error = pins.refusal("127.0.0.1", server.number, mismatch)
 
     now = server.identity.fingerprint
     assert isinstance(error, TrackerPinChanged)

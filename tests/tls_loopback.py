@@ -31,13 +31,16 @@ class Recorder(protocol.Protocol):
     greeting = b""
 
     def __init__(self):
+        self.made = Deferred()
         self.handshake = Deferred()
+        self.first_data = Deferred()
         self.lost = Deferred()
         self.received = b""
         self.seen = None
         self.reason = None
 
     def connectionMade(self):
+        self.made.callback(self)
         if self.greeting:
             self.transport.write(self.greeting)
 
@@ -47,6 +50,8 @@ class Recorder(protocol.Protocol):
 
     def dataReceived(self, data):
         self.received += data
+        if not self.first_data.called:
+            self.first_data.callback(data)
 
     def connectionLost(self, reason):
         if not self.handshake.called:
@@ -65,10 +70,13 @@ class RecordingFactory(protocol.Factory):
 
     def __init__(self):
         self.accepted = []
+        self.arrived = Deferred()
 
     def buildProtocol(self, addr):
         p = super().buildProtocol(addr)
         self.accepted.append(p)
+        if not self.arrived.called:
+            self.arrived.callback(p)
         return p
 
 
@@ -92,19 +100,19 @@ class Server:
         return PinnedAddress("127.0.0.1", self.number, fingerprint or self.identity.fingerprint)
 
 
-async def start_server(identity):
+async def start_server(identity, clock=None):
     """Listen with TLS as ``identity`` on a port the OS picks on 127.0.0.1."""
     from twisted.internet import reactor
 
     factory = RecordingFactory()
     endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
-    port = await endpoint.listen(wrap_server_factory(identity, factory))
+    port = await endpoint.listen(wrap_server_factory(identity, factory, clock or reactor))
     return Server(identity, port, factory)
 
 
 async def stop_server(server):
     for p in server.accepted:
-        if p.transport is not None and p.transport.connected:
+        if not p.lost.called:
             p.transport.abortConnection()
         await bounded(p.lost)
     await server.port.stopListening()
@@ -118,3 +126,13 @@ async def close(client):
     client.transport.loseConnection()
     await bounded(client.lost)
     return client.reason
+
+
+async def refusal(endpoint, cls=None):
+    """The error ``endpoint.connect`` fails with; connecting is a test failure."""
+    try:
+        p = await bounded(endpoint.connect(protocol.Factory.forProtocol(cls or Greeter)))
+    except Exception as e:
+        return e
+    p.transport.abortConnection()
+    raise AssertionError(f"connected where a refusal was expected: {p!r}")

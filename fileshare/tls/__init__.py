@@ -16,7 +16,8 @@ listens or connects:
 Keys and pins are written 0600, atomically (temporary name, fsync, rename).
 
 Listening (tracker port, peer ``--listen``): ``wrap_server_factory(identity,
-factory)`` and listen on the endpoint as today.  The server requires a client
+factory, reactor)`` and listen on the endpoint as today; a handshake not done
+in 30 s is aborted.  The server requires a client
 certificate but checks it against no CA; a protocol reads the client's key
 with ``peer_fingerprint(self.transport)`` once data arrives (or in
 ``handshakeCompleted``).  The tracker should register a peer's fingerprint
@@ -38,10 +39,12 @@ Connecting:
   the fetcher rebuilds them with ``PinnedAddress.from_wire`` (validated) and
   connects with ``pinned_endpoint``: never ``clientFromString``.
 
-A client endpoint's ``connect`` fires on the TCP connection; the handshake and
-the pin check come after, and a refusal arrives as the protocol's
-``connectionLost`` reason.  Writes made before are held back by Twisted's TLS
-layer until the handshake succeeds, so nothing leaks to an impostor.
+A client endpoint's ``connect`` fires only after the handshake and the pin
+check succeeded, and fails with :class:`FingerprintMismatch`,
+:class:`HandshakeTimeout` or the OpenSSL error otherwise (so ``ClientService``
+backs off from a refused tracker).  The protocol's ``connectionMade`` runs
+earlier, at the TCP connection; anything it writes is held back by Twisted's
+TLS layer until the handshake succeeds, so nothing leaks to an impostor.
 
 Operator's CA (``--tls-cert``/``--tls-key`` on the tracker, ``--tracker-ca``
 on the peer): :func:`.ca.load_identity` instead of :func:`load_or_create`,
@@ -65,6 +68,7 @@ from .connect import (
     wrap_server_factory,
 )
 from .fingerprints import BadFingerprint, Fingerprint, fingerprint, parse_fingerprint
+from .handshake import HandshakeTimeout
 from .identity import Identity, IdentityError, generate, load_or_create
 from .mode import looks_like_tls, spoke_plain_text
 from .pins import PinFileError, PinStore, TrackerPinChanged
@@ -73,6 +77,7 @@ __all__ = [
     "BadFingerprint",
     "Fingerprint",
     "FingerprintMismatch",
+    "HandshakeTimeout",
     "Identity",
     "IdentityError",
     "PinFileError",

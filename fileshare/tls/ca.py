@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStream
 from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
 
 from .connect import CONNECT_TIMEOUT, MINIMUM_TLS, check_host_and_port
+from .handshake import HANDSHAKE_TIMEOUT, HandshakeEndpoint
 from .identity import Identity, IdentityError
 
 _TLS_KEY_TYPES = (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)
@@ -98,8 +99,15 @@ def ca_endpoint(
     ca_certificates: list[x509.Certificate],
     identity: Identity,
     timeout: float = CONNECT_TIMEOUT,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    clock: Any = None,
 ) -> IStreamClientEndpoint:
-    """A TLS client endpoint to ``host:port`` whose certificate a CA of the operator's vouches for."""
+    """
+    A TLS client endpoint to ``host:port`` whose certificate a CA of the
+    operator's vouches for; ``connect`` fires after the handshake, as with
+    :func:`~.connect.pinned_endpoint`.
+    """
     check_host_and_port(host, port)
     tcp = HostnameEndpoint(reactor, host, port, timeout=timeout)
-    return wrapClientTLS(ca_creator(identity, host, ca_certificates), tcp)
+    tls = wrapClientTLS(ca_creator(identity, host, ca_certificates), tcp)
+    return HandshakeEndpoint(tls, clock or reactor, handshake_timeout)

@@ -44,6 +44,7 @@ from zope.interface import implementer
 
 from ..errors import BadRequest, FileshareError
 from .fingerprints import Fingerprint, fingerprint, parse_fingerprint
+from .handshake import HANDSHAKE_TIMEOUT, HandshakeEndpoint, HandshakeWatchFactory
 from .identity import Identity
 
 #: TLS 1.2 is the floor; OpenSSL negotiates 1.3 whenever the other end has it.
@@ -109,10 +110,20 @@ def server_creator(identity: Identity, require_client_certificate: bool = True) 
 
 
 def wrap_server_factory(
-    identity: Identity, factory: IProtocolFactory, require_client_certificate: bool = True
+    identity: Identity,
+    factory: IProtocolFactory,
+    clock: Any,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    require_client_certificate: bool = True,
 ) -> TLSMemoryBIOFactory:
-    """``factory`` behind TLS; listen with the result on any stream server endpoint."""
-    return TLSMemoryBIOFactory(server_creator(identity, require_client_certificate), False, factory)
+    """
+    ``factory`` behind TLS; listen with the result on any stream server endpoint.
+
+    A handshake not done within ``handshake_timeout`` seconds of ``clock``
+    is aborted (see :mod:`.handshake`).
+    """
+    watched = HandshakeWatchFactory(factory, clock, handshake_timeout)
+    return TLSMemoryBIOFactory(server_creator(identity, require_client_certificate), False, watched)
 
 
 def peer_fingerprint(transport: Any) -> Fingerprint | None:
@@ -220,17 +231,35 @@ class PinnedAddress:
 
 
 def pinned_endpoint(
-    reactor: Any, address: PinnedAddress, identity: Identity, timeout: float = CONNECT_TIMEOUT
+    reactor: Any,
+    address: PinnedAddress,
+    identity: Identity,
+    timeout: float = CONNECT_TIMEOUT,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    clock: Any = None,
 ) -> IStreamClientEndpoint:
-    """A TLS client endpoint to ``address`` that accepts only its pinned key."""
+    """
+    A TLS client endpoint to ``address`` that accepts only its pinned key.
+
+    ``connect`` fires once the handshake succeeded, or fails with
+    :class:`FingerprintMismatch`, :class:`~.handshake.HandshakeTimeout` (on
+    ``clock``, by default the reactor) or the connection error.
+    """
     tcp = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
-    return wrapClientTLS(pinned_creator(identity, address.fingerprint), tcp)
+    tls = wrapClientTLS(pinned_creator(identity, address.fingerprint), tcp)
+    return HandshakeEndpoint(tls, clock or reactor, handshake_timeout)
 
 
 def first_use_endpoint(
-    reactor: Any, host: str, port: int, identity: Identity, timeout: float = CONNECT_TIMEOUT
+    reactor: Any,
+    host: str,
+    port: int,
+    identity: Identity,
+    timeout: float = CONNECT_TIMEOUT,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    clock: Any = None,
 ) -> IStreamClientEndpoint:
     """A TLS client endpoint that accepts any key (trust on first use; see :func:`first_use_creator`)."""
     check_host_and_port(host, port)
     tcp = HostnameEndpoint(reactor, host, port, timeout=timeout)
-    return wrapClientTLS(first_use_creator(identity), tcp)
+    return HandshakeEndpoint(wrapClientTLS(first_use_creator(identity), tcp), clock or reactor, handshake_timeout)
