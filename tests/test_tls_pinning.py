@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, serverFromString, wrapClientTLS
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.ssl import CertificateOptions
+from twisted.internet.ssl import CertificateOptions, TLSVersion
 
 from fileshare.errors import BadRequest
 from fileshare.tls import (
@@ -152,6 +152,39 @@ async def test_a_client_without_a_certificate_is_refused(server):
     assert accepted.received == b""
     assert accepted.seen is None
     assert not spoke_plain_text(accepted.reason)
+
+
+def version_limited(reactor, identity, port, version):
+    options = CertificateOptions(
+        privateKey=identity.private_key,
+        certificate=identity.certificate,
+        insecurelyLowerMinimumTo=version,
+        lowerMaximumSecurityTo=version,
+    )
+    return wrapClientTLS(options, HostnameEndpoint(reactor, "127.0.0.1", port))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tls_1_2_client_is_accepted(server, client_identity):
+    from twisted.internet import reactor
+
+    client = await connect(version_limited(reactor, client_identity, server.number, TLSVersion.TLSv1_2), Greeter)
+    [accepted] = server.accepted
+    assert await bounded(accepted.handshake) == client_identity.fingerprint
+    await close(client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_below_tls_1_2_is_refused(server, client_identity):
+    from twisted.internet import reactor
+
+    client = await connect(version_limited(reactor, client_identity, server.number, TLSVersion.TLSv1_1), Greeter)
+
+    await bounded(client.lost)
+    [accepted] = server.accepted
+    await bounded(accepted.lost)
+    assert accepted.received == b""
+    assert accepted.seen is None
 
 
 # -- trust on first use ------------------------------------------------------------

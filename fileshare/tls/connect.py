@@ -8,7 +8,10 @@ checking it against any CA -- clients are self-signed too.  What the server
 learns is the client's key: after the handshake the protocol reads it with
 :func:`peer_fingerprint` (the wrapped protocol may implement
 ``IHandshakeListener.handshakeCompleted`` to learn the moment; any data it
-receives already comes after the handshake).
+receives already comes after the handshake).  Note that the protocol's
+``connectionMade`` runs at the TCP accept, *before* the handshake -- also for
+a plain-text client that will be closed -- so a service should count a
+connection as a node only from ``handshakeCompleted`` or its first data.
 
 Client side: :func:`pinned_creator` presents the node's own certificate and
 accepts the server only when the server's key has the expected fingerprint.
