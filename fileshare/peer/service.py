@@ -136,4 +136,3 @@ def makeService(options: Options) -> service.IService:
     except DatabaseError as e:
         raise SystemExit(f"fileshare-peer: {e}") from None
     return Program("fileshare-peer", peer, reactor)
-
