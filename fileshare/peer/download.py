@@ -38,14 +38,12 @@ from ..pieces import Digest
 from . import partfile
 from .interfaces import IRepository, ISourceConnection, ISourcePool
 from .scheduler import PieceScheduler
-from .workers import fetch_from
+from .workers import Crew
 
 log = Logger()
 
 #: Piece bytes waiting for verification before connections are paused.
 MAX_PENDING = 8 << 20
-#: A source that sends nothing for this long while it owes us bytes is dropped.
-STALL_TIMEOUT = 15.0
 SAVE_INTERVAL = 1.0
 
 
@@ -126,7 +124,7 @@ class Download:
         self.max_connections = max_connections
         self.state = State.PREPARING
         self.scheduler = PieceScheduler(digest.size, digest.piece_size, verified)
-        self._spare = deque(sources)
+        self.crew = Crew(self, sources, pool, max_connections)
         self._write_lock = threading.Lock()
         self.final_stat: os.stat_result | None = None
         #: Whether a record of this partial download exists (to drop once done).
@@ -137,9 +135,6 @@ class Download:
         #: Bytes of accepted piece copies (a losing end-game copy is not counted).
         self.received_bytes = 0
         self._pending = 0
-        self._connections: dict[ISourceConnection, Source] = {}
-        self.active: dict[Source, ISourceConnection | None] = {}
-        self.failed: dict[Source, str] = {}
         self._waiters: list[Deferred] = []
         self._running: Deferred = Deferred()
         self._fd: int | None = None
@@ -178,8 +173,9 @@ class Download:
             rate = (self.received_bytes - b0) / (now - t0)
         else:
             rate = self.received_bytes / max(now - self.started, 1e-6)
-        queued = sum(1 for p in self.active.values() if p is not None and p.queue_position)
-        return Progress(self.fname, self.digest.size, self.verified_bytes, rate, len(self.active), queued)
+        return Progress(
+            self.fname, self.digest.size, self.verified_bytes, rate, len(self.crew.active), self.crew.queued
+        )
 
     def verified_map(self) -> bytes:
         return self.scheduler.verified_map()
@@ -224,9 +220,7 @@ class Download:
             return
         if why is None:
             self._move(State.COMPLETING)
-            for protocol in list(self._connections):
-                if protocol.busy:  # a losing end-game copy, still coming: not wanted
-                    self.pool.discard(protocol)
+            self.crew.discard_busy()
             self._running.callback(None)
         else:
             self._move(State.CANCELLING if cancel else State.STOPPING)
@@ -238,7 +232,7 @@ class Download:
         final = self.repository.path_for(self.fname)
         saver = LoopingCall(self._save)
         saver.clock = self.clock
-        checker = LoopingCall(self._check_stalls)
+        checker = LoopingCall(self.crew.check_stalls)
         checker.clock = self.clock
         try:
             if not self._single:
@@ -278,16 +272,14 @@ class Download:
         if self.scheduler.complete:  # resumed with every piece already verified
             self._end(None)
             return
-        while self._spare and len(self.active) < self.max_connections:
-            self._start_worker()
+        self.crew.top_up()
 
     async def _stopped(self) -> bool:
         """Wind down after a stop, a cancel or a failure: nothing in flight, partial data saved or gone.
 
         True if the download finished after all (a one-piece file named meanwhile).
         """
-        for protocol in {*self._connections, *(p for p in self.active.values() if p is not None)}:
-            protocol.transport.abortConnection()  # incl. those still queued
+        self.crew.abort_all()
         await self._drain()
         if self._single and self.final_stat is not None:
             self._move(State.FINISHED)  # the file was already complete and named when we were stopped
@@ -324,13 +316,7 @@ class Download:
     def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred:
         return deferToThreadPool(self.reactor, self.hashers, f, *args)
 
-    # -- workers (fileshare.peer.workers)
-
-    def _start_worker(self) -> None:
-        source = self._spare.popleft()
-        self.active[source] = None
-        d = Deferred.fromCoroutine(fetch_from(self, source))
-        d.addErrback(lambda f: log.failure("download worker failed", f))
+    # -- what workers (fileshare.peer.workers) wait for and report
 
     def changed(self) -> Deferred:
         """Fires at the next change a waiting worker may care about: a piece given
@@ -344,34 +330,6 @@ class Download:
         for d in waiters:
             d.callback(None)
 
-    def watching(self, source: Source, protocol: ISourceConnection) -> None:
-        """A connection to *source* exists (maybe still queued at the source)."""
-        self.active[source] = protocol
-
-    def connected(self, source: Source, protocol: ISourceConnection) -> None:
-        self.active[source] = protocol
-        self._connections[protocol] = source
-        if self._pending > MAX_PENDING:
-            protocol.pause("disk")
-
-    def finished_with(self, source: Source, protocol: ISourceConnection) -> None:
-        """The worker of *source* has nothing left to do: its connection may be reused."""
-        self._connections.pop(protocol, None)
-        self.pool.release(protocol)
-        self.active.pop(source, None)
-
-    def drop(self, source: Source, protocol: ISourceConnection | None, why: str) -> None:
-        if source in self.active:
-            if self.running:
-                log.info(
-                    "source {host} dropped from fetch of {fname}: {why}", host=source.host, fname=self.fname, why=why
-                )
-                self.failed.setdefault(source, why)
-            del self.active[source]
-        if protocol is not None:
-            self._connections.pop(protocol, None)
-            self.pool.discard(protocol)
-
     def worker_ended(self) -> None:
         if not self.running:
             return
@@ -379,11 +337,9 @@ class Download:
             self._check_done()
             return
         self._wake()  # its given-back pieces are there for the others
-        while self._spare and len(self.active) < self.max_connections:
-            self._start_worker()
-        if not self.active:
-            reasons = "; ".join(f"{s.host}: {why}" for s, why in self.failed.items()) or "no source could be reached"
-            self._end(Unavailable(f"every source failed ({reasons})"))
+        self.crew.top_up()
+        if not self.crew.active:
+            self._end(Unavailable(f"every source failed ({self.crew.failure_summary()})"))
 
     def _check_done(self) -> None:
         if self.running and not self._pending and self.scheduler.complete:
@@ -403,8 +359,7 @@ class Download:
         self.received_bytes += length
         self._pending += length
         if self._pending > MAX_PENDING:
-            for p in self._connections:
-                p.pause("disk")
+            self.crew.pause("disk")
         if self._single:
             # Small files: one thread hop does it all, a few tenths of a millisecond each saved.
             part = self.repository.partial_path(self.digest.root)
@@ -451,11 +406,7 @@ class Download:
                 host=source.host,
             )
             self.scheduler.corrupt(index)
-            # The source is not used again for this fetch, even if its worker
-            # already finished and handed the connection back to the pool.
-            self.failed[source] = f"sent a corrupt piece ({index})"
-            self.active.pop(source, None)
-            self.pool.discard(protocol)
+            self.crew.exclude(source, protocol, f"sent a corrupt piece ({index})")
             self.worker_ended()
 
     def _piece_failed(self, failure: Failure, length: int) -> None:
@@ -466,15 +417,6 @@ class Download:
     def _written(self, length: int) -> None:
         self._pending -= length
         if self._pending <= MAX_PENDING // 2:
-            for protocol in self._connections:
-                protocol.resume("disk")
+            self.crew.resume("disk")
         if not self._pending:
             self._wake()
-
-    def _check_stalls(self) -> None:
-        now = self.clock.seconds()
-        for protocol, source in list(self._connections.items()):
-            if protocol.busy and not protocol.paused and now - protocol.last_progress > STALL_TIMEOUT:
-                log.info("source {host} stalled", host=source.host)
-                self.failed[source] = f"stalled for {STALL_TIMEOUT:g} s"
-                protocol.transport.abortConnection()

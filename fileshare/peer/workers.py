@@ -1,25 +1,29 @@
 """
-One worker per source of a fetch: connect, claim pieces, ask for them, hand them on.
+The sources of one fetch: a worker per source, and the crew that keeps them.
 
-A worker keeps PIPELINE requests outstanding on its connection so there is
-no idle round trip, and sizes its batches from the rate it sees (a faster
-source simply takes more).  It knows nothing of verification or of the part
-file: every piece it receives goes to the download's ``piece_arrived``, and
-the download decides what happens when a source fails.
+A worker connects, claims pieces from the scheduler, asks for them and
+hands every piece it receives to the download's ``piece_arrived``; it knows
+nothing of verification or of the part file.  It keeps PIPELINE requests
+outstanding on its connection so there is no idle round trip, and sizes
+its batches from the rate it sees (a faster source simply takes more).
+
+The :class:`Crew` knows the sources: which are spare, connecting, connected
+or failed (and why), starts workers up to the connection limit, pauses and
+resumes every connection together, and drops a source that stalls.
 """
 
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..errors import FileshareError
-from .interfaces import ISourceConnection
+from .interfaces import ISourceConnection, ISourcePool
 
 if TYPE_CHECKING:
-    from .download import Download
+    from .download import Download, Source
 
 log = Logger()
 
@@ -27,6 +31,8 @@ log = Logger()
 PIPELINE = 2
 MIN_BATCH = 2 << 20
 MAX_BATCH = 16 << 20
+#: A source that sends nothing for this long while it owes us bytes is dropped.
+STALL_TIMEOUT = 15.0
 
 
 class PieceSink:
@@ -59,7 +65,7 @@ class PieceSink:
                 self._need = self.span(self.index)[1]
 
 
-async def fetch_from(download: "Download", source: Hashable) -> None:
+async def fetch_from(download: "Download", crew: "Crew", source: "Source") -> None:
     """Fetch pieces of *download* from *source* until there is nothing left or it fails.
 
     Whatever happens, the pieces it was asked for and did not deliver are
@@ -69,12 +75,12 @@ async def fetch_from(download: "Download", source: Hashable) -> None:
     protocol: ISourceConnection | None = None
     inflight: deque[tuple[list[int], Deferred]] = deque()
     try:
-        protocol = await download.pool.connect(source.endpoint, lambda p: download.watching(source, p))
-        download.connected(source, protocol)
+        protocol = await crew.pool.connect(source.endpoint, lambda p: crew.watching(source, p))
+        crew.connected(source, protocol)
         batch_bytes = MIN_BATCH
         while download.running:
             while len(inflight) < PIPELINE:
-                share = scheduler.fair_share(len(download.active), PIPELINE)
+                share = scheduler.fair_share(len(crew.active), PIPELINE)
                 batch = scheduler.claim(source, min(batch_bytes, share))
                 if not batch:
                     break
@@ -97,11 +103,11 @@ async def fetch_from(download: "Download", source: Hashable) -> None:
             if elapsed > 0:
                 batch_bytes = int(min(MAX_BATCH, max(MIN_BATCH, got / elapsed * 0.25)))
     except FileshareError as e:
-        download.drop(source, protocol, e.message)
+        crew.drop(source, protocol, e.message)
     except Exception as e:  # a connection error of any kind: this source is done
-        download.drop(source, protocol, str(e) or e.__class__.__name__)
+        crew.drop(source, protocol, str(e) or e.__class__.__name__)
     else:
-        download.finished_with(source, protocol)
+        crew.finished_with(source, protocol)
     finally:
         for batch, d in inflight:
             scheduler.release(source, batch)
@@ -114,3 +120,110 @@ def _deliver(download: "Download", source: Hashable, protocol: ISourceConnection
         download.piece_arrived(index, chunks, source, protocol)
 
     return deliver
+
+
+class Crew:
+    """The sources of one download and their workers."""
+
+    def __init__(self, download: "Download", sources: Iterable["Source"], pool: ISourcePool, limit: int) -> None:
+        self.download = download
+        self.pool = pool
+        self.limit = limit
+        self._spare = deque(sources)
+        #: Sources with a worker, and their connection once there is one (maybe still queued).
+        self.active: dict[Source, ISourceConnection | None] = {}
+        #: Greeted connections in use.
+        self.connections: dict[ISourceConnection, Source] = {}
+        #: Sources given up, and why.
+        self.failed: dict[Source, str] = {}
+        self.paused_for: set[str] = set()
+
+    @property
+    def queued(self) -> int:
+        """Sources whose upload queue we wait in."""
+        return sum(1 for p in self.active.values() if p is not None and p.queue_position)
+
+    def top_up(self) -> None:
+        """Start workers for spare sources, up to the connection limit."""
+        while self._spare and len(self.active) < self.limit:
+            source = self._spare.popleft()
+            self.active[source] = None
+            d = Deferred.fromCoroutine(fetch_from(self.download, self, source))
+            d.addErrback(lambda f: log.failure("download worker failed", f))
+
+    def failure_summary(self) -> str:
+        return "; ".join(f"{s.host}: {why}" for s, why in self.failed.items()) or "no source could be reached"
+
+    # -- a worker's connection
+
+    def watching(self, source: "Source", protocol: ISourceConnection) -> None:
+        """A connection to *source* exists (maybe still queued at the source)."""
+        self.active[source] = protocol
+
+    def connected(self, source: "Source", protocol: ISourceConnection) -> None:
+        self.active[source] = protocol
+        self.connections[protocol] = source
+        for reason in self.paused_for:
+            protocol.pause(reason)
+
+    def finished_with(self, source: "Source", protocol: ISourceConnection) -> None:
+        """The worker of *source* has nothing left to do: its connection may be reused."""
+        self.connections.pop(protocol, None)
+        self.pool.release(protocol)
+        self.active.pop(source, None)
+
+    def drop(self, source: "Source", protocol: ISourceConnection | None, why: str) -> None:
+        """*source* failed; while the download runs, it is logged and remembered."""
+        if source in self.active:
+            if self.download.running:
+                log.info(
+                    "source {host} dropped from fetch of {fname}: {why}",
+                    host=source.host,
+                    fname=self.download.fname,
+                    why=why,
+                )
+                self.failed.setdefault(source, why)
+            del self.active[source]
+        if protocol is not None:
+            self.connections.pop(protocol, None)
+            self.pool.discard(protocol)
+
+    def exclude(self, source: "Source", protocol: ISourceConnection, why: str) -> None:
+        """Never use *source* again for this fetch, even if its worker already finished."""
+        self.failed[source] = why
+        self.active.pop(source, None)
+        self.pool.discard(protocol)
+
+    # -- all connections at once
+
+    def pause(self, reason: str) -> None:
+        if reason not in self.paused_for:
+            self.paused_for.add(reason)
+            for protocol in self.connections:
+                protocol.pause(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason in self.paused_for:
+            self.paused_for.discard(reason)
+            for protocol in self.connections:
+                protocol.resume(reason)
+
+    def discard_busy(self) -> None:
+        """Drop connections still owed bytes nobody wants (losing end-game copies)."""
+        for protocol in list(self.connections):
+            if protocol.busy:
+                self.pool.discard(protocol)
+
+    def abort_all(self) -> None:
+        """Abort every connection, those still queued at their source included."""
+        for protocol in {*self.connections, *(p for p in self.active.values() if p is not None)}:
+            protocol.transport.abortConnection()
+
+    def check_stalls(self) -> None:
+        """Drop every source that owes bytes but sent none for STALL_TIMEOUT (reading paused is no stall)."""
+        now = self.download.clock.seconds()
+        for protocol, source in list(self.connections.items()):
+            if protocol.busy and not protocol.paused and now - protocol.last_progress > STALL_TIMEOUT:
+                log.info("source {host} stalled", host=source.host)
+                self.failed[source] = f"stalled for {STALL_TIMEOUT:g} s"
+                protocol.transport.abortConnection()
