@@ -246,7 +246,7 @@ class Download:
                     )
                 checker.start(1.0, now=False)
             await self._running
-        except BaseException:
+        except Exception:
             if self.state in (State.PREPARING, State.RUNNING):  # the part file could not be opened
                 self._move(State.STOPPING)
             self._running.addErrback(lambda _: None)
@@ -263,7 +263,7 @@ class Download:
                 await self._save()  # should naming fail, the download is kept for a retry
                 fd, self._fd = self._fd, None
                 self.final_stat = await self._thread(partfile.finish, fd, part, final, self.digest.size)
-            except BaseException:
+            except Exception:
                 self._move(State.PAUSED)
                 raise
         self._move(State.FINISHED)

@@ -78,7 +78,7 @@ async def fetch_from(download: "Download", crew: "Crew", source: "Source") -> No
         protocol = await crew.pool.connect(source.endpoint, lambda p: crew.watching(source, p))
         crew.connected(source, protocol)
         batch_bytes = MIN_BATCH
-        while download.running:
+        while download.running and source in crew.active:  # not if dropped for a bad piece
             while len(inflight) < PIPELINE:
                 share = scheduler.fair_share(len(crew.active), PIPELINE)
                 batch = scheduler.claim(source, min(batch_bytes, share))
@@ -109,8 +109,8 @@ async def fetch_from(download: "Download", crew: "Crew", source: "Source") -> No
     else:
         crew.finished_with(source, protocol)
     finally:
-        for batch, d in inflight:
-            scheduler.release(source, batch)
+        scheduler.release(source, [i for batch, _ in inflight for i in batch])
+        for _, d in inflight:
             d.addErrback(lambda _: None)
         download.worker_ended()
 
@@ -169,7 +169,10 @@ class Crew:
     def finished_with(self, source: "Source", protocol: ISourceConnection) -> None:
         """The worker of *source* has nothing left to do: its connection may be reused."""
         self.connections.pop(protocol, None)
-        self.pool.release(protocol)
+        if source in self.failed:  # it sent a bad piece meanwhile
+            self.pool.discard(protocol)
+        else:
+            self.pool.release(protocol)
         self.active.pop(source, None)
 
     def drop(self, source: "Source", protocol: ISourceConnection | None, why: str) -> None:
