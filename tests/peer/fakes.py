@@ -179,10 +179,15 @@ def _failed(e: Exception) -> Deferred:
 
 @implementer(ISourcePool)
 class FakePool:
-    """Hands out the connection registered for an endpoint (or raises the error registered)."""
+    """Hands out the connection registered for an endpoint (or raises the error registered).
+
+    A callable registered is called for a new connection at each connect,
+    and what it made is kept in ``made``.
+    """
 
     def __init__(self) -> None:
         self.sources: dict[str, Any] = {}
+        self.made: dict[str, list[Any]] = {}
         self.calls: list[tuple[str, Any]] = []
 
     def add(self, endpoint: str, connection: Any) -> Any:
@@ -198,6 +203,9 @@ class FakePool:
             raise found
         if isinstance(found, Deferred):  # a connection the test completes itself
             found = await found
+        elif callable(found):
+            found = found()
+            self.made.setdefault(endpoint, []).append(found)
         if watch is not None:
             watch(found)
         return found
