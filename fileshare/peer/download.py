@@ -2,33 +2,28 @@
 One fetch: pieces pulled from several sources at once, each verified.
 
 The piece list comes from a source and is checked against the root the
-tracker indexed; every piece is checked against its digest on the
-download's thread pool before it is written into
-``.fileshare/partial/ROOT.part`` (:mod:`.partfile`).  Which source fetches
-which piece is the scheduler's business (:mod:`.scheduler`, with its end
-game); each source has a worker (:mod:`.workers`); a source that fails,
-stalls or sends a bad piece is dropped and its pieces go to the others.  The
-set of verified pieces is saved every second, so a restarted peer resumes
-where it stopped.  Only a complete, verified file is linked to its real name.
+tracker indexed; each piece is checked against its digest on the download's
+thread pool before it is written into ``.fileshare/partial/ROOT.part``
+(:mod:`.partfile`).  Who fetches which piece is the scheduler's business
+(:mod:`.scheduler`, with its end game); each source has a worker
+(:mod:`.workers`).  Verified pieces are recorded every second, so a
+restarted peer resumes; only a complete, verified file gets its name.
 
-This module is the life cycle: a download is *preparing* (opening its part
-file), *running*, then either *completing* (saving, fsync, naming) and
-*finished*, or *stopping* and *paused* (partial data kept for a resume: the
-peer stops, every source failed) or *cancelling* and *cancelled* (partial
-data removed).
+This module is the life cycle: *preparing* (opening the part file),
+*running*, then *completing* (saving, fsync, naming) and *finished*; or
+*stopping* then *paused* (partial data kept: the peer stopped, every source
+failed) or *cancelling* then *cancelled* (partial data removed).
 """
 
 import enum
 import os
-import threading
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -38,19 +33,13 @@ from ..pieces import Digest
 from . import partfile
 from .interfaces import IRepository, ISourceConnection, ISourcePool
 from .scheduler import PieceScheduler
-from .workers import Crew
+from .workers import Crew, Source
 
 log = Logger()
 
 #: Piece bytes waiting for verification before connections are paused.
 MAX_PENDING = 8 << 20
 SAVE_INTERVAL = 1.0
-
-
-@attrs.frozen
-class Source:
-    host: str
-    endpoint: str
 
 
 class Cancelled(FileshareError):
@@ -117,15 +106,12 @@ class Download:
         self.fname = fname
         self.digest = digest
         self.repository = repository
-        self.pool = pool
-        self.reactor = reactor
-        self.clock = reactor
-        self.hashers = hashers
-        self.max_connections = max_connections
+        self.reactor = self.clock = reactor
         self.state = State.PREPARING
         self.scheduler = PieceScheduler(digest.size, digest.piece_size, verified)
         self.crew = Crew(self, sources, pool, max_connections)
-        self._write_lock = threading.Lock()
+        part, final = repository.partial_path(digest.root), repository.path_for(fname)
+        self.part = partfile.PartFile(reactor, hashers, part, final, digest.size, digest.root)
         self.final_stat: os.stat_result | None = None
         #: Whether a record of this partial download exists (to drop once done).
         self.saved = verified is not None
@@ -137,10 +123,11 @@ class Download:
         self._pending = 0
         self._waiters: list[Deferred] = []
         self._running: Deferred = Deferred()
-        self._fd: int | None = None
         self._samples: deque[tuple[float, int]] = deque(maxlen=8)
         self.started = self.clock.seconds()
         self._dirty = False
+        #: One save at a time, so a stop never closes the file under a periodic save.
+        self._save_lock = DeferredLock()
         self._ended: list[Deferred] = []
         #: Hosts that delivered at least one verified piece.
         self.contributors: set[str] = set()
@@ -228,15 +215,13 @@ class Download:
         self._wake()
 
     async def _run(self) -> None:
-        part = self.repository.partial_path(self.digest.root)
-        final = self.repository.path_for(self.fname)
         saver = LoopingCall(self._save)
         saver.clock = self.clock
         checker = LoopingCall(self.crew.check_stalls)
         checker.clock = self.clock
         try:
             if not self._single:
-                self._fd = await self._thread(partfile.open_part, part, self.digest.size)
+                await self.part.open()
             if self.state is State.PREPARING:
                 self._move(State.RUNNING)
                 self._start()
@@ -247,6 +232,7 @@ class Download:
                 checker.start(1.0, now=False)
             await self._running
         except Exception:
+            _stop_loops(saver, checker)
             if self.state in (State.PREPARING, State.RUNNING):  # the part file could not be opened
                 self._move(State.STOPPING)
             self._running.addErrback(lambda _: None)
@@ -254,15 +240,12 @@ class Download:
                 return
             raise
         finally:
-            for loop in (saver, checker):
-                if loop.running:
-                    loop.stop()
+            _stop_loops(saver, checker)
         if not self._single:
             try:
                 self._dirty = True
                 await self._save()  # should naming fail, the download is kept for a retry
-                fd, self._fd = self._fd, None
-                self.final_stat = await self._thread(partfile.finish, fd, part, final, self.digest.size)
+                self.final_stat = await self.part.finish()
             except Exception:
                 self._move(State.PAUSED)
                 raise
@@ -288,9 +271,7 @@ class Download:
             if self.state is not State.CANCELLING:
                 await self._save()
         finally:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self.part.close()
         if self.state is State.CANCELLING:  # also when cancelled while saving
             await self.repository.drop_partial(self.digest.root)
             self._move(State.CANCELLED)
@@ -303,18 +284,19 @@ class Download:
             await self.changed()
 
     async def _save(self) -> None:
-        # Without the piece list (a one-piece file) there is nothing to resume from.
-        if self._dirty and self.digest.pieces and self._fd is not None:
-            self._dirty = False
-            self.saved = True
-            verified = self.verified_map()
-            # The pieces must be on disk before the record says they are:
-            # after a crash, resuming trusts the record without re-reading.
-            await self._thread(partfile.sync_data, self._fd)
-            await self.repository.save_partial(self.fname, self.digest, verified)
-
-    def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred:
-        return deferToThreadPool(self.reactor, self.hashers, f, *args)
+        await self._save_lock.acquire()
+        try:
+            # Without the piece list (a one-piece file) there is nothing to resume from.
+            if self._dirty and self.digest.pieces and self.part.is_open:
+                self._dirty = False
+                self.saved = True
+                verified = self.verified_map()
+                # The pieces must be on disk before the record says they are:
+                # after a crash, resuming trusts the record without re-reading.
+                await self.part.sync()
+                await self.repository.save_partial(self.fname, self.digest, verified)
+        finally:
+            self._save_lock.release()
 
     # -- what workers (fileshare.peer.workers) wait for and report
 
@@ -351,7 +333,7 @@ class Download:
         self, index: int, chunks: list[memoryview], source: Hashable, protocol: ISourceConnection
     ) -> None:
         """A worker received every byte of piece *index* from *source*: verify and write it, off the reactor."""
-        if self._fd is None and not self._single:
+        if not self.part.is_open and not self._single:
             return
         if not self.scheduler.arrived(source, index):
             return  # another copy won (end game), or the piece was given back
@@ -362,19 +344,9 @@ class Download:
             self.crew.pause("disk")
         if self._single:
             # Small files: one thread hop does it all, a few tenths of a millisecond each saved.
-            part = self.repository.partial_path(self.digest.root)
-            final = self.repository.path_for(self.fname)
-            d = self._thread(partfile.write_whole, part, final, chunks, self.digest.root, length, self._write_lock)
+            d = self.part.check_whole(chunks)
         else:
-            d = self._thread(
-                partfile.verify_and_write,
-                self._fd,
-                offset,
-                chunks,
-                self.digest.piece_digest(index),
-                self.digest.root,
-                self._write_lock,
-            )
+            d = self.part.check(offset, chunks, self.digest.piece_digest(index))
             d.addCallback(lambda found: (found, None) if found is not None else None)
         d.addCallbacks(self._piece_checked, self._piece_failed, (index, length, source, protocol), None, (length,))
 
@@ -420,3 +392,9 @@ class Download:
             self.crew.resume("disk")
         if not self._pending:
             self._wake()
+
+
+def _stop_loops(*loops: LoopingCall) -> None:
+    for loop in loops:
+        if loop.running:
+            loop.stop()

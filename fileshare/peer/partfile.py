@@ -4,12 +4,19 @@ The part file of a download: blocking helpers, run on the download's thread pool
 A download writes verified pieces into ``.fileshare/partial/ROOT.part`` and,
 once every piece is there, makes it durable and links it to its real name,
 never over an existing file.  Every function here blocks (disk I/O,
-hashing): call them through ``deferToThreadPool``, never on the reactor.
+hashing): call them through :class:`PartFile`, which runs them on the
+download's thread pool, never on the reactor.
 """
 
 import hashlib
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
 from ..errors import Conflict, IntegrityError
 from ..pieces import root_of
@@ -108,3 +115,52 @@ def write_whole(
     except Conflict:
         os.unlink(part)  # nothing to resume for one piece
         raise
+
+
+class PartFile:
+    """The part file of one download, seen from the reactor: every call goes to *threads*.
+
+    *threads* is the download's own pool (piece verification and part-file
+    writes); *reactor* takes the results back from it.
+    """
+
+    def __init__(self, reactor: Any, threads: ThreadPool, part: str, final: str, size: int, root: str) -> None:
+        self.reactor = reactor
+        self.threads = threads
+        self.part = part
+        self.final = final
+        self.size = size
+        self.root = root
+        self.fd: int | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        return self.fd is not None
+
+    def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred:
+        return deferToThreadPool(self.reactor, self.threads, f, *args)
+
+    async def open(self) -> None:
+        self.fd = await self._thread(open_part, self.part, self.size)
+
+    def check(self, offset: int, chunks: list[memoryview], expected: bytes) -> Deferred:
+        """Deferred: the piece's digest once verified and written, or None if it is corrupt."""
+        return self._thread(verify_and_write, self.fd, offset, chunks, expected, self.root, self._lock)
+
+    def check_whole(self, chunks: list[memoryview]) -> Deferred:
+        """Deferred: (digest, stat of the named file) for a file of one piece, or None if corrupt."""
+        return self._thread(write_whole, self.part, self.final, chunks, self.root, self.size, self._lock)
+
+    async def sync(self) -> None:
+        await self._thread(sync_data, self.fd)
+
+    async def finish(self) -> os.stat_result:
+        """Make it durable and name it (see :func:`finish`); the named file's stat."""
+        fd, self.fd = self.fd, None
+        return await self._thread(finish, fd, self.part, self.final, self.size)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -23,7 +24,7 @@ from ..errors import FileshareError
 from .interfaces import ISourceConnection, ISourcePool
 
 if TYPE_CHECKING:
-    from .download import Download, Source
+    from .download import Download
 
 log = Logger()
 
@@ -31,6 +32,16 @@ log = Logger()
 PIPELINE = 2
 MIN_BATCH = 2 << 20
 MAX_BATCH = 16 << 20
+
+
+@attrs.frozen
+class Source:
+    """A holder of the file, as the tracker listed it."""
+
+    host: str
+    endpoint: str
+
+
 #: A source that sends nothing for this long while it owes us bytes is dropped.
 STALL_TIMEOUT = 15.0
 
@@ -65,7 +76,7 @@ class PieceSink:
                 self._need = self.span(self.index)[1]
 
 
-async def fetch_from(download: "Download", crew: "Crew", source: "Source") -> None:
+async def fetch_from(download: "Download", crew: "Crew", source: Source) -> None:
     """Fetch pieces of *download* from *source* until there is nothing left or it fails.
 
     Whatever happens, the pieces it was asked for and did not deliver are
@@ -125,7 +136,7 @@ def _deliver(download: "Download", source: Hashable, protocol: ISourceConnection
 class Crew:
     """The sources of one download and their workers."""
 
-    def __init__(self, download: "Download", sources: Iterable["Source"], pool: ISourcePool, limit: int) -> None:
+    def __init__(self, download: "Download", sources: Iterable[Source], pool: ISourcePool, limit: int) -> None:
         self.download = download
         self.pool = pool
         self.limit = limit
@@ -156,17 +167,17 @@ class Crew:
 
     # -- a worker's connection
 
-    def watching(self, source: "Source", protocol: ISourceConnection) -> None:
+    def watching(self, source: Source, protocol: ISourceConnection) -> None:
         """A connection to *source* exists (maybe still queued at the source)."""
         self.active[source] = protocol
 
-    def connected(self, source: "Source", protocol: ISourceConnection) -> None:
+    def connected(self, source: Source, protocol: ISourceConnection) -> None:
         self.active[source] = protocol
         self.connections[protocol] = source
         for reason in self.paused_for:
             protocol.pause(reason)
 
-    def finished_with(self, source: "Source", protocol: ISourceConnection) -> None:
+    def finished_with(self, source: Source, protocol: ISourceConnection) -> None:
         """The worker of *source* has nothing left to do: its connection may be reused."""
         self.connections.pop(protocol, None)
         if source in self.failed:  # it sent a bad piece meanwhile
@@ -175,7 +186,7 @@ class Crew:
             self.pool.release(protocol)
         self.active.pop(source, None)
 
-    def drop(self, source: "Source", protocol: ISourceConnection | None, why: str) -> None:
+    def drop(self, source: Source, protocol: ISourceConnection | None, why: str) -> None:
         """*source* failed; while the download runs, it is logged and remembered."""
         if source in self.active:
             if self.download.running:
@@ -191,7 +202,7 @@ class Crew:
             self.connections.pop(protocol, None)
             self.pool.discard(protocol)
 
-    def exclude(self, source: "Source", protocol: ISourceConnection, why: str) -> None:
+    def exclude(self, source: Source, protocol: ISourceConnection, why: str) -> None:
         """Never use *source* again for this fetch, even if its worker already finished."""
         self.failed[source] = why
         self.active.pop(source, None)
