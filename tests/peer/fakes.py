@@ -43,6 +43,8 @@ class QueuedThreadPool:
     def __init__(self) -> None:
         self.jobs: deque[tuple[Any, Any, tuple, dict]] = deque()
         self.ran: list[str] = []
+        #: (job name, exception) of the jobs that raised.
+        self.failures: list[tuple[str, BaseException]] = []
 
     def callInThreadWithCallback(self, on_result: Any, f: Any, *args: Any, **kwargs: Any) -> None:
         self.jobs.append((on_result, f, args, kwargs))
@@ -56,7 +58,8 @@ class QueuedThreadPool:
             n += 1
             try:
                 result = f(*args, **kwargs)
-            except BaseException:
+            except BaseException as e:
+                self.failures.append((f.__name__, e))
                 on_result(False, Failure())
             else:
                 on_result(True, result)

@@ -237,6 +237,23 @@ def test_stop_keeps_the_verified_pieces_for_a_resume(tmp_path):
     assert read(t.part) == DATA[:5000]
 
 
+def test_a_stop_waits_for_a_periodic_save_in_flight_before_closing_the_part_file(tmp_path):
+    t = build(tmp_path)
+    a = source(t, "a", auto=False)
+    d = start(t)
+    a.serve()
+    t.threads.run()
+    t.reactor.advance(1)  # the periodic save: its fdatasync waits in the pool
+
+    t.download.stop()
+    t.threads.run()
+
+    assert t.threads.failures == []
+    assert t.threads.ran[-1] == "sync_data" and t.threads.ran.count("sync_data") == 1
+    assert t.repo.saved[t.digest.root][2] == b"\x01" * 5 + b"\x00" * 5
+    assert result_of(d).check(Unavailable)
+
+
 def test_cancel_removes_the_partial_data(tmp_path):
     t = build(tmp_path)
     a = source(t, "a", auto=False)
