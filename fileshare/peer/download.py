@@ -229,7 +229,7 @@ class Download:
                     saver.start(SAVE_INTERVAL, now=False).addErrback(
                         lambda f: log.failure("saving the progress of {fname} failed", f, fname=self.fname)
                     )
-                checker.start(1.0, now=False)
+                checker.start(1.0, now=False).addErrback(lambda f: log.failure("stall check failed", f))
             await self._running
         except Exception:
             _stop_loops(saver, checker)
