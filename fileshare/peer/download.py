@@ -2,55 +2,44 @@
 One fetch: pieces pulled from several sources at once, each verified.
 
 The piece list comes from a source and is checked against the root the
-tracker indexed; every piece is checked against its digest on a worker
-thread before it is written (``pwrite``) into ``.fileshare/partial/ROOT.part``.
-Sources take batches of consecutive pieces from one queue, so a faster
-source simply takes more; a source that fails, stalls or sends a bad piece is
-dropped and its pieces go back in the queue.  The set of verified pieces is
-saved every second, so a restarted peer resumes where it stopped.  Only a
-complete, verified file is linked to its real name.
+tracker indexed; each piece is checked against its digest on the download's
+thread pool before it is written into ``.fileshare/partial/ROOT.part``
+(:mod:`.partfile`).  Who fetches which piece is the scheduler's business
+(:mod:`.scheduler`, with its end game); each source has a worker
+(:mod:`.workers`).  Verified pieces are recorded every second, so a
+restarted peer resumes; only a complete, verified file gets its name.
+
+This module is the life cycle: *preparing* (opening the part file),
+*running*, then *completing* (saving, fsync, naming) and *finished*; or
+*stopping* then *paused* (partial data kept: the peer stopped, every source
+failed) or *cancelling* then *cancelled* (partial data removed).
 """
 
-import hashlib
+import enum
 import os
-import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Hashable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from ..errors import Conflict, FileshareError, IntegrityError, Unavailable
-from ..pieces import Digest, piece_count, piece_span, root_of
-from .pool import SourcePool
-from .repository import Repository
-from .source import SourceProtocol
+from ..errors import FileshareError, Unavailable
+from ..pieces import Digest
+from . import partfile
+from .interfaces import IRepository, ISourceConnection, ISourcePool
+from .scheduler import PieceScheduler
+from .workers import Crew, Source
 
 log = Logger()
 
-#: Requests kept outstanding on one connection, so there is no idle round trip.
-PIPELINE = 2
-MIN_BATCH = 2 << 20
-MAX_BATCH = 16 << 20
 #: Piece bytes waiting for verification before connections are paused.
 MAX_PENDING = 8 << 20
-#: A source that sends nothing for this long while it owes us bytes is dropped.
-STALL_TIMEOUT = 15.0
 SAVE_INTERVAL = 1.0
-
-MISSING, INFLIGHT, ARRIVED, VERIFIED = 0, 1, 2, 3
-
-
-@attrs.frozen
-class Source:
-    host: str
-    endpoint: str
 
 
 class Cancelled(FileshareError):
@@ -75,109 +64,27 @@ class Progress:
         return (self.size - self.done) / self.rate if self.rate > 0 else None
 
 
-def _open_part(path: str, size: int) -> int:
-    # Not pre-sized: writing into a sparse file is measurably slower on ext4
-    # than extending it; the last piece written sets the final size.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    if os.fstat(fd).st_size > size:
-        os.ftruncate(fd, size)
-    return fd
+class State(enum.Enum):
+    PREPARING = "preparing"
+    RUNNING = "running"
+    COMPLETING = "completing"
+    FINISHED = "finished"
+    STOPPING = "stopping"
+    PAUSED = "paused"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
 
 
-def _verify_and_write(
-    fd: int, offset: int, chunks: list[memoryview], expected: bytes, root: str, lock: threading.Lock
-) -> bytes | None:
-    """Hash a piece and, if it is the one expected, write it; its digest, or None if corrupt.
-
-    Pieces are hashed in parallel (hashlib releases the GIL) but written one
-    at a time: concurrent writers to one file only fight over its inode lock.
-    *expected* is empty for a file of one piece fetched without its piece
-    list; the piece is then checked against the root directly.
-    """
-    found = _verify(chunks, expected, root)
-    if found is not None:
-        _write(fd, offset, chunks, lock)
-    return found
-
-
-def _verify(chunks: list[memoryview], expected: bytes, root: str) -> bytes | None:
-    h = hashlib.sha256()
-    for chunk in chunks:
-        h.update(chunk)
-    found = h.digest()
-    ok = found == expected if expected else root_of(found) == root
-    return found if ok else None
-
-
-def _write(fd: int, offset: int, chunks: list[memoryview], lock: threading.Lock) -> None:
-    with lock:
-        written = os.pwritev(fd, chunks, offset) if chunks else 0
-    if written != sum(len(c) for c in chunks):
-        raise OSError("short write to the partial file")
-
-
-def _write_whole(
-    part: str, final: str, chunks: list[memoryview], root: str, size: int, lock: threading.Lock
-) -> tuple[bytes, os.stat_result] | None:
-    """A file of one piece in one thread hop: verify, write, make durable, name it."""
-    found = _verify(chunks, b"", root)
-    if found is None:
-        return None
-    fd = _open_part(part, size)
-    try:
-        _write(fd, 0, chunks, lock)
-    except BaseException:
-        os.close(fd)
-        os.unlink(part)
-        raise
-    try:
-        return found, _finish(fd, part, final, size)
-    except Conflict:
-        os.unlink(part)  # nothing to resume for one piece
-        raise
-
-
-def _finish(fd: int, part: str, final: str, size: int) -> os.stat_result:
-    """Make the verified file durable and give it its real name, never clobbering one."""
-    try:
-        if os.fstat(fd).st_size != size:
-            raise IntegrityError("the partial file has the wrong size; fetch it again")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(part, final)
-    except FileExistsError:
-        raise Conflict(f"{final} appeared while fetching; the download is kept for a retry") from None
-    os.unlink(part)
-    return os.stat(final)
-
-
-class PieceSink:
-    """Cuts the byte stream of one ``get`` into pieces and hands them on."""
-
-    def __init__(self, download: "Download", source: "Source", protocol: SourceProtocol, first: int) -> None:
-        self.download = download
-        self.source = source
-        self.protocol = protocol
-        self.index = first
-        self._chunks: list[memoryview] = []
-        self._need = download.span(first)[1]
-
-    def write(self, data: memoryview) -> None:
-        """Slice (never copy) the received buffers into pieces."""
-        pos, n = 0, len(data)
-        while pos < n:
-            take = min(n - pos, self._need)
-            self._chunks.append(data[pos : pos + take])
-            self._need -= take
-            pos += take
-            if not self._need:
-                chunks, self._chunks = self._chunks, []
-                self.download.piece_arrived(self.index, chunks, self.source, self.protocol)
-                self.index += 1
-                if self.index < self.download.count:
-                    self._need = self.download.span(self.index)[1]
+_NEXT = {
+    State.PREPARING: {State.RUNNING, State.STOPPING, State.CANCELLING},
+    State.RUNNING: {State.COMPLETING, State.STOPPING, State.CANCELLING},
+    # Naming can fail (a file appeared under the name): kept for a retry.
+    State.COMPLETING: {State.FINISHED, State.PAUSED},
+    # A one-piece file may be named while the stop is winding down.
+    State.STOPPING: {State.PAUSED, State.CANCELLING, State.FINISHED},
+    State.CANCELLING: {State.CANCELLED, State.FINISHED},
+}
+_OVER = {State.FINISHED, State.PAUSED, State.CANCELLED}
 
 
 class Download:
@@ -186,54 +93,62 @@ class Download:
         fname: str,
         digest: Digest,
         sources: list[Source],
-        repository: Repository,
-        pool: SourcePool,
+        repository: IRepository,
+        pool: ISourcePool,
         reactor: Any,
         hashers: ThreadPool,
         max_connections: int = 4,
         verified: bytes | None = None,
     ) -> None:
+        """*reactor* gives the time and takes results back from threads
+        (IReactorTime, IReactorFromThreads); *hashers* is the download's own
+        pool: piece verification and part-file I/O."""
         self.fname = fname
         self.digest = digest
         self.repository = repository
-        self.pool = pool
-        self.reactor = reactor
-        self.clock = reactor
-        self.hashers = hashers
-        self.max_connections = max_connections
-        self._spare = deque(sources)
-        n = self.count = piece_count(digest.size, digest.piece_size)
-        self._write_lock = threading.Lock()
+        self.reactor = self.clock = reactor
+        self.state = State.PREPARING
+        self.scheduler = PieceScheduler(digest.size, digest.piece_size, verified)
+        self.crew = Crew(self, sources, pool, max_connections)
+        part, final = repository.partial_path(digest.root), repository.path_for(fname)
+        self.part = partfile.PartFile(reactor, hashers, part, final, digest.size, digest.root)
         self.final_stat: os.stat_result | None = None
+        #: Whether a record of this partial download exists (to drop once done).
         self.saved = verified is not None
-        self.state = bytearray(n)
-        if verified is not None and len(verified) == n:
-            for i, v in enumerate(verified):
-                if v:
-                    self.state[i] = VERIFIED
         #: A one-piece file is verified, written and named in one go.
-        self._single = n == 1 and not any(self.state)
-        self.resumed_bytes = self.verified_bytes = sum(self.span(i)[1] for i in range(n) if self.state[i] == VERIFIED)
-        self._missing = deque(i for i in range(n) if self.state[i] != VERIFIED)
+        self._single = self.scheduler.count == 1 and not self.scheduler.verified_bytes
+        self.resumed_bytes = self.scheduler.verified_bytes
+        #: Bytes of accepted piece copies (a losing end-game copy is not counted).
         self.received_bytes = 0
         self._pending = 0
-        self._connections: dict[SourceProtocol, Source] = {}
-        self.active: dict[Source, SourceProtocol | None] = {}
-        self.failed: dict[Source, str] = {}
         self._waiters: list[Deferred] = []
-        self._done: Deferred = Deferred()
-        self._fd: int | None = None
-        self._cancelled = False
+        self._running: Deferred = Deferred()
         self._samples: deque[tuple[float, int]] = deque(maxlen=8)
         self.started = self.clock.seconds()
         self._dirty = False
+        #: One save at a time, so a stop never closes the file under a periodic save.
+        self._save_lock = DeferredLock()
         self._ended: list[Deferred] = []
         #: Hosts that delivered at least one verified piece.
         self.contributors: set[str] = set()
-        self._finished = False
 
-    def span(self, index: int) -> tuple[int, int]:
-        return piece_span(index, self.digest.size, self.digest.piece_size)
+    @property
+    def verified_bytes(self) -> int:
+        return self.scheduler.verified_bytes
+
+    @property
+    def running(self) -> bool:
+        return self.state is State.RUNNING
+
+    @property
+    def over(self) -> bool:
+        """Finished, paused or cancelled: nothing more will happen."""
+        return self.state in _OVER
+
+    def _move(self, to: State) -> None:
+        if to not in _NEXT.get(self.state, ()):
+            raise RuntimeError(f"download of {self.fname!r} cannot go from {self.state.value} to {to.value}")
+        self.state = to
 
     # -- what the console sees
 
@@ -245,19 +160,20 @@ class Download:
             rate = (self.received_bytes - b0) / (now - t0)
         else:
             rate = self.received_bytes / max(now - self.started, 1e-6)
-        queued = sum(1 for p in self.active.values() if p is not None and p.queue_position)
-        return Progress(self.fname, self.digest.size, self.verified_bytes, rate, len(self.active), queued)
+        return Progress(
+            self.fname, self.digest.size, self.verified_bytes, rate, len(self.crew.active), self.crew.queued
+        )
 
     def verified_map(self) -> bytes:
-        return bytes(1 if s == VERIFIED else 0 for s in self.state)
+        return self.scheduler.verified_map()
 
-    # -- running
+    # -- life cycle
 
     async def run(self) -> None:
+        """Fetch until finished; raises Cancelled, Unavailable (stopped, every source failed) or a write error."""
         try:
             await self._run()
         finally:
-            self._finished = True
             ended, self._ended = self._ended, []
             for d in ended:
                 d.callback(None)
@@ -272,242 +188,167 @@ class Download:
 
     def cancel(self) -> Deferred:
         """Stop and discard the partial data; fires once it is gone."""
-        self._cancelled = not self._finished
-        return self._wind_down(Cancelled(f"fetch of {self.fname!r} cancelled"))
+        if self.state is State.STOPPING:
+            self._move(State.CANCELLING)
+        return self._wind_down(Cancelled(f"fetch of {self.fname!r} cancelled"), cancel=True)
 
-    def _wind_down(self, why: FileshareError) -> Deferred:
-        if self._finished:
+    def _wind_down(self, why: FileshareError, cancel: bool = False) -> Deferred:
+        if self.state in _OVER:
             return succeed(None)
         d: Deferred = Deferred()
         self._ended.append(d)
-        if not self._done.called:
-            self._end(why)
+        if self.state in (State.PREPARING, State.RUNNING):
+            self._end(why, cancel)
         return d
 
+    def _end(self, why: BaseException | Failure | None, cancel: bool = False) -> None:
+        """Leave the running state: complete (*why* None) or wind down; idle workers wake and see it."""
+        if self._running.called:
+            return
+        if why is None:
+            self._move(State.COMPLETING)
+            self.crew.discard_busy()
+            self._running.callback(None)
+        else:
+            self._move(State.CANCELLING if cancel else State.STOPPING)
+            self._running.errback(why)
+        self._wake()
+
     async def _run(self) -> None:
-        part = self.repository.partial_path(self.digest.root)
-        final = self.repository.path_for(self.fname)
-        if not self._single:
-            self._fd = await self._thread(_open_part, part, self.digest.size)
         saver = LoopingCall(self._save)
         saver.clock = self.clock
-        checker = LoopingCall(self._check_stalls)
+        checker = LoopingCall(self.crew.check_stalls)
         checker.clock = self.clock
         try:
-            if self._missing and not self._single:  # one piece: nothing to resume, nothing to save
-                saver.start(SAVE_INTERVAL, now=False).addErrback(
-                    lambda f: log.failure("saving the progress of {fname} failed", f, fname=self.fname)
-                )
-            if self._missing:
-                checker.start(1.0, now=False)
-                while self._spare and len(self.active) < self.max_connections:
-                    self._start_worker()
-                await self._done
-        except BaseException:
-            waiting = [p for p in self.active.values() if p is not None]  # incl. those still queued
-            for protocol in {*self._connections, *waiting}:
-                protocol.transport.abortConnection()
-            await self._drain()
-            if self._single and self.final_stat is not None:
-                return  # the file was already complete and named when we were stopped
-            try:
-                if not self._cancelled:
-                    await self._save()
-            finally:
-                if self._fd is not None:
-                    os.close(self._fd)
-                    self._fd = None
-            if self._cancelled:
-                await self.repository.drop_partial(self.digest.root)
+            if not self._single:
+                await self.part.open()
+            if self.state is State.PREPARING:
+                self._move(State.RUNNING)
+                self._start()
+                if not self._single:  # one piece: nothing to resume, nothing to save
+                    saver.start(SAVE_INTERVAL, now=False).addErrback(
+                        lambda f: log.failure("saving the progress of {fname} failed", f, fname=self.fname)
+                    )
+                checker.start(1.0, now=False).addErrback(lambda f: log.failure("stall check failed", f))
+            await self._running
+        except Exception:
+            _stop_loops(saver, checker)
+            if self.state in (State.PREPARING, State.RUNNING):  # the part file could not be opened
+                self._move(State.STOPPING)
+            self._running.addErrback(lambda _: None)
+            if await self._stopped():
+                return
             raise
         finally:
-            for loop in (saver, checker):
-                if loop.running:
-                    loop.stop()
+            _stop_loops(saver, checker)
         if not self._single:
-            self._dirty = True
-            await self._save()  # should naming fail, the download is kept for a retry
-            fd, self._fd = self._fd, None
-            self.final_stat = await self._thread(_finish, fd, part, final, self.digest.size)
+            try:
+                self._dirty = True
+                await self._save()  # should naming fail, the download is kept for a retry
+                self.final_stat = await self.part.finish()
+            except Exception:
+                self._move(State.PAUSED)
+                raise
+        self._move(State.FINISHED)
+
+    def _start(self) -> None:
+        if self.scheduler.complete:  # resumed with every piece already verified
+            self._end(None)
+            return
+        self.crew.top_up()
+
+    async def _stopped(self) -> bool:
+        """Wind down after a stop, a cancel or a failure: nothing in flight, partial data saved or gone.
+
+        True if the download finished after all (a one-piece file named meanwhile).
+        """
+        self.crew.abort_all()
+        await self._drain()
+        if self._single and self.final_stat is not None:
+            self._move(State.FINISHED)  # the file was already complete and named when we were stopped
+            return True
+        try:
+            if self.state is not State.CANCELLING:
+                await self._save()
+        finally:
+            self.part.close()
+        if self.state is State.CANCELLING:  # also when cancelled while saving
+            await self.repository.drop_partial(self.digest.root)
+            self._move(State.CANCELLED)
+        else:
+            self._move(State.PAUSED)
+        return False
 
     async def _drain(self) -> None:
         while self._pending:
-            d: Deferred = Deferred()
-            self._waiters.append(d)
-            await d
+            await self.changed()
 
     async def _save(self) -> None:
-        # Without the piece list (a one-piece file) there is nothing to resume from.
-        if self._dirty and self.digest.pieces and self._fd is not None:
-            self._dirty = False
-            self.saved = True
-            verified = self.verified_map()
-            # The pieces must be on disk before the record says they are:
-            # after a crash, resuming trusts the record without re-reading.
-            await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), os.fdatasync, self._fd)
-            await self.repository.save_partial(self.fname, self.digest, verified)
+        await self._save_lock.acquire()
+        try:
+            # Without the piece list (a one-piece file) there is nothing to resume from.
+            if self._dirty and self.digest.pieces and self.part.is_open:
+                self._dirty = False
+                self.saved = True
+                verified = self.verified_map()
+                # The pieces must be on disk before the record says they are:
+                # after a crash, resuming trusts the record without re-reading.
+                await self.part.sync()
+                await self.repository.save_partial(self.fname, self.digest, verified)
+        finally:
+            self._save_lock.release()
 
-    def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred:
-        return deferToThreadPool(self.reactor, self.hashers, f, *args)
+    # -- what workers (fileshare.peer.workers) wait for and report
 
-    def _start_worker(self) -> None:
-        source = self._spare.popleft()
-        self.active[source] = None
-        d = Deferred.fromCoroutine(self._worker(source))
-        d.addErrback(lambda f: log.failure("download worker failed", f))
-
-    def _fair_share(self) -> int:
-        """Near the end, smaller batches: no source should hold the tail while others idle."""
-        missing = len(self._missing) * self.digest.piece_size
-        return max(self.digest.piece_size, missing // (PIPELINE * max(1, len(self.active))))
-
-    def _take(self, batch_bytes: int) -> list[int]:
-        """Claim a run of consecutive missing pieces of about *batch_bytes*."""
-        batch: list[int] = []
-        size = 0
-        while self._missing and size < batch_bytes:
-            i = self._missing[0]
-            if batch and i != batch[-1] + 1:
-                break
-            self._missing.popleft()
-            if self.state[i] != MISSING:
-                continue
-            batch.append(i)
-            size += self.span(i)[1]
-            self.state[i] = INFLIGHT
-        return batch
-
-    def _give_back(self, batch: list[int]) -> None:
-        back = [i for i in batch if self.state[i] == INFLIGHT]
-        for i in reversed(back):
-            self.state[i] = MISSING
-            self._missing.appendleft(i)
-        if back:
-            self._wake()
+    def changed(self) -> Deferred:
+        """Fires at the next change a waiting worker may care about: a piece given
+        back or verified, the pending bytes drained, the download over."""
+        d: Deferred = Deferred()
+        self._waiters.append(d)
+        return d
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(None)
 
-    async def _worker(self, source: Source) -> None:
-        protocol: SourceProtocol | None = None
-        inflight: deque[tuple[list[int], Deferred]] = deque()
-        try:
-            protocol = await self.pool.connect(source.endpoint, lambda p: self.active.__setitem__(source, p))
-            self.active[source] = protocol
-            self._connections[protocol] = source
-            if self._pending > MAX_PENDING:
-                protocol.pause("disk")
-            batch_bytes = MIN_BATCH
-            while not self._done.called:
-                while len(inflight) < PIPELINE:
-                    batch = self._take(min(batch_bytes, self._fair_share()))
-                    if not batch:
-                        break
-                    offset = self.span(batch[0])[0]
-                    end = sum(self.span(batch[-1]))
-                    if end == offset:  # an empty file: nothing to ask for
-                        self.piece_arrived(batch[0], [], source, protocol)
-                        continue
-                    sink = PieceSink(self, source, protocol, batch[0])
-                    inflight.append((batch, protocol.get(self.digest.root, offset, end - offset, sink)))
-                if not inflight:
-                    if self._done.called:
-                        break
-                    waiter: Deferred = Deferred()
-                    self._waiters.append(waiter)
-                    await waiter
-                    continue
-                started = self.clock.seconds()
-                batch, d = inflight[0]
-                got = await d
-                inflight.popleft()
-                elapsed = self.clock.seconds() - started
-                if elapsed > 0:
-                    batch_bytes = int(min(MAX_BATCH, max(MIN_BATCH, got / elapsed * 0.25)))
-        except FileshareError as e:
-            self._drop(source, protocol, e.message)
-        except Exception as e:  # a connection error of any kind: this source is done
-            self._drop(source, protocol, str(e) or e.__class__.__name__)
-        else:
-            if protocol is not None:
-                self._connections.pop(protocol, None)
-                self.pool.release(protocol)
-            self.active.pop(source, None)
-        finally:
-            for batch, d in inflight:
-                self._give_back(batch)
-                d.addErrback(lambda _: None)
-            self._worker_ended()
-
-    def _drop(self, source: Source, protocol: SourceProtocol | None, why: str) -> None:
-        if source in self.active:
-            log.info("source {host} dropped from fetch of {fname}: {why}", host=source.host, fname=self.fname, why=why)
-            self.failed.setdefault(source, why)
-            del self.active[source]
-        if protocol is not None:
-            self._connections.pop(protocol, None)
-            self.pool.discard(protocol)
-
-    def _worker_ended(self) -> None:
-        if self._done.called:
+    def worker_ended(self) -> None:
+        if not self.running:
             return
-        if self._complete():
+        if self.scheduler.all_arrived:
             self._check_done()
             return
-        while self._spare and len(self.active) < self.max_connections:
-            self._start_worker()
-        if not self.active:
-            reasons = "; ".join(f"{s.host}: {why}" for s, why in self.failed.items()) or "no source could be reached"
-            self._end(Unavailable(f"every source failed ({reasons})"))
-
-    def _end(self, result: Any) -> None:
-        """Finish the download; idle workers wake, see it is over and hand back their connections."""
-        if isinstance(result, BaseException | Failure):
-            self._done.errback(result)
-        else:
-            self._done.callback(result)
-        self._wake()
-
-    def _complete(self) -> bool:
-        return not self._missing and all(s != MISSING and s != INFLIGHT for s in self.state)
+        self._wake()  # its given-back pieces are there for the others
+        self.crew.top_up()
+        if not self.crew.active:
+            self._end(Unavailable(f"every source failed ({self.crew.failure_summary()})"))
 
     def _check_done(self) -> None:
-        if not self._done.called and not self._pending and all(s == VERIFIED for s in self.state):
+        if self.running and not self._pending and self.scheduler.complete:
             self._end(None)
 
     # -- pieces
 
-    def piece_arrived(self, index: int, chunks: list[memoryview], source: Source, protocol: SourceProtocol) -> None:
-        if self.state[index] != INFLIGHT or (self._fd is None and not self._single):
+    def piece_arrived(
+        self, index: int, chunks: list[memoryview], source: Hashable, protocol: ISourceConnection
+    ) -> None:
+        """A worker received every byte of piece *index* from *source*: verify and write it, off the reactor."""
+        if not self.part.is_open and not self._single:
             return
-        self.state[index] = ARRIVED
-        offset, length = self.span(index)
+        if not self.scheduler.arrived(source, index):
+            return  # another copy won (end game), or the piece was given back
+        offset, length = self.scheduler.span(index)
         self.received_bytes += length
         self._pending += length
         if self._pending > MAX_PENDING:
-            for p in self._connections:
-                p.pause("disk")
+            self.crew.pause("disk")
         if self._single:
             # Small files: one thread hop does it all, a few tenths of a millisecond each saved.
-            part = self.repository.partial_path(self.digest.root)
-            final = self.repository.path_for(self.fname)
-            d = self._thread(_write_whole, part, final, chunks, self.digest.root, length, self._write_lock)
+            d = self.part.check_whole(chunks)
         else:
-            d = self._thread(
-                _verify_and_write,
-                self._fd,
-                offset,
-                chunks,
-                self.digest.piece_digest(index),
-                self.digest.root,
-                self._write_lock,
-            )
+            d = self.part.check(offset, chunks, self.digest.piece_digest(index))
             d.addCallback(lambda found: (found, None) if found is not None else None)
-        d.addCallbacks(
-            self._piece_checked, self._piece_failed, (index, length, source, protocol), None, (index, length)
-        )
+        d.addCallbacks(self._piece_checked, self._piece_failed, (index, length, source, protocol), None, (length,))
 
     def _piece_checked(
         self,
@@ -515,17 +356,19 @@ class Download:
         index: int,
         length: int,
         source: Source,
-        protocol: SourceProtocol,
+        protocol: ISourceConnection,
     ) -> None:
         self._written(length)
         if result is not None:
-            found, self.final_stat = result
+            found, stat = result
+            if stat is not None:
+                self.final_stat = stat
             if not self.digest.pieces:
                 self.digest = attrs.evolve(self.digest, pieces=found)
-            self.state[index] = VERIFIED
+            self.scheduler.verified(index)
             self.contributors.add(source.host)
-            self.verified_bytes += length
             self._dirty = True
+            self._wake()
             self._check_done()
         else:
             log.warn(
@@ -534,33 +377,24 @@ class Download:
                 fname=self.fname,
                 host=source.host,
             )
-            self.state[index] = MISSING
-            self._missing.appendleft(index)
-            # The source is not used again for this fetch, even if its worker
-            # already finished and handed the connection back to the pool.
-            self.failed[source] = f"sent a corrupt piece ({index})"
-            self.active.pop(source, None)
-            self.pool.discard(protocol)
-            self._wake()
-            self._worker_ended()
+            self.scheduler.corrupt(index)
+            self.crew.exclude(source, protocol, f"sent a corrupt piece ({index})")
+            self.worker_ended()
 
-    def _piece_failed(self, failure: Any, index: int, length: int) -> None:
+    def _piece_failed(self, failure: Failure, length: int) -> None:
         self._written(length)
-        if not self._done.called:
+        if self.state in (State.PREPARING, State.RUNNING):
             self._end(failure)
 
     def _written(self, length: int) -> None:
         self._pending -= length
         if self._pending <= MAX_PENDING // 2:
-            for protocol in self._connections:
-                protocol.resume("disk")
+            self.crew.resume("disk")
         if not self._pending:
             self._wake()
 
-    def _check_stalls(self) -> None:
-        now = self.clock.seconds()
-        for protocol, source in list(self._connections.items()):
-            if protocol.busy and not protocol._pauses and now - protocol.last_progress > STALL_TIMEOUT:
-                log.info("source {host} stalled", host=source.host)
-                self.failed[source] = f"stalled for {STALL_TIMEOUT:g} s"
-                protocol.transport.abortConnection()
+
+def _stop_loops(*loops: LoopingCall) -> None:
+    for loop in loops:
+        if loop.running:
+            loop.stop()

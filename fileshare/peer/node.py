@@ -13,17 +13,22 @@ import attrs
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+from zope.interface import classImplements
 
 from ..errors import BadRequest, Conflict, FileshareError, NotFound, Unavailable
 from ..names import check_account, check_fname, check_password
 from ..pieces import MIN_PIECE_SIZE, Digest, piece_size_for
 from .download import Download, Source
-from .pool import SourcePool
+from .interfaces import IRepository, ISourcePool, ITrackerLink, IUploadService
 from .repository import Entry, Repository
-from .tracker_link import TrackerLink
 from .upload import UploadService
 
 log = Logger()
+
+# Declared here, not with @implementer in their modules, because those
+# modules are being reworked on other branches; move them when they meet.
+classImplements(Repository, IRepository)
+classImplements(UploadService, IUploadService)
 
 #: How long getting a piece list waits in one source's upload queue before trying the next.
 PIECE_LIST_QUEUE_TIMEOUT = 10.0
@@ -59,14 +64,17 @@ class AmbiguousName(FileshareError):
 class Peer:
     def __init__(
         self,
-        repository: Repository,
-        tracker: TrackerLink,
-        uploads: UploadService,
-        pool: SourcePool,
+        repository: IRepository,
+        tracker: ITrackerLink,
+        uploads: IUploadService,
+        pool: ISourcePool,
         reactor: Any,
         hashers: ThreadPool,
         max_sources: int = 4,
     ) -> None:
+        """*uploads* is only shown by ``status``; *hashers* is the pool downloads
+        verify and write pieces on; *reactor* gives the time and takes results
+        back from that pool."""
         self.repository = repository
         self.tracker = tracker
         self.uploads = uploads
@@ -242,7 +250,7 @@ class Peer:
 
     async def cancel(self, fname: str) -> None:
         for download in list(self.downloads.values()):
-            if download.fname == fname:
+            if download.fname == fname and not download.over:
                 await download.cancel()
                 return
         partials = [p for p in await self.repository.partials() if p[1] == fname]

@@ -9,10 +9,16 @@ from typing import Any
 
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.logger import Logger
+from zope.interface import classImplements, implementer
 
 from ..errors import Unavailable
+from .interfaces import ISourceConnection, ISourcePool
 from .ratelimit import TokenBucket
 from .source import SourceProtocol
+
+# Declared here rather than in source.py, whose wire code is being rewritten
+# on another branch; move it to an @implementer there when they meet.
+classImplements(SourceProtocol, ISourceConnection)
 
 log = Logger()
 
@@ -29,13 +35,13 @@ def _give_up(protocol: SourceProtocol, why: str) -> None:
         protocol.transport.abortConnection()
 
 
+@implementer(ISourcePool)
 class SourcePool:
     def __init__(self, reactor: Any, bucket: TokenBucket | None = None, idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.reactor = reactor
         self.bucket = bucket
         self.idle_timeout = idle_timeout
         self._idle: dict[str, list[tuple[SourceProtocol, Any]]] = {}
-        self.connects = 0
 
     async def connect(self, endpoint: str, watch: Any = None, queue_timeout: float | None = None) -> SourceProtocol:
         """A greeted connection to the source at *endpoint* (a client endpoint string).
@@ -70,7 +76,6 @@ class SourcePool:
         finally:
             if timer.active():
                 timer.cancel()
-        self.connects += 1
         greeting = self.reactor.callLater(GREETING_TIMEOUT, _give_up, protocol, "sent no greeting")
         protocol.on_first_line = lambda: greeting.cancel() if greeting.active() else None
         queue_timer = None

@@ -79,6 +79,11 @@ class SourceProtocol(LineReceiver):
     def busy(self) -> bool:
         return bool(self._expect) or self._sink is not None
 
+    @property
+    def paused(self) -> bool:
+        """Reading is held for some reason (disk, rate): silence now is not a stall."""
+        return bool(self._pauses)
+
     # -- replies
 
     def lineReceived(self, line: bytes) -> None:

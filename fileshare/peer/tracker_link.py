@@ -15,11 +15,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from .. import __version__
 from ..errors import FileshareError, NotLoggedIn, Unavailable
 from ..wire import framing
 from ..wire.rpc import RPCProtocol
+from .interfaces import ITrackerLink
 from .repository import Entry, Repository
 
 log = Logger()
@@ -67,6 +69,7 @@ class TrackerClientProtocol(RPCProtocol):
         self.link.lost(self)
 
 
+@implementer(ITrackerLink)
 class TrackerLink:
     def __init__(
         self,

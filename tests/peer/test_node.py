@@ -1,0 +1,337 @@
+"""Peer.fetch and friends without sockets: fake tracker, pool, sources and repository, a Clock."""
+
+import os
+import random
+from types import SimpleNamespace
+
+import pytest
+from twisted.internet.defer import Deferred
+from zope.interface.verify import verifyClass, verifyObject
+
+from fileshare.errors import BadRequest, Conflict, NotFound, Unavailable
+from fileshare.peer.download import Cancelled
+from fileshare.peer.interfaces import IRepository, ISourceConnection, ISourcePool, ITrackerLink, IUploadService
+from fileshare.peer.node import AmbiguousName, Candidate, Peer
+from fileshare.peer.pool import SourcePool
+from fileshare.peer.repository import Entry, Repository, Stamp
+from fileshare.peer.source import SourceProtocol
+from fileshare.peer.tracker_link import TrackerLink
+from fileshare.peer.upload import UploadService
+from fileshare.pieces import MIN_PIECE_SIZE, Digest
+
+from .fakes import (
+    FakeConnection,
+    FakePool,
+    FakeReactor,
+    FakeRepository,
+    FakeTracker,
+    FakeUploads,
+    QueuedThreadPool,
+    digest_of,
+)
+
+DATA = random.Random(3).randbytes(2 * MIN_PIECE_SIZE + 1000)  # three pieces
+DIGEST = digest_of(DATA, MIN_PIECE_SIZE)
+ROOT = DIGEST.root
+
+
+def endpoint(host: str) -> str:
+    return f"tcp:host={host}:port=7710"
+
+
+def item(host: str, root: str = ROOT, size: int = len(DATA)) -> dict:
+    return {"host": host, "endpoint": endpoint(host), "root": root, "size": size}
+
+
+def pieces_reply(digest: Digest = DIGEST) -> dict:
+    return {"ok": True, "size": digest.size, "piece_size": digest.piece_size, "pieces": digest.pieces.hex()}
+
+
+def build(tmp_path, items=(), **sources):
+    """A peer whose tracker offers *items*; each keyword names a host and its FakeConnection options."""
+    t = SimpleNamespace()
+    t.reactor = FakeReactor()
+    t.threads = QueuedThreadPool()
+    t.pool = FakePool()
+    t.repo = FakeRepository(tmp_path / "repo")
+    t.tracker = FakeTracker({"sources": {"items": list(items)}})
+    t.peer = Peer(t.repo, t.tracker, FakeUploads(), t.pool, t.reactor, t.threads, max_sources=4)
+    for host, options in sources.items():
+        options = {"pieces_reply": pieces_reply(), **options}
+        t.pool.add(endpoint(host), lambda h=host, o=options: FakeConnection(t.reactor, DATA, endpoint(h), **o))
+    return t
+
+
+def fetch(t, fname="data.bin", *args, **kwargs) -> Deferred:
+    return Deferred.fromCoroutine(t.peer.fetch(fname, *args, **kwargs))
+
+
+def outcome(d: Deferred):
+    assert d.called, "the fetch has not ended"
+    out = []
+    d.addBoth(out.append)
+    return out[0]
+
+
+def error_of(d: Deferred, kind: type) -> Exception:
+    failure = outcome(d)
+    assert failure.check(kind), failure
+    return failure.value
+
+
+def entry(fname: str, root: str = ROOT) -> Entry:
+    return Entry(fname, f"/elsewhere/{fname}", Stamp(len(DATA), 1, 2), Digest(len(DATA), MIN_PIECE_SIZE, b"", root))
+
+
+# -- the seams
+
+
+def test_the_real_classes_provide_the_interfaces_the_peer_depends_on():
+    assert verifyClass(ITrackerLink, TrackerLink)
+    assert verifyClass(ISourcePool, SourcePool)
+    assert verifyClass(ISourceConnection, SourceProtocol)
+    assert verifyClass(IRepository, Repository)
+    assert verifyClass(IUploadService, UploadService)
+
+
+def test_the_fakes_provide_the_same_interfaces(tmp_path):
+    t = build(tmp_path)
+
+    assert verifyObject(ITrackerLink, t.tracker)
+    assert verifyObject(ISourcePool, t.pool)
+    assert verifyObject(IRepository, t.repo)
+    assert verifyObject(ISourceConnection, FakeConnection(t.reactor, b"", "tcp:host=x:port=1"))
+
+
+# -- choosing what to fetch
+
+
+def test_fetch_of_unknown_name_is_an_error(tmp_path):
+    t = build(tmp_path)
+
+    assert error_of(fetch(t), NotFound).message == "no online host has 'data.bin'"
+    assert t.tracker.calls == [("sources", {"fname": "data.bin"})]
+
+
+def test_fetch_from_a_host_that_does_not_have_the_file_is_an_error(tmp_path):
+    t = build(tmp_path, [item("alice")])
+
+    assert error_of(fetch(t, "data.bin", "carol"), NotFound).message == "no online host on carol has 'data.bin'"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("../x",), "file name must not contain '/'"),
+        (("data.bin", "no spaces"), None),
+        (("data.bin", None, "xyz"), "--hash takes a prefix of the hex root"),
+    ],
+)
+def test_fetch_checks_its_arguments_before_asking_the_tracker(tmp_path, args, message):
+    t = build(tmp_path, [item("alice")])
+
+    error = error_of(fetch(t, *args), BadRequest)
+
+    assert message is None or message in error.message
+    assert t.tracker.calls == []
+
+
+def test_a_name_with_several_contents_is_ambiguous(tmp_path):
+    other = "f" * 64
+    t = build(tmp_path, [item("alice"), item("carol", other, 5), item("dave")])
+
+    error = error_of(fetch(t), AmbiguousName)
+
+    assert error.message == "2 different files are named 'data.bin'; choose one with --hash PREFIX"
+    assert [(c.root, c.size, [s.host for s in c.sources]) for c in error.candidates] == [
+        (ROOT, len(DATA), ["alice", "dave"]),
+        (other, 5, ["carol"]),
+    ]
+    assert all(isinstance(c, Candidate) for c in error.candidates)
+
+
+def test_a_hash_prefix_and_a_host_narrow_the_candidates(tmp_path):
+    t = build(tmp_path, [item("alice"), item("carol", "f" * 64, 5), item("dave")])
+
+    candidates = Deferred.fromCoroutine(t.peer.candidates("data.bin", "dave", ROOT[:6].upper()))
+
+    assert [(c.root, [s.host for s in c.sources]) for c in outcome(candidates)] == [(ROOT, ["dave"])]
+
+
+def test_a_file_already_in_the_repository_is_not_fetched_again(tmp_path):
+    t = build(tmp_path, [item("alice")])
+    t.repo.by_name["data.bin"] = have = entry("data.bin")
+
+    result = outcome(fetch(t))
+
+    assert result.already and result.entry is have
+    assert t.pool.calls == []
+
+
+def test_a_name_already_used_for_other_content_is_a_conflict(tmp_path):
+    t = build(tmp_path, [item("alice")])
+    t.repo.by_name["data.bin"] = entry("data.bin", "e" * 64)
+
+    assert "already in the repository with different content" in error_of(fetch(t), Conflict).message
+
+
+def test_a_file_in_the_way_on_disk_is_a_conflict(tmp_path):
+    t = build(tmp_path, [item("alice")])
+    open(t.repo.path_for("data.bin"), "wb").close()
+
+    error = error_of(fetch(t), Conflict)
+
+    assert error.message == f"{t.repo.path_for('data.bin')} already exists; move it away or fetch under another name"
+
+
+def test_one_content_is_fetched_once_at_a_time(tmp_path):
+    t = build(tmp_path, [item("alice")], alice={"auto": False})
+    first = fetch(t)
+
+    assert error_of(fetch(t), Conflict).message == "'data.bin' is already being fetched"
+    assert not first.called
+
+
+# -- the piece list and the fetch
+
+
+def test_the_piece_list_comes_from_a_source_and_the_fetched_file_is_published(tmp_path):
+    t = build(tmp_path, [item("alice")], alice={})
+
+    d = fetch(t)
+    t.threads.run()
+    result = outcome(d)
+
+    assert not result.already
+    assert (result.downloaded, result.resumed, result.sources) == (len(DATA), 0, ("alice",))
+    assert t.pool.calls[:2] == [("connect", endpoint("alice"), 10.0), ("release", endpoint("alice"))]
+    assert t.pool.made[endpoint("alice")][0].pieces_asked == [ROOT]
+    with open(t.repo.path_for("data.bin"), "rb") as f:
+        assert f.read() == DATA
+    assert ("add_fetched", "data.bin", ROOT) in t.repo.calls
+    assert t.repo.calls[-2:] == [("drop_partial", ROOT), ("add_fetched", "data.bin", ROOT)]
+    assert t.tracker.calls[-1] == ("publish", "data.bin", len(DATA), ROOT)
+    assert t.peer.downloads == {}
+
+
+def test_a_saved_partial_gives_the_piece_list_and_the_verified_pieces(tmp_path):
+    t = build(tmp_path, [item("alice")], alice={})
+    t.repo.saved[ROOT] = ("data.bin", DIGEST, b"\x01\x00\x00")
+    with open(t.repo.partial_path(ROOT), "wb") as f:
+        f.write(DATA[:MIN_PIECE_SIZE])
+
+    d = fetch(t)
+    t.threads.run()
+    result = outcome(d)
+
+    assert (result.downloaded, result.resumed) == (len(DATA) - MIN_PIECE_SIZE, MIN_PIECE_SIZE)
+    assert [c for c in t.pool.calls if c[0] == "connect"] == [("connect", endpoint("alice"), None)]
+    assert t.pool.made[endpoint("alice")][0].pieces_asked == []
+
+
+def test_a_source_that_sends_a_bad_piece_list_is_skipped(tmp_path):
+    bad = {"ok": True, "size": len(DATA), "piece_size": MIN_PIECE_SIZE, "pieces": "00" * 96}
+    t = build(tmp_path, [item("alice"), item("carol")], alice={"pieces_reply": bad}, carol={})
+
+    d = fetch(t)
+    t.threads.run()
+
+    assert outcome(d).sources
+    assert t.pool.calls[:4] == [
+        ("connect", endpoint("alice"), 10.0),
+        ("discard", endpoint("alice")),
+        ("connect", endpoint("carol"), 10.0),
+        ("release", endpoint("carol")),
+    ]
+
+
+def test_without_a_valid_piece_list_the_fetch_is_unavailable(tmp_path):
+    small = digest_of(DATA[:-1], MIN_PIECE_SIZE)
+    t = build(tmp_path, [item("alice"), item("carol"), item("dave")], alice={"pieces_reply": pieces_reply(small)})
+    t.pool.add(
+        endpoint("dave"), lambda: FakeConnection(t.reactor, DATA, endpoint("dave"), pieces_reply=Unavailable("x"))
+    )
+
+    error = error_of(fetch(t), Unavailable)
+
+    assert error.message == (
+        "no source gave a valid piece list (alice: piece list does not match the root; "
+        "carol: cannot connect: ConnectionRefusedError; dave: x)"
+    )
+
+
+def test_a_piece_list_for_another_size_than_the_index_says_is_skipped(tmp_path):
+    t = build(tmp_path, [item("alice", size=len(DATA) + 1)], alice={})
+
+    error = error_of(fetch(t), Unavailable)
+
+    assert error.message == "no source gave a valid piece list (alice: size differs from the index)"
+
+
+def test_a_one_piece_file_needs_no_piece_list(tmp_path):
+    small = digest_of(DATA[:1000], MIN_PIECE_SIZE)
+    t = build(tmp_path, [item("alice", small.root, 1000)])
+    t.pool.add(endpoint("alice"), FakeConnection(t.reactor, DATA[:1000], endpoint("alice")))
+
+    d = fetch(t)
+    t.threads.run()
+
+    assert outcome(d).entry.digest.pieces == small.pieces
+    assert t.pool.calls[0] == ("connect", endpoint("alice"), None)
+
+
+def test_the_console_sees_the_download_when_it_starts(tmp_path):
+    t = build(tmp_path, [item("alice")], alice={"auto": False})
+    seen = []
+
+    fetch(t, started=seen.append)
+
+    assert [d.fname for d in seen] == ["data.bin"] and t.peer.downloads == {ROOT: seen[0]}
+
+
+# -- cancel and stop
+
+
+def test_cancel_of_a_name_not_being_fetched_is_an_error(tmp_path):
+    t = build(tmp_path)
+
+    error = error_of(Deferred.fromCoroutine(t.peer.cancel("data.bin")), NotFound)
+
+    assert error.message == "no fetch of 'data.bin' in progress or paused"
+
+
+def test_cancel_of_a_paused_fetch_drops_its_partial(tmp_path):
+    t = build(tmp_path)
+    t.repo.saved[ROOT] = ("data.bin", DIGEST, b"\x01\x00\x00")
+
+    assert outcome(Deferred.fromCoroutine(t.peer.cancel("data.bin"))) is None
+    assert t.repo.calls[-1] == ("drop_partial", ROOT) and t.repo.saved == {}
+
+
+def test_cancel_of_a_running_fetch_ends_it_and_drops_its_partial(tmp_path):
+    t = build(tmp_path, [item("alice")], alice={"auto": False})
+    d = fetch(t)
+    t.threads.run()
+
+    cancelled = Deferred.fromCoroutine(t.peer.cancel("data.bin"))
+    t.threads.run()
+
+    assert outcome(cancelled) is None
+    assert error_of(d, Cancelled).message == "fetch of 'data.bin' cancelled"
+    assert ("drop_partial", ROOT) in t.repo.calls and t.peer.downloads == {}
+    assert not os.path.exists(t.repo.partial_path(ROOT))
+
+
+def test_stop_interrupts_every_fetch_and_keeps_its_partial(tmp_path):
+    t = build(tmp_path, [item("alice")], alice={"auto": False})
+    d = fetch(t)
+    t.threads.run()
+    t.pool.made[endpoint("alice")][-1].serve()
+    t.threads.run()
+
+    stopped = t.peer.stop()
+    t.threads.run()
+
+    assert outcome(stopped) == [None]
+    assert error_of(d, Unavailable).message == "fetch of 'data.bin' interrupted; fetch it again to resume"
+    assert t.repo.saved[ROOT][2] != b"\x00\x00\x00" and t.peer.downloads == {}

@@ -1,0 +1,132 @@
+"""The part-file helpers, on real files in tmp_path."""
+
+import hashlib
+import os
+import threading
+
+import pytest
+
+from fileshare.errors import Conflict, IntegrityError
+from fileshare.peer import partfile
+from fileshare.pieces import root_of
+
+LOCK = threading.Lock()
+
+
+def sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def views(*parts: bytes) -> list[memoryview]:
+    return [memoryview(p) for p in parts]
+
+
+def test_opening_a_part_file_creates_it_empty(tmp_path):
+    part = tmp_path / "x.part"
+
+    fd = partfile.open_part(str(part), 100)
+    os.close(fd)
+
+    assert part.read_bytes() == b""
+
+
+def test_opening_a_part_file_longer_than_the_file_cuts_it_to_size(tmp_path):
+    part = tmp_path / "x.part"
+    part.write_bytes(b"a" * 10)
+
+    os.close(partfile.open_part(str(part), 4))
+
+    assert part.read_bytes() == b"aaaa"
+
+
+def test_a_good_piece_is_written_at_its_offset_and_its_digest_returned(tmp_path):
+    part = tmp_path / "x.part"
+    fd = partfile.open_part(str(part), 8)
+    try:
+        found = partfile.verify_and_write(fd, 4, views(b"ef", b"gh"), sha(b"efgh"), "unused", LOCK)
+    finally:
+        os.close(fd)
+
+    assert found == sha(b"efgh")
+    assert part.read_bytes() == b"\0\0\0\0efgh"
+
+
+def test_a_corrupt_piece_is_not_written(tmp_path):
+    part = tmp_path / "x.part"
+    fd = partfile.open_part(str(part), 8)
+    try:
+        found = partfile.verify_and_write(fd, 0, views(b"efgX"), sha(b"efgh"), "unused", LOCK)
+    finally:
+        os.close(fd)
+
+    assert found is None and part.read_bytes() == b""
+
+
+def test_without_a_piece_list_the_only_piece_is_checked_against_the_root():
+    root = root_of(sha(b"small"))
+
+    assert partfile.verify(views(b"sma", b"ll"), b"", root) == sha(b"small")
+    assert partfile.verify(views(b"smaLL"), b"", root) is None
+
+
+def test_finishing_makes_the_file_durable_and_gives_it_its_name(tmp_path):
+    part, final = tmp_path / "x.part", tmp_path / "x"
+    part.write_bytes(b"content")
+    fd = os.open(part, os.O_RDWR)
+    partfile.sync_data(fd)
+
+    st = partfile.finish(fd, str(part), str(final), 7)
+
+    assert final.read_bytes() == b"content" and not part.exists()
+    assert st.st_size == 7 and st.st_ino == os.stat(final).st_ino
+
+
+def test_finishing_a_part_file_of_the_wrong_size_fails_and_names_nothing(tmp_path):
+    part, final = tmp_path / "x.part", tmp_path / "x"
+    part.write_bytes(b"short")
+    fd = os.open(part, os.O_RDWR)
+
+    with pytest.raises(IntegrityError, match="wrong size"):
+        partfile.finish(fd, str(part), str(final), 7)
+
+    assert not final.exists() and part.exists()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed all the same
+
+
+def test_finishing_never_overwrites_an_existing_file_and_keeps_the_part_file(tmp_path):
+    part, final = tmp_path / "x.part", tmp_path / "x"
+    part.write_bytes(b"content")
+    final.write_bytes(b"theirs")
+    fd = os.open(part, os.O_RDWR)
+
+    with pytest.raises(Conflict, match="appeared while fetching; the download is kept for a retry"):
+        partfile.finish(fd, str(part), str(final), 7)
+
+    assert final.read_bytes() == b"theirs" and part.read_bytes() == b"content"
+
+
+def test_a_one_piece_file_is_verified_written_and_named_at_once(tmp_path):
+    part, final = tmp_path / "x.part", tmp_path / "x"
+
+    found, st = partfile.write_whole(str(part), str(final), views(b"sma", b"ll"), root_of(sha(b"small")), 5, LOCK)
+
+    assert found == sha(b"small") and st.st_size == 5
+    assert final.read_bytes() == b"small" and not part.exists()
+
+
+def test_a_corrupt_one_piece_file_writes_nothing(tmp_path):
+    part, final = tmp_path / "x.part", tmp_path / "x"
+
+    assert partfile.write_whole(str(part), str(final), views(b"smaLL"), root_of(sha(b"small")), 5, LOCK) is None
+    assert not part.exists() and not final.exists()
+
+
+def test_a_one_piece_file_whose_name_is_taken_leaves_no_part_file(tmp_path):
+    part, final = tmp_path / "x.part", tmp_path / "x"
+    final.write_bytes(b"theirs")
+
+    with pytest.raises(Conflict):
+        partfile.write_whole(str(part), str(final), views(b"small"), root_of(sha(b"small")), 5, LOCK)
+
+    assert final.read_bytes() == b"theirs" and not part.exists()

@@ -1,0 +1,185 @@
+"""SourcePool on a MemoryReactorClock: connecting, greeting, timeouts and reuse, no sockets."""
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from zope.interface.verify import verifyObject
+
+from fileshare.errors import Unavailable
+from fileshare.peer.interfaces import ISourceConnection, ISourcePool
+from fileshare.peer.pool import CONNECT_TIMEOUT, GREETING_TIMEOUT, IDLE_TIMEOUT, SourcePool
+from fileshare.peer.source import SourceProtocol
+
+ENDPOINT = "tcp:host=127.0.0.1:port=7710"
+HELLO = b'{"op":"hello","versions":[1]}\n'
+GREETING = b'{"ok":true,"version":1}\n'
+
+
+def connect(pool: SourcePool, endpoint: str = ENDPOINT, **kwargs) -> Deferred:
+    return Deferred.fromCoroutine(pool.connect(endpoint, **kwargs))
+
+
+def accept(reactor: MemoryReactorClock, index: int = -1):
+    """The source accepts the connection the pool asked for: (its protocol wrapper, transport)."""
+    factory = reactor.tcpClients[index][2]
+    wrapper = factory.buildProtocol(None)
+    transport = StringTransport()
+    wrapper.makeConnection(transport)
+    return wrapper, transport
+
+
+def outcome(d: Deferred):
+    assert d.called
+    out = []
+    d.addBoth(out.append)
+    return out[0]
+
+
+def greeted(reactor: MemoryReactorClock, pool: SourcePool) -> SourceProtocol:
+    d = connect(pool)
+    wrapper, _ = accept(reactor)
+    wrapper.dataReceived(GREETING)
+    return outcome(d)
+
+
+def test_the_pool_provides_its_interface_and_hands_out_source_connections():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+
+    assert verifyObject(ISourcePool, pool)
+    assert verifyObject(ISourceConnection, greeted(reactor, pool))
+
+
+def test_a_connection_is_handed_out_once_the_source_greets_it():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    watched = []
+
+    d = connect(pool, watch=watched.append)
+    wrapper, transport = accept(reactor)
+    sent, before = transport.value(), d.called
+    wrapper.dataReceived(GREETING)
+
+    assert reactor.tcpClients[0][:2] == ("127.0.0.1", 7710)
+    assert sent == HELLO and not before
+    protocol = outcome(d)
+    assert isinstance(protocol, SourceProtocol) and watched == [protocol]
+    assert protocol.endpoint_name == ENDPOINT and protocol.queue_position is None
+    assert not reactor.getDelayedCalls()  # every timer cancelled
+
+
+def test_a_bad_endpoint_is_unavailable():
+    pool = SourcePool(MemoryReactorClock())
+
+    error = outcome(connect(pool, "nonsense:x")).value
+
+    assert isinstance(error, Unavailable) and error.message.startswith("bad source address 'nonsense:x': ")
+
+
+def test_connecting_gives_up_after_the_connect_timeout():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    d = connect(pool)
+
+    reactor.advance(CONNECT_TIMEOUT)
+
+    error = outcome(d).value
+    assert isinstance(error, Unavailable) and error.message.startswith("cannot connect: ")
+
+
+def test_a_source_that_says_nothing_within_the_greeting_timeout_is_given_up():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    d = connect(pool)
+    wrapper, transport = accept(reactor)
+
+    reactor.advance(GREETING_TIMEOUT - 0.1)
+    assert not transport.disconnecting
+    reactor.advance(0.1)
+    wrapper.connectionLost(Failure(ConnectionAborted()))
+
+    assert transport.disconnected  # aborted, not closed politely
+    error = outcome(d).value
+    assert isinstance(error, Unavailable) and error.message.startswith("connection to source lost")
+
+
+def test_a_queued_connection_waits_without_a_greeting_timeout():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    watched = []
+    d = connect(pool, watch=watched.append)
+    wrapper, transport = accept(reactor)
+
+    wrapper.dataReceived(b'{"queued":3}\n')
+    reactor.advance(GREETING_TIMEOUT * 10)
+    queued_at = watched[0].queue_position
+    wrapper.dataReceived(GREETING)
+
+    assert queued_at == 3 and not transport.disconnecting
+    assert isinstance(outcome(d), SourceProtocol)
+
+
+def test_a_queue_timeout_bounds_the_wait_in_the_sources_queue():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    d = connect(pool, queue_timeout=10.0)
+    wrapper, transport = accept(reactor)
+    wrapper.dataReceived(b'{"queued":1}\n')
+
+    reactor.advance(10.0)
+    wrapper.connectionLost(Failure(ConnectionAborted()))
+
+    assert transport.disconnected
+    assert isinstance(outcome(d).value, Unavailable)
+
+
+def test_a_released_connection_is_reused_without_connecting_again():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    protocol = greeted(reactor, pool)
+    reactor.advance(5)
+
+    pool.release(protocol)
+    again = outcome(connect(pool))
+
+    assert again is protocol and len(reactor.tcpClients) == 1
+    assert again.last_progress == 5  # not a stall at once
+    assert not reactor.getDelayedCalls()
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout_and_not_reused():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    protocol = greeted(reactor, pool)
+    pool.release(protocol)
+
+    reactor.advance(IDLE_TIMEOUT)
+    d = connect(pool)
+
+    assert protocol.transport.disconnecting and not protocol.transport.disconnected
+    assert len(reactor.tcpClients) == 2 and not d.called
+
+
+def test_a_busy_connection_handed_back_is_discarded():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    protocol = greeted(reactor, pool)
+    protocol.pieces("0" * 64)
+
+    pool.release(protocol)
+
+    assert protocol.transport.disconnected
+    connect(pool)
+    assert len(reactor.tcpClients) == 2
+
+
+def test_close_closes_every_idle_connection():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    protocol = greeted(reactor, pool)
+    pool.release(protocol)
+
+    pool.close()
+
+    assert protocol.transport.disconnecting and not reactor.getDelayedCalls()
