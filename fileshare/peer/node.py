@@ -20,14 +20,13 @@ from ..names import check_account, check_fname, check_password
 from ..pieces import MIN_PIECE_SIZE, Digest, piece_size_for
 from .download import Download, Source
 from .interfaces import IRepository, ISourcePool, ITrackerLink, IUploadService
-from .repository import Entry, Repository
+from .repository import Entry
 from .upload import UploadService
 
 log = Logger()
 
-# Declared here, not with @implementer in their modules, because those
-# modules are being reworked on other branches; move them when they meet.
-classImplements(Repository, IRepository)
+# Declared here, not with @implementer in its module, because that module
+# is being reworked on another branch; move it when they meet.
 classImplements(UploadService, IUploadService)
 
 #: How long getting a piece list waits in one source's upload queue before trying the next.

@@ -23,11 +23,13 @@ from typing import Any
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from ..errors import BadRequest, Conflict, NotFound
 from ..names import check_fname
 from ..pieces import Digest, hash_file
 from ..storage.sqlite import DatabaseError
+from .interfaces import IRepository
 from .repository_store import Entry, IRepositoryStore, PartialRecord, SQLiteRepositoryStore, Stamp
 
 __all__ = ["STATE_DIR", "Entry", "Repository", "Stamp"]
@@ -68,6 +70,7 @@ def _make_state_dirs(directory: str, partial_dir: str) -> None:
             raise DatabaseError(f"cannot use {directory} as the repository: {path} is not writable")
 
 
+@implementer(IRepository)
 class Repository:
     """Published files by name and by root, mirrored in memory for fast lookups.
 
