@@ -216,7 +216,7 @@ class Directory:
     def _enter_gate(self, address: str) -> None:
         if not self.gate.enter(address):
             if self.gate.in_flight(address) >= self.gate.per_key:
-                raise Throttled(f"too many logins at once from {address}; wait for their answers")
+                raise Throttled(f"too many password checks at once from {address}; wait for their answers")
             raise Throttled("the tracker is busy checking passwords; try again in 1 s")
 
     # -- the operator's powers

@@ -141,7 +141,7 @@ def test_a_throttled_relogin_is_retried():
     link, first = logged_in_link()
     second = reconnect(link, first)
     (login,) = second.sent()
-    second.refuse(login["id"], "throttled", "too many logins at once from 127.0.0.1; wait for their answers")
+    second.refuse(login["id"], "throttled", "too many password checks at once from 127.0.0.1; wait for their answers")
     assert link.credentials == ("alice", "pw")
     link.clock.advance(1)
     assert second.ops() == ["login"]

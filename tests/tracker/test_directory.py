@@ -187,7 +187,7 @@ def test_at_most_two_password_checks_run_per_address_and_more_are_refused_at_onc
     flood = [started(directory.login("alice", "guess", Channel(), "e", address="203.0.113.9")) for _ in range(3)]
     assert len(threads.calls) == 2
     assert flood[2].called and flood[2].result.check(Throttled)
-    assert flood[2].result.value.message == "too many logins at once from 203.0.113.9; wait for their answers"
+    assert flood[2].result.value.message == "too many password checks at once from 203.0.113.9; wait for their answers"
     honest = started(directory.login("bob", "bob-pw", Channel(), "e", address="198.51.100.2"))
     assert len(threads.calls) == 3
     threads.finish_all()

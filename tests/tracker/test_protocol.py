@@ -552,3 +552,28 @@ def test_connection_lost_while_the_password_is_checked_leaves_the_host_offline(m
     connection.lose()
     threads.finish()
     assert directory.online == {}
+
+
+def test_pipelined_logins_from_one_address_beyond_two_are_refused_at_once_and_others_are_not_queued(monkeypatch):
+    directory = build_directory()
+    build_connection(directory).ask("register", name="bob", password="bob-pw")
+    attacker = build_connection(directory, IPv4Address("TCP", "203.0.113.9", 40000))
+    threads = SlowThreads()
+    monkeypatch.setattr(directory_module, "deferToThreadPool", threads)
+    guesses = b"".join(
+        json.dumps({"id": i, "op": "login", "name": "bob", "password": f"guess{i}", "port": 7000}).encode() + b"\n"
+        for i in range(10, 310)
+    )
+    attacker.protocol.dataReceived(guesses)
+    replies = [json.loads(line) for line in attacker.transport.value().split(b"\n")[:-1]]
+    assert len(replies) == 298
+    assert {(r["code"], r["message"]) for r in replies} == {
+        ("throttled", "too many password checks at once from 203.0.113.9; wait for their answers")
+    }
+    honest = build_connection(directory, IPv4Address("TCP", "198.51.100.2", 40000))
+    honest.protocol.dataReceived(b'{"id":1,"op":"login","name":"bob","password":"bob-pw","port":7000}\n')
+    # The honest check waits behind at most two of the attacker's, not three hundred.
+    assert [args[0] for _, _, args in threads.calls] == ["guess10", "guess11", "bob-pw"]
+    for _ in range(3):
+        threads.finish()
+    assert json.loads(honest.transport.value())["host"] == "bob"
