@@ -49,6 +49,8 @@ async def test_a_second_login_elsewhere_is_refused_naming_where_the_account_is(n
     assert tracker.directory.online["alice"].where == f"127.0.0.1:{port}"
     assert await status_line(first) == "tracker connected, logged in as alice"
     assert await status_line(second) == "tracker connected, not logged in"
+    for bad in ("login --replace alice", "login alice secret --force", "login --replace --replace alice secret"):
+        assert (await second.command(bad)).status == "ERR usage: login [--replace] NAME PASSWORD"
 
 
 @pytest_twisted.ensureDeferred

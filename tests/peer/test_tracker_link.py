@@ -3,13 +3,21 @@
 import json
 from typing import Any
 
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.test import iosim
 
 from fileshare.peer.tracker_link import CALL_TIMEOUT, TrackerClientProtocol, TrackerLink
+from fileshare.tracker import directory as directory_module
+from fileshare.tracker import passwords
+from fileshare.tracker.directory import Directory
+from fileshare.tracker.memory_store import MemoryTrackerStore
+from fileshare.tracker.protocol import TrackerServerProtocol
 
 
 class EmptyRepository:
@@ -56,8 +64,8 @@ class Tracker:
         self.protocol.connectionLost(Failure(ConnectionDone()))
 
 
-def build_link() -> TrackerLink:
-    return TrackerLink(None, EmptyRepository(), Clock(), lambda: 7710)
+def build_link(port: int = 7710) -> TrackerLink:
+    return TrackerLink(None, EmptyRepository(), Clock(), lambda: port)
 
 
 def logged_in_link() -> tuple[TrackerLink, Tracker]:
@@ -196,3 +204,56 @@ def test_passwd_makes_relogins_use_the_new_password():
     first.reply(passwd["id"])
     assert done.called
     assert link.credentials == ("alice", "n3w")
+
+
+# -- against the real tracker protocol, in memory
+
+
+def build_tracker_directory(monkeypatch) -> Directory:
+    monkeypatch.setattr(directory_module, "deferToThreadPool", lambda r, t, f, *a: defer.maybeDeferred(f, *a))
+    directory = Directory(MemoryTrackerStore(), Clock(), reactor=None, threadpool=None)
+    ensureDeferred(directory.store.create_account("alice", passwords.hash_password("pw", n=16, r=1, p=1)))
+    return directory
+
+
+def connect(link: TrackerLink, directory: Directory, port: int) -> iosim.IOPump:
+    """A connection from *link* to the tracker, greeted; returns the pump."""
+    server = TrackerServerProtocol(directory)
+    client = TrackerClientProtocol(link)
+    pump = iosim.connect(
+        server,
+        iosim.FakeTransport(server, isServer=True, peerAddress=IPv4Address("TCP", "127.0.0.1", port)),
+        client,
+        iosim.FakeTransport(client, isServer=False),
+    )
+    pump.flush()
+    return pump
+
+
+def test_two_peers_sharing_an_account_do_not_fight_over_it(monkeypatch):
+    directory = build_tracker_directory(monkeypatch)
+    first, second = build_link(7710), build_link(7720)
+    first_pump = connect(first, directory, 40001)
+    second_pump = connect(second, directory, 40002)
+
+    ensureDeferred(first.login("alice", "pw"))
+    first_pump.flush()
+    refused = ensureDeferred(second.login("alice", "pw"))
+    second_pump.flush()
+    assert refused.result.value.code == "online-elsewhere"
+    refused.addErrback(lambda _: None)
+
+    ensureDeferred(second.login("alice", "pw", replace=True))
+    second_pump.flush()
+    first_pump.flush()
+    assert first.ended_reason == "alice logged in from 127.0.0.1:7720 with --replace"
+
+    # The first peer's link reconnects, as its ClientService would, and stays quiet.
+    for _ in range(3):
+        pump = connect(first, directory, 40003)
+        first.clock.advance(3600)
+        pump.flush()
+        assert directory.online["alice"].where == "127.0.0.1:7720"
+        assert second.credentials == ("alice", "pw")
+        assert first.credentials is None
+    assert directory.stats.logins.total == 2
