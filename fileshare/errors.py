@@ -51,12 +51,42 @@ class IntegrityError(FileshareError):
     code = "integrity"
 
 
+class Throttled(FileshareError):
+    """Too many failed or concurrent logins; the message says when to try again."""
+
+    code = "throttled"
+
+
+class Banned(FileshareError):
+    """The account is banned by the tracker's operator; the message gives the reason."""
+
+    code = "banned"
+
+
+class OnlineElsewhere(FileshareError):
+    """The account already has a live session on another connection."""
+
+    code = "online-elsewhere"
+
+
 class RemoteError(FileshareError):
     """The other side answered a request with an error reply."""
 
 
 ERROR_CLASSES = {
-    cls.code: cls for cls in (BadRequest, AuthError, NotLoggedIn, NotFound, Conflict, Unavailable, IntegrityError)
+    cls.code: cls
+    for cls in (
+        BadRequest,
+        AuthError,
+        NotLoggedIn,
+        NotFound,
+        Conflict,
+        Unavailable,
+        IntegrityError,
+        Throttled,
+        Banned,
+        OnlineElsewhere,
+    )
 }
 
 

@@ -51,9 +51,21 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
         await peer.register(name, password)
         return f"account {name} registered; now 'login {name} PASSWORD'"
 
-    async def login(session: Session, name: str, password: str) -> str:
-        count = await peer.login(name, password)
-        return f"logged in as {name}; announced {count} file{'s' if count != 1 else ''}"
+    async def login(session: Session, *args: str) -> str:
+        words = list(args)
+        replace = "--replace" in words
+        if replace:
+            words.remove("--replace")
+        if len(words) != 2 or any(w.startswith("--") for w in words):
+            raise BadRequest("usage: login [--replace] NAME PASSWORD")
+        name, password = words
+        count = await peer.login(name, password, replace=replace)
+        took = " (took over its other session)" if replace else ""
+        return f"logged in as {name}{took}; announced {count} file{'s' if count != 1 else ''}"
+
+    async def passwd(session: Session, old: str, new: str) -> str:
+        await peer.passwd(old, new)
+        return "password changed; use the new one from now on"
 
     async def logout(session: Session) -> str:
         await peer.logout()
@@ -123,8 +135,7 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
 
     async def status(session: Session) -> str:
         link = peer.tracker
-        who = f"logged in as {link.host}" if link.credentials else "not logged in"
-        session.data(f"tracker {'connected' if link.connected else 'disconnected'}, {who}")
+        session.data(f"tracker {'connected' if link.connected else 'disconnected'}, {link.describe()}")
         session.data(f"repository {quote(peer.repository.directory)} files={len(peer.repository.by_name)}")
         slots = peer.uploads.slots
         limit = slots.limit if slots.limit is not None else "unlimited"
@@ -143,7 +154,15 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
         return f"{len(peer.downloads)} fetch{'es' if len(peer.downloads) != 1 else ''} in flight"
 
     table.add("register", register, "register NAME PASSWORD", "create an account on the tracker", 2)
-    table.add("login", login, "login NAME PASSWORD", "log in; NAME becomes this host's name", 2)
+    table.add(
+        "login",
+        login,
+        "login [--replace] NAME PASSWORD",
+        "log in; NAME becomes this host's name; --replace takes over NAME's session elsewhere",
+        2,
+        3,
+    )
+    table.add("passwd", passwd, "passwd OLD NEW", "change this account's password", 2)
     table.add("logout", logout, "logout", "log out; the tracker stops offering this host")
     table.add("publish", publish, "publish LNAME FNAME", "share the local file LNAME under the name FNAME", 2)
     table.add("unpublish", unpublish, "unpublish FNAME", "stop sharing FNAME", 1)

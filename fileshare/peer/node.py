@@ -92,10 +92,15 @@ class Peer:
         check_password(password)
         await self.tracker.call("register", name=name, password=password)
 
-    async def login(self, name: str, password: str) -> int:
+    async def login(self, name: str, password: str, replace: bool = False) -> int:
         check_account(name)
         check_password(password)
-        return await self.tracker.login(name, password)
+        return await self.tracker.login(name, password, replace=replace)
+
+    async def passwd(self, old: str, new: str) -> None:
+        check_password(old)
+        check_password(new)
+        await self.tracker.passwd(old, new)
 
     async def logout(self) -> None:
         await self.tracker.logout()

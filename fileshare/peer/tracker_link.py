@@ -4,7 +4,14 @@ The peer's connection to the tracker.
 A ``ClientService`` keeps it up with backoff.  Each new connection says
 ``hello`` and, if the user had logged in, logs in again and re-announces the
 repository, so a tracker restart or a network blip needs nothing from the
-user.  The tracker may also send requests here: ``ping`` and ``list``.
+user.  A re-login that fails for a timeout, a lost connection or throttling
+is tried again with backoff; only a rejected password (``auth``) makes the
+peer forget the credentials, and a ban or another live session of the
+account stops the retries.  The tracker may also send requests here:
+``ping``, ``list``, and ``ended`` when it ends this session (replaced by a
+login elsewhere, kicked or banned); then the peer remembers why, shows it in
+``status`` and does not log in again by itself, so two peers sharing an
+account do not fight over it.
 """
 
 from collections.abc import Callable
@@ -20,6 +27,7 @@ from zope.interface import implementer
 from .. import __version__
 from ..errors import FileshareError, NotLoggedIn, Unavailable
 from ..wire import framing
+from ..wire.framing import field
 from ..wire.rpc import RPCProtocol
 from .interfaces import ITrackerLink
 from .repository import Entry, Repository
@@ -32,6 +40,11 @@ CONNECT_TIMEOUT = 10.0
 CALL_TIMEOUT = 30.0
 #: Files per ``announce`` request.
 ANNOUNCE_BATCH = 200
+#: Backoff between re-login attempts on one connection: 1 s doubling to 60 s.
+RELOGIN_INITIAL_DELAY = 1.0
+RELOGIN_MAX_DELAY = 60.0
+#: Re-login refusals that retrying cannot fix: stop and tell the user.
+FINAL_REFUSALS = frozenset({"banned", "online-elsewhere"})
 
 
 def file_fields(entry: Entry) -> dict[str, Any]:
@@ -43,10 +56,15 @@ class TrackerClientProtocol(RPCProtocol):
         super().__init__(link.clock)
         self.link = link
         self.ready: Deferred = Deferred()
-        self.handlers.update(ping=lambda message: {}, list=self.list_files)
+        self.handlers.update(ping=lambda message: {}, list=self.list_files, ended=self.session_ended)
 
     def list_files(self, message: dict[str, Any]) -> dict[str, Any]:
         return {"items": [file_fields(e) for e in self.link.repository.entries()]}
+
+    def session_ended(self, message: dict[str, Any]) -> dict[str, Any]:
+        reason = field(message, "reason", str, "the tracker ended this session")
+        self.link.session_ended(self, field(message, "code", str, "ended"), reason)
+        return {}
 
     def disconnect(self) -> None:
         self.transport.loseConnection()
@@ -84,6 +102,15 @@ class TrackerLink:
         self.credentials: tuple[str, str] | None = None
         self.host: str | None = None
         self.protocol: TrackerClientProtocol | None = None
+        #: The tracker's secret for this session: lets a reconnect take back its own stale session.
+        self.session: str | None = None
+        #: Why the tracker ended the last session, until the user logs in again.
+        self.ended_reason: str | None = None
+        #: Why the last re-login failed while it is being retried.
+        self.relogin_error: str | None = None
+        self._relogin_failures = 0
+        self._retry: Any = None
+        self._end_waiters: list[Deferred] = []
         factory = Factory.forProtocol(lambda: TrackerClientProtocol(self))
         self.service = ClientService(
             endpoint,
@@ -102,19 +129,101 @@ class TrackerLink:
         )
         self.protocol = protocol
         if self.credentials is not None:
-            name, password = self.credentials
-            try:
-                await self._login(protocol, name, password)
-            except FileshareError as e:
-                log.warn("logging in again as {name} failed: {why}", name=name, why=e.message)
-                self.credentials = None
-                self.host = None
+            await self._relogin(protocol)
+
+    async def _relogin(self, protocol: TrackerClientProtocol) -> None:
+        """Log in again with the remembered credentials; on failure forget, stop or retry (see the module)."""
+        self._retry = None
+        credentials = self.credentials
+        if credentials is None or self.protocol is not protocol or not protocol.connected:
+            return
+        name, password = credentials
+        try:
+            await self._login(protocol, name, password, session=self.session)
+        except FileshareError as e:
+            if self.credentials != credentials:
+                return  # the user logged in or out meanwhile
+            if e.code == "auth":
+                log.warn(
+                    "logging in again as {name} was refused: {why}; forgetting the credentials",
+                    name=name,
+                    why=e.message,
+                )
+                self._forget()
+            elif e.code in FINAL_REFUSALS:
+                log.warn("logging in again as {name} was refused: {why}; not trying again", name=name, why=e.message)
+                self._forget(ended=e.message)
+            elif self.protocol is protocol and protocol.connected:
+                delay = min(RELOGIN_MAX_DELAY, RELOGIN_INITIAL_DELAY * 2**self._relogin_failures)
+                self._relogin_failures += 1
+                self.relogin_error = e.message
+                log.warn(
+                    "logging in again as {name} failed: {why}; trying again in {delay} s",
+                    name=name,
+                    why=e.message,
+                    delay=delay,
+                )
+                self._retry = self.clock.callLater(delay, self._retry_relogin, protocol)
             else:
-                log.info("logged in again as {name} after reconnecting", name=name)
+                # The connection is gone: the next one logs in again when it is made.
+                self.relogin_error = e.message
+                log.warn("logging in again as {name} failed: {why}", name=name, why=e.message)
+        else:
+            log.info("logged in again as {name} after reconnecting", name=name)
+
+    def _retry_relogin(self, protocol: TrackerClientProtocol) -> None:
+        d = Deferred.fromCoroutine(self._relogin(protocol))
+        d.addErrback(lambda f: log.failure("logging in again failed", f))
+
+    def _cancel_retry(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+
+    def _forget(self, ended: str | None = None) -> None:
+        self._cancel_retry()
+        self.credentials = None
+        self.host = None
+        self.session = None
+        self.relogin_error = None
+        self._relogin_failures = 0
+        self.ended_reason = ended
+
+    def session_ended(self, protocol: TrackerClientProtocol, code: str, reason: str) -> None:
+        """The tracker ended this session: remember why, and do not log in again by ourselves."""
+        if protocol is not self.protocol or self.credentials is None:
+            return  # an old connection's news; the current session is another one
+        log.warn(
+            "the tracker ended the session of {name}: {reason}; not logging in again until told to",
+            name=self.host,
+            reason=reason,
+            code=code,
+        )
+        self._forget(ended=reason)
+        waiters, self._end_waiters = self._end_waiters, []
+        for d in waiters:
+            d.callback(reason)
+
+    def when_ended(self) -> Deferred:
+        """Fires with the reason when the tracker next ends this peer's session."""
+        d: Deferred = Deferred()
+        self._end_waiters.append(d)
+        return d
+
+    def describe(self) -> str:
+        """The login state for ``status``."""
+        if self.ended_reason is not None:
+            return f"not logged in: the tracker ended the session: {self.ended_reason}"
+        if self.credentials is None:
+            return "not logged in"
+        if self._retry is not None or (self.relogin_error is not None and not self.connected):
+            return f"logging in again as {self.credentials[0]} (last try: {self.relogin_error})"
+        return f"logged in as {self.host}"
 
     def lost(self, protocol: TrackerClientProtocol) -> None:
         if self.protocol is protocol:
             self.protocol = None
+            self._cancel_retry()
 
     async def channel(self) -> TrackerClientProtocol:
         """A connected, greeted tracker connection, or Unavailable."""
@@ -150,18 +259,43 @@ class TrackerLink:
             raise NotLoggedIn("not logged in; use 'login NAME PASSWORD' first")
         return await self.call(op, **fields)
 
-    async def _login(self, protocol: TrackerClientProtocol, name: str, password: str) -> None:
+    async def _login(
+        self,
+        protocol: TrackerClientProtocol,
+        name: str,
+        password: str,
+        replace: bool = False,
+        session: str | None = None,
+    ) -> None:
+        extra: dict[str, Any] = {}
+        if replace:
+            extra["replace"] = True
+        if session is not None:
+            extra["session"] = session
         reply = await protocol.call(
-            "login", timeout=CALL_TIMEOUT, name=name, password=password, port=self._listen_port()
+            "login", timeout=CALL_TIMEOUT, name=name, password=password, port=self._listen_port(), **extra
         )
         self.credentials = (name, password)
         self.host = reply.get("host", name)
+        self.session = reply.get("session") if isinstance(reply.get("session"), str) else None
+        self.ended_reason = None
+        self.relogin_error = None
+        self._relogin_failures = 0
         await self.announce_all(protocol)
 
-    async def login(self, name: str, password: str) -> int:
+    async def login(self, name: str, password: str, replace: bool = False) -> int:
         protocol = await self.channel()
-        await self._login(protocol, name, password)
+        self._cancel_retry()
+        await self._login(protocol, name, password, replace=replace)
         return len(self.repository.by_name)
+
+    async def passwd(self, old: str, new: str) -> None:
+        """Change the account's password; re-logins use the new one from now on."""
+        if self.credentials is None:
+            raise NotLoggedIn("not logged in; use 'login NAME PASSWORD' first")
+        await self.call("passwd", old=old, new=new)
+        if self.credentials is not None:
+            self.credentials = (self.credentials[0], new)
 
     async def logout(self) -> None:
         if self.credentials is None:
@@ -169,8 +303,7 @@ class TrackerLink:
         try:
             await self.call("logout")
         finally:
-            self.credentials = None
-            self.host = None
+            self._forget()
 
     async def announce_all(self, protocol: TrackerClientProtocol) -> None:
         entries = [file_fields(e) for e in self.repository.entries()]

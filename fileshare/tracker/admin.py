@@ -1,5 +1,6 @@
 """The tracker operator's console: who is online, what is indexed, live checks."""
 
+import time
 from typing import Any
 
 from twisted.internet.protocol import Factory
@@ -38,10 +39,47 @@ def admin_commands(directory: Directory) -> CommandTable:
         rtt = await directory.ping(hostname)
         return f"{hostname} answered in {rtt * 1000:.1f} ms"
 
+    async def kick(session: Session, hostname: str) -> str:
+        check_account(hostname)
+        await directory.kick(hostname)
+        return f"{hostname} kicked; it was told why and may log in again"
+
+    async def ban(session: Session, name: str, *reason: str) -> str:
+        why = " ".join(reason) or "no reason given"
+        was_online = await directory.ban(name, why)
+        ended = "; its session was ended" if was_online else ""
+        return f"{name} banned: {why}{ended}"
+
+    async def unban(session: Session, name: str) -> str:
+        await directory.unban(name)
+        return f"{name} may log in again"
+
+    async def bans(session: Session) -> str:
+        found = await directory.store.bans()
+        for b in found:
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(b.since))
+            session.data(f"{quote(b.name)} since={since} reason={quote(b.reason)}")
+        return f"{len(found)} ban{'s' if len(found) != 1 else ''}"
+
+    async def stats(session: Session) -> str:
+        s = directory.stats
+        online_files = sum(h.files for h in directory.online.values())
+        indexed = len(await directory.store.holdings())
+        session.data(f"hosts-online {len(directory.online)}")
+        session.data(f"files indexed={indexed} on-online-hosts={online_files}")
+        for label, counter in (("logins", s.logins), ("failed-logins", s.failed_logins), ("tickets-issued", s.tickets)):
+            session.data(f"{label} last-minute={counter.recent()} since-start={counter.total}")
+        return "stats listed"
+
     table.add("peers", peers, "peers", "list online hosts with their address and file count")
     table.add("files", files, "files [PATTERN]", "list the file index (glob PATTERN)", 0, 1)
     table.add("discover", discover, "discover HOSTNAME", "ask HOSTNAME live for the files it holds", 1)
     table.add("ping", ping, "ping HOSTNAME", "check HOSTNAME live and print the round-trip time", 1)
+    table.add("kick", kick, "kick HOSTNAME", "end HOSTNAME's session (it is told why and may log in again)", 1)
+    table.add("ban", ban, "ban NAME [REASON]", "refuse NAME's logins, giving REASON, and end its session", 1, 64)
+    table.add("unban", unban, "unban NAME", "lift NAME's ban", 1)
+    table.add("bans", bans, "bans", "list banned accounts with the time and reason")
+    table.add("stats", stats, "stats", "hosts online, files, logins and failures (last minute, since start)")
     table.add("help", help_command(table), "help", "list the commands")
     table.add("quit", quit_command, "quit", "close this console")
     return table

@@ -5,6 +5,8 @@ It knows nothing of sockets: an online host is anything with ``call(op,
 timeout=..., **fields)`` returning a Deferred, which the protocol provides.
 """
 
+import hmac
+import secrets
 from typing import Any, Protocol
 
 import attrs
@@ -13,10 +15,12 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from ..errors import AuthError, FileshareError, NotFound, Unavailable
+from ..errors import AuthError, Banned, FileshareError, NotFound, OnlineElsewhere, Throttled, Unavailable
 from ..names import check_account, check_fname, check_password
 from . import passwords
+from .stats import TrackerStats
 from .store import FileRecord, Holding, ITrackerStore
+from .throttle import ACCOUNT_LIMITS, ADDRESS_LIMITS, Gate, Limits, Throttle, seconds_text
 
 log = Logger()
 
@@ -29,6 +33,9 @@ class HostChannel(Protocol):
 
     def disconnect(self) -> None: ...
 
+    def end_session(self, code: str, reason: str) -> None:
+        """Tell the host why its session ends (``ended``), then disconnect."""
+
 
 @attrs.define
 class OnlineHost:
@@ -37,6 +44,10 @@ class OnlineHost:
     endpoint: str
     since: float
     files: int = 0
+    #: Where the host is, for people: its address and transfer port ("192.0.2.7:7710").
+    where: str = ""
+    #: A secret given at login that lets the same peer take its own stale session back.
+    session: str = ""
 
 
 @attrs.frozen
@@ -49,39 +60,102 @@ class FileSummary:
 
 
 class Directory:
-    def __init__(self, store: ITrackerStore, clock: IReactorTime, reactor: Any, threadpool: ThreadPool) -> None:
+    """Accounts, who is online and where files are.
+
+    Logins are throttled per account and per address (:mod:`.throttle`), and
+    at most a few password checks per address are in flight at once, so one
+    address cannot queue the hashing pool in front of everyone else.  An
+    account has at most one live session: a second login is refused unless
+    it asks to replace the first, and a session that is replaced, kicked or
+    banned is told why before it is disconnected.
+    """
+
+    def __init__(
+        self,
+        store: ITrackerStore,
+        clock: IReactorTime,
+        reactor: Any,
+        threadpool: ThreadPool,
+        account_limits: Limits = ACCOUNT_LIMITS,
+        address_limits: Limits = ADDRESS_LIMITS,
+        gate: Gate | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self._reactor = reactor
         self._threadpool = threadpool
         self.online: dict[str, OnlineHost] = {}
+        self.by_account = Throttle(clock, account_limits)
+        self.by_address = Throttle(clock, address_limits)
+        self.gate = gate if gate is not None else Gate()
+        self.stats = TrackerStats(clock)
 
     # -- accounts
 
-    async def register(self, name: str, password: str) -> None:
+    async def register(self, name: str, password: str, address: str = "") -> None:
         check_account(name)
         check_password(password)
-        encoded = await deferToThreadPool(self._reactor, self._threadpool, passwords.hash_password, password)
+        self._enter_gate(address)
+        try:
+            encoded = await deferToThreadPool(self._reactor, self._threadpool, passwords.hash_password, password)
+        finally:
+            self.gate.leave(address)
         await self.store.create_account(name, encoded)
-        log.info("account {name} registered", name=name)
+        log.info("account {name} registered from {address}", name=name, address=address)
 
-    async def login(self, name: str, password: str, channel: HostChannel, endpoint: str) -> OnlineHost:
+    async def login(
+        self,
+        name: str,
+        password: str,
+        channel: HostChannel,
+        endpoint: str,
+        address: str = "",
+        where: str = "",
+        replace: bool = False,
+        session: str | None = None,
+    ) -> OnlineHost:
+        """Check the password and bring *name* online on *channel*.
+
+        *address* is the connection's remote address (throttling, logs),
+        *where* what others are told about it; *session* is the secret of an
+        earlier login by the same peer, which may take that session back
+        without *replace* (the peer reconnected before the tracker noticed the
+        old connection had died).
+        """
         check_account(name)
         check_password(password)
-        encoded = await self.store.password_hash(name)
-        ok = encoded is not None and await deferToThreadPool(
-            self._reactor, self._threadpool, passwords.verify_password, password, encoded
-        )
-        if not ok:
+        if not await self._password_matches(name, password, address):
             # One message for both cases, so names cannot be probed.
             raise AuthError("unknown account or wrong password")
+        ban = await self.store.ban(name)
+        if ban is not None:
+            log.warn("refused a login for banned {name} from {address}", name=name, address=address)
+            raise Banned(f"{name} is banned: {ban.reason}")
         previous = self.online.get(name)
         if previous is not None and previous.channel is not channel:
-            log.info("host {name} logged in again; ending its older session", name=name)
-            previous.channel.disconnect()
-        host = OnlineHost(name, channel, endpoint, since=self.clock.seconds())
+            if session is not None and previous.session and hmac.compare_digest(session, previous.session):
+                log.info("host {name} reconnected from {where}; dropping its old connection", name=name, where=where)
+                del self.online[name]
+                previous.channel.disconnect()
+            elif replace:
+                self._end(previous, "replaced", f"{name} logged in from {where} with --replace")
+            else:
+                log.info(
+                    "refused a second login for {name} from {address}: online from {online_from}",
+                    name=name,
+                    address=address,
+                    online_from=previous.where,
+                )
+                raise OnlineElsewhere(
+                    f"{name} is already logged in from {previous.where}; use login --replace to take over"
+                )
+        host = OnlineHost(name, channel, endpoint, since=self.clock.seconds(), where=where)
+        host.session = secrets.token_hex(16)
+        if previous is not None and previous.channel is channel:
+            host.files = previous.files
         self.online[name] = host
-        log.info("host {name} online at {endpoint}", name=name, endpoint=endpoint)
+        self.stats.logins.add()
+        log.info("host {name} online at {endpoint}", name=name, endpoint=endpoint, address=address)
         return host
 
     def logout(self, name: str, channel: HostChannel) -> None:
@@ -89,6 +163,90 @@ class Directory:
         if host is not None and host.channel is channel:
             del self.online[name]
             log.info("host {name} offline", name=name)
+
+    async def passwd(self, name: str, old: str, new: str, address: str = "") -> None:
+        """Change *name*'s password; the old one is checked (and throttled) like a login."""
+        check_password(old)
+        check_password(new)
+        if not await self._password_matches(name, old, address):
+            raise AuthError("wrong password")
+        self._enter_gate(address)
+        try:
+            encoded = await deferToThreadPool(self._reactor, self._threadpool, passwords.hash_password, new)
+        finally:
+            self.gate.leave(address)
+        await self.store.set_password_hash(name, encoded)
+        log.info("host {name} changed its password", name=name, address=address)
+
+    async def _password_matches(self, name: str, password: str, address: str) -> bool:
+        """Throttle, then verify in the thread pool; failures are counted and logged."""
+        for throttle, key, who in (
+            (self.by_account, name, f"for {name}"),
+            (self.by_address, address, f"from {address}"),
+        ):
+            wait = throttle.wait(key)
+            if wait > 0:
+                raise Throttled(f"too many failed logins {who}; try again in {seconds_text(wait)}")
+        self._enter_gate(address)
+        try:
+            encoded = await self.store.password_hash(name)
+            matches = await deferToThreadPool(
+                self._reactor,
+                self._threadpool,
+                passwords.verify_password,
+                password,
+                encoded if encoded is not None else passwords.DUMMY_HASH,
+            )
+        finally:
+            self.gate.leave(address)
+        if matches and encoded is not None:
+            self.by_account.succeeded(name)
+            return True
+        self.stats.failed_logins.add()
+        delay = max(self.by_account.failed(name), self.by_address.failed(address))
+        log.warn(
+            "failed login for {name} from {address} ({failures} in a row; next try allowed in {delay} s)",
+            name=name,
+            address=address,
+            failures=self.by_account.failures(name),
+            delay=delay,
+        )
+        return False
+
+    def _enter_gate(self, address: str) -> None:
+        if not self.gate.enter(address):
+            if self.gate.in_flight(address) >= self.gate.per_key:
+                raise Throttled(f"too many password checks at once from {address}; wait for their answers")
+            raise Throttled("the tracker is busy checking passwords; try again in 1 s")
+
+    # -- the operator's powers
+
+    def _end(self, host: OnlineHost, code: str, reason: str) -> None:
+        if self.online.get(host.name) is host:
+            del self.online[host.name]
+        log.info("ending the session of {name}: {reason}", name=host.name, reason=reason, code=code)
+        host.channel.end_session(code, reason)
+
+    async def kick(self, name: str) -> None:
+        """End *name*'s session, telling it why; it may log in again."""
+        host = await self._online(name)
+        self._end(host, "kicked", "kicked by the tracker's operator")
+
+    async def ban(self, name: str, reason: str) -> bool:
+        """Refuse *name*'s logins from now on and end its session; True if it was online."""
+        check_account(name)
+        await self.store.add_ban(name, reason, self.clock.seconds())
+        log.info("banned {name}: {reason}", name=name, reason=reason)
+        host = self.online.get(name)
+        if host is not None:
+            self._end(host, "banned", f"{name} is banned: {reason}")
+        return host is not None
+
+    async def unban(self, name: str) -> None:
+        check_account(name)
+        if not await self.store.remove_ban(name):
+            raise NotFound(f"{name} is not banned")
+        log.info("lifted the ban on {name}", name=name)
 
     # -- the index
 

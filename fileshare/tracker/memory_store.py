@@ -10,9 +10,9 @@ from typing import Any
 
 from zope.interface import implementer
 
-from ..errors import Conflict
+from ..errors import Conflict, NotFound
 from .glob import compile_glob
-from .store import FileRecord, Holding, ITrackerStore
+from .store import Ban, FileRecord, Holding, ITrackerStore
 
 
 @implementer(ITrackerStore)
@@ -20,6 +20,7 @@ class MemoryTrackerStore:
     def __init__(self) -> None:
         self._accounts: dict[str, str] = {}
         self._files: dict[str, dict[str, FileRecord]] = {}
+        self._bans: dict[str, Ban] = {}
 
     async def create_account(self, name: str, password_hash: str) -> None:
         if name in self._accounts:
@@ -28,6 +29,25 @@ class MemoryTrackerStore:
 
     async def password_hash(self, name: str) -> str | None:
         return self._accounts.get(name)
+
+    async def set_password_hash(self, name: str, password_hash: str) -> None:
+        if name not in self._accounts:
+            raise NotFound(f"no account named {name!r}")
+        self._accounts[name] = password_hash
+
+    async def add_ban(self, name: str, reason: str, since: float) -> None:
+        if name not in self._accounts:
+            raise NotFound(f"no account named {name!r}")
+        self._bans[name] = Ban(name, reason, since)
+
+    async def remove_ban(self, name: str) -> bool:
+        return self._bans.pop(name, None) is not None
+
+    async def ban(self, name: str) -> Ban | None:
+        return self._bans.get(name)
+
+    async def bans(self) -> list[Ban]:
+        return [self._bans[name] for name in sorted(self._bans)]
 
     async def replace_files(self, host: str, files: list[FileRecord]) -> None:
         self._files[host] = {f.fname: f for f in files}

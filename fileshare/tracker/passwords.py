@@ -45,3 +45,9 @@ def verify_password(password: str, encoded: str) -> bool:
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, expected)
+
+
+#: A hash in the stored format with today's cost that no password matches.  A
+#: login to an unknown account is checked against it, so that it costs the same
+#: scrypt work, and takes the same time, as a wrong password for a real one.
+DUMMY_HASH = f"scrypt${N}${R}${P}${_b64(bytes(16))}${_b64(bytes(_DKLEN))}"

@@ -40,6 +40,20 @@ def endpoint_for(address: Any, port: int) -> str:
     return f"tcp:host=127.0.0.1:port={port}"
 
 
+def address_of(address: Any) -> str:
+    """The remote address as text, the key of per-address login limits."""
+    if isinstance(address, IPv4Address | IPv6Address):
+        return address.host
+    return "local"
+
+
+def where_for(address: Any, port: int) -> str:
+    """Address and transfer port, for people: ``192.0.2.7:7710``, ``[2001:db8::5]:7710``."""
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]:{port}"
+    return f"{address_of(address)}:{port}"
+
+
 class TrackerServerProtocol(RPCProtocol):
     def __init__(self, directory: Directory) -> None:
         super().__init__(directory.clock)
@@ -51,6 +65,7 @@ class TrackerServerProtocol(RPCProtocol):
             register=self.register,
             login=self.login,
             logout=self.logout,
+            passwd=self.passwd,
             announce=self.announce,
             publish=self.publish,
             unpublish=self.unpublish,
@@ -60,6 +75,13 @@ class TrackerServerProtocol(RPCProtocol):
 
     # RPCProtocol's HostChannel half, used by the directory.
     def disconnect(self) -> None:
+        self.transport.loseConnection()
+
+    def end_session(self, code: str, reason: str) -> None:
+        """Tell the peer why its session ends, then close; its reply is not waited for."""
+        self.host = None
+        told = self.call("ended", code=code, reason=reason)
+        told.addErrback(lambda _: None)
         self.transport.loseConnection()
 
     def _request_received(self, message: dict[str, Any]) -> None:
@@ -86,7 +108,9 @@ class TrackerServerProtocol(RPCProtocol):
         return {"version": framing.PROTOCOL_VERSION, "software": f"fileshare/{__version__}"}
 
     async def register(self, message: dict[str, Any]) -> dict[str, Any]:
-        await self.directory.register(field(message, "name", str), field(message, "password", str))
+        await self.directory.register(
+            field(message, "name", str), field(message, "password", str), address_of(self.transport.getPeer())
+        )
         return {}
 
     async def login(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -94,8 +118,17 @@ class TrackerServerProtocol(RPCProtocol):
         if not 0 < port < 65536:
             raise BadRequest("field 'port' must be 1-65535")
         name = field(message, "name", str)
+        session = message.get("session")
+        peer = self.transport.getPeer()
         host = await self.directory.login(
-            name, field(message, "password", str), self, endpoint_for(self.transport.getPeer(), port)
+            name,
+            field(message, "password", str),
+            self,
+            endpoint_for(peer, port),
+            address=address_of(peer),
+            where=where_for(peer, port),
+            replace=field(message, "replace", bool, False),
+            session=session if isinstance(session, str) else None,
         )
         if not self.connected:
             # Lost while the password was checked: connectionLost saw no host to log out.
@@ -104,11 +137,18 @@ class TrackerServerProtocol(RPCProtocol):
         if self.host is not None and self.host != host.name:
             self.directory.logout(self.host, self)
         self.host = host.name
-        return {"host": host.name, "endpoint": host.endpoint}
+        return {"host": host.name, "endpoint": host.endpoint, "session": host.session}
 
     def logout(self, message: dict[str, Any]) -> dict[str, Any]:
         self.directory.logout(self._logged_in(), self)
         self.host = None
+        return {}
+
+    async def passwd(self, message: dict[str, Any]) -> dict[str, Any]:
+        host = self._logged_in()
+        await self.directory.passwd(
+            host, field(message, "old", str), field(message, "new", str), address_of(self.transport.getPeer())
+        )
         return {}
 
     async def announce(self, message: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import attrs
 from twisted.enterprise import adbapi
 from zope.interface import Interface, implementer
 
-from ..errors import Conflict
+from ..errors import Conflict, NotFound
 from ..storage.sqlite import Schema, open_pool, prepare
 from .glob import compile_glob
 
@@ -36,6 +36,15 @@ class Holding:
     root: str
 
 
+@attrs.frozen
+class Ban:
+    """An account the operator banned, why, and since when (Unix time)."""
+
+    name: str
+    reason: str
+    since: float
+
+
 class ITrackerStore(Interface):
     """Accounts and the file index.  Every method but ``close`` returns an awaitable.
 
@@ -50,6 +59,21 @@ class ITrackerStore(Interface):
 
     def password_hash(name: str) -> Any:
         """The stored hash for *name*, or None for an unknown account."""
+
+    def set_password_hash(name: str, password_hash: str) -> Any:
+        """Replace the hash of an existing account; fails with NotFound for an unknown one."""
+
+    def add_ban(name: str, reason: str, since: float) -> Any:
+        """Ban an existing account (again: the new reason and time replace the old); NotFound if unknown."""
+
+    def remove_ban(name: str) -> Any:
+        """Lift a ban; fires with True if *name* was banned."""
+
+    def ban(name: str) -> Any:
+        """The :class:`Ban` of *name*, or None."""
+
+    def bans() -> Any:
+        """Every ban, sorted by name."""
 
     def replace_files(host: str, files: list[FileRecord]) -> Any:
         """Make *files* the whole announced repository of *host*."""
@@ -96,6 +120,38 @@ class SQLiteTrackerStore:
     async def password_hash(self, name: str) -> str | None:
         rows = await self._pool.runQuery("SELECT password_hash FROM accounts WHERE name = ?", (name,))
         return rows[0][0] if rows else None
+
+    def set_password_hash(self, name: str, password_hash: str) -> Any:
+        def update(cursor: sqlite3.Cursor) -> None:
+            cursor.execute("UPDATE accounts SET password_hash = ? WHERE name = ?", (password_hash, name))
+            if cursor.rowcount == 0:
+                raise NotFound(f"no account named {name!r}")
+
+        return self._pool.runInteraction(update)
+
+    def add_ban(self, name: str, reason: str, since: float) -> Any:
+        def add(cursor: sqlite3.Cursor) -> None:
+            cursor.execute("SELECT 1 FROM accounts WHERE name = ?", (name,))
+            if cursor.fetchone() is None:
+                raise NotFound(f"no account named {name!r}")
+            cursor.execute("INSERT OR REPLACE INTO bans (name, reason, since) VALUES (?, ?, ?)", (name, reason, since))
+
+        return self._pool.runInteraction(add)
+
+    def remove_ban(self, name: str) -> Any:
+        def remove(cursor: sqlite3.Cursor) -> bool:
+            cursor.execute("DELETE FROM bans WHERE name = ?", (name,))
+            return cursor.rowcount > 0
+
+        return self._pool.runInteraction(remove)
+
+    async def ban(self, name: str) -> Ban | None:
+        rows = await self._pool.runQuery("SELECT name, reason, since FROM bans WHERE name = ?", (name,))
+        return Ban(*rows[0]) if rows else None
+
+    async def bans(self) -> list[Ban]:
+        rows = await self._pool.runQuery("SELECT name, reason, since FROM bans ORDER BY name")
+        return [Ban(*row) for row in rows]
 
     def replace_files(self, host: str, files: list[FileRecord]) -> Any:
         def replace(cursor: sqlite3.Cursor) -> None:

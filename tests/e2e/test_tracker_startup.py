@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 
 from fileshare.tracker.database import open_database
+from fileshare.tracker.store import SCHEMA
 
 from ..tracker.test_store import FIXTURE, damage
 
@@ -153,7 +154,7 @@ async def test_a_database_from_a_newer_fileshare_stops_twistd_with_one_line(tmp_
     connection.close()
     line = await refusal(tmp_path, "--db", path)
     assert line.startswith(f"fileshare-tracker: the tracker database {path} has schema version 99, newer than")
-    assert line.endswith("knows (2); run a newer fileshare")
+    assert line.endswith(f"knows ({SCHEMA.version}); run a newer fileshare")
 
 
 @pytest_twisted.ensureDeferred

@@ -156,11 +156,10 @@ def test_register_then_login_answers_host_and_endpoint():
     directory = build_directory()
     connection = build_connection(directory)
     assert connection.ask("register", name="alice", password="s3cret") == {"ok": True}
-    assert connection.ask("login", name="alice", password="s3cret", port=7000) == {
-        "ok": True,
-        "host": "alice",
-        "endpoint": "tcp:host=192.0.2.7:port=7000",
-    }
+    reply = connection.ask("login", name="alice", password="s3cret", port=7000)
+    session = reply.pop("session")
+    assert reply == {"ok": True, "host": "alice", "endpoint": "tcp:host=192.0.2.7:port=7000"}
+    assert len(session) == 32 and session == directory.online["alice"].session
     assert set(directory.online) == {"alice"}
     assert directory.online["alice"].channel is connection.protocol
 
@@ -217,15 +216,127 @@ def test_login_with_a_bad_port_is_a_bad_request(port):
     assert connection.ask("login", name="alice", password="pw", port=port)["code"] == "bad-request"
 
 
-def test_logging_in_again_elsewhere_ends_the_older_session():
+def requests_sent(connection: Connection) -> list[dict[str, Any]]:
+    """The tracker's own requests written to this connection."""
+    return [json.loads(line) for line in connection.transport.value().split(b"\n")[:-1]]
+
+
+def test_a_second_login_elsewhere_is_refused_naming_where_the_account_is_online():
+    directory = build_directory()
+    first = build_online(directory, "alice", port=7710, address=IPv4Address("TCP", "127.0.0.1", 40000))
+    second = build_connection(directory)
+    assert second.ask("login", name="alice", password="alice-secret", port=7720) == failure(
+        "online-elsewhere", "alice is already logged in from 127.0.0.1:7710; use login --replace to take over"
+    )
+    assert not first.transport.disconnecting
+    assert directory.online["alice"].channel is first.protocol
+    assert second.ask("search")["code"] == "not-logged-in"
+
+
+def test_a_refused_second_login_never_touches_the_hosts_index_entries():
     directory = build_directory()
     first = build_online(directory, "alice")
+    first.ask("announce", files=[{"fname": "mine.txt", "size": 3, "root": ROOT_A}], reset=True)
     second = build_connection(directory)
-    assert second.ask("login", name="alice", password="alice-secret", port=7002)["ok"] is True
+    second.ask("login", name="alice", password="alice-secret", port=7002)
+    assert second.ask("announce", files=[], reset=True)["code"] == "not-logged-in"
+    assert second.ask("publish", fname="other.txt", size=1, root=ROOT_B)["code"] == "not-logged-in"
+    assert now(directory.store.holdings()) == [Holding("alice", "mine.txt", 3, ROOT_A)]
+
+
+def test_login_with_replace_takes_over_and_tells_the_old_session_why_before_closing():
+    directory = build_directory()
+    first = build_online(directory, "alice", port=7710)
+    first.transport.clear()
+    second = build_connection(directory, IPv4Address("TCP", "198.51.100.2", 40000))
+    assert second.ask("login", name="alice", password="alice-secret", port=7720, replace=True)["ok"] is True
+    assert requests_sent(first) == [
+        {
+            "id": 1,
+            "op": "ended",
+            "code": "replaced",
+            "reason": "alice logged in from 198.51.100.2:7720 with --replace",
+        }
+    ]
     assert first.transport.disconnecting
+    assert first.ask("search")["code"] == "not-logged-in"
     first.lose()
     assert directory.online["alice"].channel is second.protocol
-    assert directory.online["alice"].endpoint == "tcp:host=192.0.2.7:port=7002"
+    assert directory.online["alice"].endpoint == "tcp:host=198.51.100.2:port=7720"
+
+
+def test_the_same_peer_reconnecting_takes_its_stale_session_back_with_its_session_secret():
+    directory = build_directory()
+    first = build_online(directory, "alice")
+    session = directory.online["alice"].session
+    first.transport.clear()
+    second = build_connection(directory)
+    assert second.ask("login", name="alice", password="alice-secret", port=7000, session=session)["ok"] is True
+    assert first.transport.disconnecting
+    assert requests_sent(first) == []
+    assert directory.online["alice"].channel is second.protocol
+
+
+def test_a_wrong_session_secret_does_not_take_over():
+    directory = build_directory()
+    build_online(directory, "alice")
+    second = build_connection(directory)
+    reply = second.ask("login", name="alice", password="alice-secret", port=7000, session="0" * 32)
+    assert reply["code"] == "online-elsewhere"
+
+
+def test_replace_must_be_a_boolean():
+    directory = build_directory()
+    build_online(directory, "alice")
+    second = build_connection(directory)
+    reply = second.ask("login", name="alice", password="alice-secret", port=7000, replace="yes")
+    assert reply == failure("bad-request", "field 'replace' has the wrong type")
+
+
+def test_passwd_changes_the_password_for_the_next_login():
+    directory = build_directory()
+    connection = build_online(directory, "alice")
+    assert connection.ask("passwd", old="alice-secret", new="n3w") == {"ok": True}
+    connection.ask("logout")
+    assert connection.ask("login", name="alice", password="alice-secret", port=7000) == failure("auth", WRONG)
+    assert connection.ask("login", name="alice", password="n3w", port=7000)["ok"] is True
+
+
+def test_passwd_with_a_wrong_old_password_is_refused_and_changes_nothing():
+    directory = build_directory()
+    connection = build_online(directory, "alice")
+    assert connection.ask("passwd", old="guess", new="n3w") == failure("auth", "wrong password")
+    connection.ask("logout")
+    assert connection.ask("login", name="alice", password="alice-secret", port=7000)["ok"] is True
+
+
+def test_passwd_requires_login():
+    connection = build_connection(build_directory())
+    assert connection.ask("passwd", old="a", new="b") == failure("not-logged-in", "log in first")
+
+
+def test_the_fourth_wrong_password_in_a_row_is_throttled_with_the_wait():
+    directory = build_directory()
+    connection = build_connection(directory)
+    connection.ask("register", name="alice", password="right")
+    for _ in range(4):
+        assert connection.ask("login", name="alice", password="wrong", port=7000)["code"] == "auth"
+    assert connection.ask("login", name="alice", password="right", port=7000) == failure(
+        "throttled", "too many failed logins for alice; try again in 1 s"
+    )
+    directory.clock.advance(1)
+    assert connection.ask("login", name="alice", password="right", port=7000)["ok"] is True
+
+
+def test_a_banned_account_is_refused_with_the_reason():
+    directory = build_directory()
+    connection = build_connection(directory)
+    connection.ask("register", name="alice", password="pw")
+    now(directory.ban("alice", "spamming the index"))
+    assert connection.ask("login", name="alice", password="pw", port=7000) == failure(
+        "banned", "alice is banned: spamming the index"
+    )
+    assert directory.online == {}
 
 
 # -- login required
@@ -441,3 +552,28 @@ def test_connection_lost_while_the_password_is_checked_leaves_the_host_offline(m
     connection.lose()
     threads.finish()
     assert directory.online == {}
+
+
+def test_pipelined_logins_from_one_address_beyond_two_are_refused_at_once_and_others_are_not_queued(monkeypatch):
+    directory = build_directory()
+    build_connection(directory).ask("register", name="bob", password="bob-pw")
+    attacker = build_connection(directory, IPv4Address("TCP", "203.0.113.9", 40000))
+    threads = SlowThreads()
+    monkeypatch.setattr(directory_module, "deferToThreadPool", threads)
+    guesses = b"".join(
+        json.dumps({"id": i, "op": "login", "name": "bob", "password": f"guess{i}", "port": 7000}).encode() + b"\n"
+        for i in range(10, 310)
+    )
+    attacker.protocol.dataReceived(guesses)
+    replies = [json.loads(line) for line in attacker.transport.value().split(b"\n")[:-1]]
+    assert len(replies) == 298
+    assert {(r["code"], r["message"]) for r in replies} == {
+        ("throttled", "too many password checks at once from 203.0.113.9; wait for their answers")
+    }
+    honest = build_connection(directory, IPv4Address("TCP", "198.51.100.2", 40000))
+    honest.protocol.dataReceived(b'{"id":1,"op":"login","name":"bob","password":"bob-pw","port":7000}\n')
+    # The honest check waits behind at most two of the attacker's, not three hundred.
+    assert [args[0] for _, _, args in threads.calls] == ["guess10", "guess11", "bob-pw"]
+    for _ in range(3):
+        threads.finish()
+    assert json.loads(honest.transport.value())["host"] == "bob"

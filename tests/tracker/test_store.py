@@ -63,7 +63,7 @@ async def test_a_0_1_0_database_opens_with_its_accounts_and_files_and_is_upgrade
         assert await store.count_files("alice") == 2
     finally:
         store.close()
-    assert user_version(path) == SCHEMA.version == 2
+    assert user_version(path) == SCHEMA.version == 3
 
 
 def test_a_database_newer_than_this_code_is_refused_naming_both_versions(tmp_path):
@@ -75,7 +75,7 @@ def test_a_database_newer_than_this_code_is_refused_naming_both_versions(tmp_pat
     with pytest.raises(DatabaseError) as info:
         SQLiteTrackerStore(str(path), reactor)
     assert str(info.value) == (
-        f"the tracker database {path} has schema version 7, newer than this fileshare {__version__} knows (2); "
+        f"the tracker database {path} has schema version 7, newer than this fileshare {__version__} knows ({SCHEMA.version}); "
         "run a newer fileshare"
     )
     assert user_version(path) == 7

@@ -14,9 +14,9 @@ import pytest_twisted
 from twisted.internet import reactor
 from zope.interface.verify import verifyObject
 
-from fileshare.errors import Conflict
+from fileshare.errors import Conflict, NotFound
 from fileshare.tracker.memory_store import MemoryTrackerStore
-from fileshare.tracker.store import FileRecord, Holding, ITrackerStore, SQLiteTrackerStore
+from fileshare.tracker.store import Ban, FileRecord, Holding, ITrackerStore, SQLiteTrackerStore
 
 ROOT_A = "a" * 64
 ROOT_B = "b" * 64
@@ -272,3 +272,70 @@ async def test_a_pattern_longer_than_sqlite_takes_still_matches(store):
     await store.replace_files("alice", [rec("x"), rec("y")])
     members = "".join(chr(0x1000 + 2 * i) for i in range(20_000))  # 60 kB of UTF-8 in one set
     assert [h.fname for h in await store.holdings(pattern=f"[{members}x]")] == ["x"]
+
+
+# -- passwords and bans
+
+
+@pytest_twisted.ensureDeferred
+async def test_setting_a_password_hash_replaces_the_old_one(store):
+    await with_hosts(store, "alice")
+    await store.set_password_hash("alice", "new-hash")
+    assert await store.password_hash("alice") == "new-hash"
+
+
+@pytest_twisted.ensureDeferred
+async def test_setting_the_password_hash_of_an_unknown_account_is_not_found(store):
+    with pytest.raises(NotFound, match=r"^no account named 'nobody'$"):
+        await store.set_password_hash("nobody", "hash")
+    assert await store.password_hash("nobody") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ban_is_kept_with_its_reason_and_time(store):
+    await with_hosts(store, "alice", "bob")
+    await store.add_ban("alice", "sharing malware", 1000.5)
+    assert await store.ban("alice") == Ban("alice", "sharing malware", 1000.5)
+    assert await store.ban("bob") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_banning_again_replaces_the_reason_and_time(store):
+    await with_hosts(store, "alice")
+    await store.add_ban("alice", "first", 1.0)
+    await store.add_ban("alice", "second", 2.0)
+    assert await store.bans() == [Ban("alice", "second", 2.0)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_banning_an_unknown_account_is_not_found_and_bans_nothing(store):
+    with pytest.raises(NotFound, match=r"^no account named 'nobody'$"):
+        await store.add_ban("nobody", "why", 1.0)
+    assert await store.bans() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_bans_are_listed_by_name(store):
+    await with_hosts(store, "carol", "alice", "bob")
+    await store.add_ban("carol", "c", 3.0)
+    await store.add_ban("alice", "a", 1.0)
+    assert [b.name for b in await store.bans()] == ["alice", "carol"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_removing_a_ban_says_whether_there_was_one(store):
+    await with_hosts(store, "alice")
+    await store.add_ban("alice", "why", 1.0)
+    assert await store.remove_ban("alice") is True
+    assert await store.remove_ban("alice") is False
+    assert await store.ban("alice") is None
+    assert await store.bans() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ban_leaves_the_account_and_its_files_alone(store):
+    await with_hosts(store, "alice")
+    await store.add_file("alice", rec("a.txt"))
+    await store.add_ban("alice", "why", 1.0)
+    assert await store.password_hash("alice") == "hash-of-alice"
+    assert await store.holdings() == [Holding("alice", "a.txt", 1, ROOT_A)]
