@@ -444,6 +444,9 @@ class UploadProtocol(LineReceiver, TimeoutMixin):
 class UploadService(Factory):
     """Serves this peer's repository to other peers."""
 
+    #: Use sendfile() where the transport is a plain socket.
+    sendfile = hasattr(os, "sendfile")
+
     def __init__(
         self, repository: Repository, clock: IReactorTime, max_uploads: int | None, upload_rate: int | None
     ) -> None:
@@ -453,8 +456,6 @@ class UploadService(Factory):
         self.bucket = TokenBucket(upload_rate, clock)
         self.connections: set[UploadProtocol] = set()
         self.sent_bytes = 0
-        #: Use sendfile() where the transport is a plain socket.
-        self.sendfile = hasattr(os, "sendfile")
 
     def buildProtocol(self, addr: Any) -> UploadProtocol:
         p = UploadProtocol(self)
