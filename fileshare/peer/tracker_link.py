@@ -16,9 +16,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .. import __version__
 from ..errors import FileshareError, NotLoggedIn, Unavailable
 from ..wire import framing
+from ..wire.messages import hello_fields
 from ..wire.rpc import RPCProtocol
 from .repository import Entry, Repository
 
@@ -94,9 +94,7 @@ class TrackerLink:
         return self.protocol is not None and self.protocol.connected and self.protocol.ready.called
 
     async def handshake(self, protocol: TrackerClientProtocol) -> None:
-        await protocol.call(
-            "hello", timeout=CONNECT_TIMEOUT, versions=[framing.PROTOCOL_VERSION], software=f"fileshare/{__version__}"
-        )
+        await protocol.call("hello", timeout=CONNECT_TIMEOUT, **hello_fields(software=True))
         self.protocol = protocol
         if self.credentials is not None:
             name, password = self.credentials
