@@ -11,6 +11,7 @@ turn), so that is left to :meth:`MessageReceiver.badMessage`.
 from typing import Any
 
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 
 from ..errors import BadRequest, FileshareError
 from . import framing
@@ -47,3 +48,7 @@ class MessageReceiver(LineReceiver):
     def sendError(self, error: FileshareError, **envelope: Any) -> None:
         """Send an error reply for *error*, after the *envelope* fields (an RPC's ``re``)."""
         self.sendMessage({**envelope, **error_reply(error)})
+
+    def connectionLost(self, reason: Failure) -> None:
+        # Twisted leaves ``connected`` set; sendMessage relies on it.
+        self.connected = False
