@@ -63,10 +63,7 @@ class TrackerServerProtocol(RPCProtocol):
 
     def _request_received(self, message: dict[str, Any]) -> None:
         if not self.greeted and message.get("op") != "hello":
-            self._bad += 1
-            self.sendError(hello_required(), re=message.get("id"))
-            if self._bad >= self.MAX_BAD_MESSAGES:
-                self.transport.loseConnection()
+            self.refuse(hello_required(), message.get("id"))
             return
         super()._request_received(message)
 

@@ -72,7 +72,7 @@ class RPCProtocol(MessageReceiver):
     # -- receiving
 
     def badMessage(self, error: BadRequest) -> None:
-        self._bad_message(error.message)
+        self.refuse(error)
 
     def messageReceived(self, message: dict[str, Any]) -> None:
         if "re" in message:
@@ -80,16 +80,17 @@ class RPCProtocol(MessageReceiver):
         elif "id" in message and "op" in message:
             self._request_received(message)
         else:
-            self._bad_message("message is neither a request nor a reply")
+            self.refuse(BadRequest("message is neither a request nor a reply"))
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.sendError(BadRequest(f"line longer than {self.MAX_LENGTH} bytes"), re=None)
         self.transport.loseConnection()
 
-    def _bad_message(self, reason: str, request_id: Any = None) -> None:
+    def refuse(self, error: BadRequest, request_id: Any = None) -> None:
+        """Answer a message that breaks the protocol; the MAX_BAD_MESSAGES-th closes the connection."""
         self._bad += 1
-        log.warn("bad message from {peer}: {reason}", peer=self.transport.getPeer(), reason=reason)
-        self.sendError(BadRequest(reason), re=request_id)
+        log.warn("bad message from {peer}: {reason}", peer=self.transport.getPeer(), reason=error.message)
+        self.sendError(error, re=request_id)
         if self._bad >= self.MAX_BAD_MESSAGES:
             self.transport.loseConnection()
 
@@ -116,7 +117,7 @@ class RPCProtocol(MessageReceiver):
     def _request_received(self, message: dict[str, Any]) -> None:
         request_id, op = message["id"], message["op"]
         if not is_integer(request_id) or not isinstance(op, str):
-            self._bad_message("bad 'id' or 'op'", request_id if is_integer(request_id) else None)
+            self.refuse(BadRequest("bad 'id' or 'op'"), request_id if is_integer(request_id) else None)
             return
         handler = self.handlers.get(op)
         if handler is None:
