@@ -34,7 +34,7 @@ from ..wire.lines import MessageReceiver
 from ..wire.messages import check_hello, hello_required
 from .ratelimit import TokenBucket
 from .repository import Entry, Repository, Stamp
-from .senders import CHUNK, RangeSender, SendfileSender, plain_socket
+from .senders import CAN_READ_CACHED, CHUNK, RangeSender, SendfileSender, plain_socket, read_cached
 from .slots import SLOT_IDLE_GRACE, UploadSlots
 
 __all__ = ["CHUNK", "IDLE_TIMEOUT", "MAX_QUEUED_REQUESTS", "SLOT_IDLE_GRACE", "UploadProtocol", "UploadService"]
@@ -245,7 +245,10 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         if self.service.sendfile and plain_socket(self.transport):
             sender: Any = SendfileSender(self.transport, fd, offset, length, self.clock, self.service.bucket)
         else:
-            sender = RangeSender(self.transport, fd, offset, length, self.clock, self.service.bucket, self._read)
+            cached = read_cached if self.service.cached_reads else None
+            sender = RangeSender(
+                self.transport, fd, offset, length, self.clock, self.service.bucket, self._read, cached
+            )
         self._sender = sender
         return sender.start().addCallbacks(self._sent, self._send_failed, (length,))
 
@@ -329,6 +332,12 @@ class UploadService(Factory):
 
     #: Use sendfile() where the transport is a plain socket.
     sendfile = hasattr(os, "sendfile")
+    #: Read a chunk the page cache holds on the reactor thread, without
+    #: waiting for the disk; only the others go to the threads (see
+    #: RangeSender).  Measured on loopback without sendfile: handing every
+    #: chunk to a thread and reading ahead cost the serving process about a
+    #: third more CPU per byte than reading on the reactor thread.
+    cached_reads = CAN_READ_CACHED
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from fileshare.errors import NotFound
+from fileshare.peer import senders as senders_module
 from fileshare.peer import upload as upload_module
 from fileshare.peer.repository import Entry, Stamp
 from fileshare.peer.source import SourceProtocol
@@ -115,7 +116,9 @@ def build_service(
     repository = FakeRepository()
     entry = repository.publish(path)
     reactor = FakeReactor()
-    return UploadService(repository, reactor, max_uploads, upload_rate, FakeThreads()), entry, data, reactor
+    service = UploadService(repository, reactor, max_uploads, upload_rate, FakeThreads())
+    service.cached_reads = False  # every read goes to the threads; see test_cached_chunk_*
+    return service, entry, data, reactor
 
 
 def connect(service: UploadService, host: str = "192.0.2.9") -> tuple[UploadProtocol, StringTransport]:
@@ -706,6 +709,122 @@ def test_unexpected_failure_in_a_check_drops_the_connection(tmp_path, monkeypatc
     assert transport.value() == b""
 
 
+class PageCache:
+    """``os`` as senders.py sees it, with a preadv that says which reads the page cache could serve."""
+
+    def __init__(self, cached: bool) -> None:
+        self.cached = cached
+        self.reads: list[tuple[int, int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def preadv(self, fd: int, buffers: list[memoryview], offset: int, flags: int) -> int:
+        assert flags == os.RWF_NOWAIT
+        (buf,) = buffers
+        self.reads.append((offset, len(buf)))
+        if not self.cached:
+            raise BlockingIOError()
+        data = os.pread(fd, len(buf), offset)
+        buf[: len(data)] = data
+        return len(data)
+
+
+def test_cached_chunks_are_read_at_once_without_a_thread(tmp_path, monkeypatch):
+    size = 3 * CHUNK
+    service, entry, data, _ = build_service(tmp_path, size=size)
+    service.cached_reads = True
+    cache = PageCache(cached=True)
+    monkeypatch.setattr(senders_module, "os", cache)
+    protocol, transport = connect_served(service)
+    service.threads.held = True
+    request(protocol, op="get", root=entry.root, offset=0, length=size)
+    service.threads.run()
+    assert service.threads.ran == ["open_range"]
+    assert header_and_body(transport) == ({"ok": True, "length": size}, data)
+    assert cache.reads == [(0, CHUNK), (CHUNK, CHUNK), (2 * CHUNK, CHUNK)]
+
+
+class FillingTransport(StringTransport):
+    """Like a TCP transport, pauses its streaming producer on every write: the buffer is full."""
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.producer is not None and self.streaming:
+            self.producer.pauseProducing()
+
+
+def connect_filling(service: UploadService) -> tuple[UploadProtocol, FillingTransport]:
+    protocol = service.buildProtocol(IPv4Address("TCP", "192.0.2.9", 50000))
+    transport = FillingTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(HELLO)
+    assert messages(transport) == [GRANTED]
+    return protocol, transport
+
+
+def test_cached_chunks_are_read_when_they_can_be_written_not_ahead(tmp_path, monkeypatch):
+    size = 3 * CHUNK
+    service, entry, data, _ = build_service(tmp_path, size=size)
+    service.cached_reads = True
+    cache = PageCache(cached=True)
+    monkeypatch.setattr(senders_module, "os", cache)
+    protocol, transport = connect_filling(service)
+    request(protocol, op="get", root=entry.root, offset=0, length=size)
+    # The first chunk is read and written, which fills the transport; nothing is read meanwhile.
+    assert cache.reads == [(0, CHUNK)]
+    sender = transport.producer
+    assert sender.ready == 0 and not sender.reading
+    sender.resumeProducing()
+    assert cache.reads == [(0, CHUNK), (CHUNK, CHUNK)]
+    sender.resumeProducing()
+    assert cache.reads == [(0, CHUNK), (CHUNK, CHUNK), (2 * CHUNK, CHUNK)]
+    assert transport.producer is None
+    assert header_and_body(transport) == ({"ok": True, "length": size}, data)
+    assert service.threads.ran == ["open_range"]
+
+
+def test_chunks_from_the_disk_are_read_ahead_in_a_thread_until_the_cache_has_them(tmp_path, monkeypatch):
+    size = 4 * CHUNK
+    service, entry, data, _ = build_service(tmp_path, size=size)
+    service.cached_reads = True
+    cache = PageCache(cached=False)
+    monkeypatch.setattr(senders_module, "os", cache)
+    protocol, transport = connect_filling(service)
+    threads = service.threads
+    threads.held = True
+    request(protocol, op="get", root=entry.root, offset=0, length=size)
+    threads.run(1)  # open_range
+    assert threads.waiting == ["pread"]
+    threads.run(1)  # the first chunk is written, the transport is full: the next is read ahead
+    assert threads.waiting == ["pread"]
+    threads.run()
+    assert threads.waiting == []  # one chunk in hand, nothing more while paused
+    sender = transport.producer
+    assert sender.ready == CHUNK
+    cache.cached = True
+    sender.resumeProducing()  # writes the chunk in hand; the page cache has the next one
+    assert threads.waiting == []
+    assert cache.reads[-1] == (2 * CHUNK, CHUNK)
+    sender.resumeProducing()
+    sender.resumeProducing()
+    assert transport.producer is None
+    assert header_and_body(transport) == ({"ok": True, "length": size}, data)
+
+
+def test_a_chunk_not_in_the_page_cache_is_read_by_a_thread(tmp_path, monkeypatch):
+    service, entry, data, _ = build_service(tmp_path, size=3000)
+    service.cached_reads = True
+    monkeypatch.setattr(senders_module, "os", PageCache(cached=False))
+    protocol, transport = connect_served(service)
+    service.threads.held = True
+    request(protocol, op="get", root=entry.root, offset=100, length=2000)
+    service.threads.run(1)
+    assert service.threads.waiting == ["pread"]
+    service.threads.run()
+    assert header_and_body(transport) == ({"ok": True, "length": 2000}, data[100:2100])
+
+
 # -- over a real socket, with real threads
 
 
@@ -717,9 +836,13 @@ class Collect:
         self.chunks.append(bytes(data))
 
 
-@pytest.mark.parametrize("sendfile", [False, True], ids=["read-in-threads", "sendfile"])
+@pytest.mark.parametrize(
+    ("sendfile", "cached_reads"),
+    [(False, False), (False, True), (True, False)],
+    ids=["read-in-threads", "read-from-page-cache", "sendfile"],
+)
 @pytest_twisted.ensureDeferred
-async def test_ranges_are_served_over_loopback_by_either_sender(tmp_path, sendfile):
+async def test_ranges_are_served_over_loopback_by_either_sender(tmp_path, sendfile, cached_reads):
     from twisted.internet import reactor
 
     size = 5 * CHUNK + 123
@@ -732,6 +855,7 @@ async def test_ranges_are_served_over_loopback_by_either_sender(tmp_path, sendfi
     threads.start()
     service = UploadService(repository, reactor, None, None, threads)
     service.sendfile = sendfile
+    service.cached_reads = cached_reads
     port = reactor.listenTCP(0, service, interface="127.0.0.1")
     source = None
     try:
