@@ -1,10 +1,11 @@
 """
 Streaming one byte range of an open file to a transport, paced by the upload bucket.
 
-:class:`RangeSender` works on any transport (TLS included): a thread reads
-each chunk, the reactor thread only writes it, and at most one chunk is read
-ahead of the transport so memory does not grow with the file however slow
-the fetcher.  :class:`SendfileSender` is the shortcut for plain sockets.
+:class:`RangeSender` works on any transport (TLS included): the reactor
+thread writes each chunk, reading it itself only when the page cache holds
+it, a thread reads the others, and at most one chunk is read ahead of the
+transport, so memory does not grow with the file however slow the fetcher.
+:class:`SendfileSender` is the shortcut for plain sockets.
 """
 
 import os

@@ -9,10 +9,13 @@ a time; each range is streamed by a producer (:mod:`fileshare.peer.senders`),
 so memory does not grow with the file, and paced by the peer-wide upload
 :class:`TokenBucket`.
 
-Every ``stat``, ``open`` and read runs in the upload service's thread pool,
-never on the reactor thread.  One connection's blocking jobs run one after
-another (a :class:`DeferredLock`), so a request is never checked before the
-one ahead of it has been answered, and a file is not closed under a read.
+Nothing here waits for the disk on the reactor thread: every ``stat`` and
+``open`` runs in the upload service's thread pool, and so does every read
+that could wait (a chunk the page cache holds is read in place with
+``RWF_NOWAIT``, see :class:`~fileshare.peer.senders.RangeSender`).  One
+connection's jobs run one after another (a :class:`DeferredLock`), so a
+request is never checked before the one ahead of it has been answered, and
+a file is not closed under a read.
 """
 
 import os
