@@ -20,6 +20,7 @@ a file is not closed under a read.
 
 import os
 from collections import deque
+from functools import partial
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred
@@ -93,6 +94,21 @@ def _close(fd: int) -> None:
     os.close(fd)
 
 
+class _Answer:
+    """One request on its way: once checked, what sends its reply (or the Failure to report)."""
+
+    checked = False
+    deliver: Any = None
+
+    def settle(self, result: Any) -> None:
+        self.checked = True
+        if isinstance(result, Failure):
+            failure = result
+            self.deliver = lambda: failure
+        else:
+            self.deliver = result
+
+
 class UploadProtocol(MessageReceiver, TimeoutMixin):
     MAX_LENGTH = 4096
 
@@ -100,8 +116,12 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         self.service = service
         self.state = "hello"  # hello -> waiting -> serving
         self._requests: deque[dict[str, Any] | FileshareError] = deque()
-        #: A request is being answered (checked in a thread, or its range streamed).
-        self._busy = False
+        #: Requests checked or being checked, in order, whose replies are not sent yet.
+        self._answers: deque[_Answer] = deque()
+        self._checking = False
+        self._delivering = False
+        #: Descriptors of replaced files, closed once the range being sent is done.
+        self._retired: list[int] = []
         self._looping = False
         self._aborted = False
         self._greeting: dict[str, Any] = {}
@@ -188,59 +208,91 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         self._next()
 
     # -- answering, in order
+    #
+    # Each request is answered in two steps: it is checked (in the threads:
+    # the file still published, the range valid, the file open), then its
+    # reply is sent (and its range streamed).  The next request is checked
+    # while the range ahead of it is still streaming, so no thread round trip
+    # sits between two bodies; replies still go out strictly in order.
 
     def _next(self) -> None:
-        """Answer queued requests in order, one at a time."""
+        """Check the next request ahead of time and send replies in order, one range at a time."""
         if self._reading_paused and len(self._requests) <= MAX_QUEUED_REQUESTS // 4:
             self._reading_paused = False
             self.transport.resumeProducing()
         if self._looping:
-            return  # an answer finished at once; the loop below goes on
+            return  # a step finished at once; the loop below goes on
         self._looping = True
         try:
-            while self._can_answer() and self._requests:
-                message = self._requests.popleft()
-                self._busy = True
-                d = maybeDeferred(self._answer, message)
-                d.addErrback(self._failed)
-                d.addBoth(self._answered)
+            progress = True
+            while progress and self._can_answer():
+                progress = False
+                if not self._delivering and self._answers and self._answers[0].checked:
+                    answer = self._answers.popleft()
+                    self._delivering = True
+                    d = maybeDeferred(answer.deliver)
+                    d.addErrback(self._failed)
+                    d.addBoth(self._delivered)
+                    progress = True
+                if not self._checking and self._requests and len(self._answers) + self._delivering < 2:
+                    answer = _Answer()
+                    self._answers.append(answer)
+                    self._checking = True
+                    d = maybeDeferred(self._check, self._requests.popleft())
+                    d.addBoth(answer.settle)
+                    d.addBoth(self._checked)
+                    progress = True
         finally:
             self._looping = False
         if self.connected:
             self._update_idle()
 
     def _can_answer(self) -> bool:
-        return self.state == "serving" and not self._busy and self.connected and not self._aborted
+        return self.state == "serving" and self.connected and not self._aborted
 
-    def _answered(self, _: object) -> None:
-        self._busy = False
+    @property
+    def _busy(self) -> bool:
+        return self._delivering or self._checking or bool(self._answers)
+
+    def _checked(self, _: object) -> None:
+        self._checking = False
         self._next()
 
-    def _answer(self, message: dict[str, Any] | FileshareError) -> Deferred | None:
+    def _delivered(self, _: object) -> None:
+        self._delivering = False
+        retired, self._retired = self._retired, []
+        for fd in retired:
+            _close(fd)
+        self._next()
+
+    def _check(self, message: dict[str, Any] | FileshareError) -> Any:
+        """Check a request; what sends its reply (a Failure if it is to be refused)."""
         if isinstance(message, FileshareError):
             raise message
         if message["op"] == "pieces":
             entry = self._entry(message)
-            return self.blocking(check_published, entry).addCallback(self._send_pieces, entry)
+            return self.blocking(check_published, entry).addCallback(lambda _: partial(self._send_pieces, entry))
         if message["op"] == "get":
             entry = self._entry(message)
             held = self._files.get(entry.path)
-            return self.blocking(open_range, entry, message, held).addCallback(self._send_range, entry.path, held)
+            d = self.blocking(open_range, entry, message, held)
+            return d.addCallback(self._opened, entry.path, held)
         raise BadRequest(f"unknown op {message['op']!r}", "unknown-op")
 
     def _entry(self, message: dict[str, Any]) -> Entry:
         return self.service.repository.servable(field(message, "root", str))
 
-    def _send_pieces(self, _: object, entry: Entry) -> None:
+    def _send_pieces(self, entry: Entry) -> None:
         d = entry.digest
         self.sendMessage({"ok": True, "size": d.size, "piece_size": d.piece_size, "pieces": d.pieces.hex()})
 
-    def _send_range(self, opened: tuple[int, int, int], path: str, held: int | None) -> Deferred | None:
+    def _opened(self, opened: tuple[int, int, int], path: str, held: int | None) -> Any:
         fd, offset, length = opened
         if fd != held:
             self._keep(path, fd, held)
-        if not self.connected:
-            return None
+        return partial(self._send_range, fd, offset, length)
+
+    def _send_range(self, fd: int, offset: int, length: int) -> Deferred | None:
         self.sendMessage({"ok": True, "length": length})
         if not length:
             return None
@@ -259,12 +311,15 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         return self.blocking(os.pread, fd, size, offset)
 
     def _keep(self, path: str, fd: int, held: int | None) -> None:
-        """Hold a newly opened *fd* for *path*, closing the one it replaces (the file was replaced)."""
+        """Hold a newly opened *fd* for *path*; the one it replaces (the file was replaced) is retired."""
         if not self.connected:
             _close(fd)  # _forget has closed the others already
             return
         if held is not None:
-            _close(held)
+            if self._delivering:
+                self._retired.append(held)  # the range being sent may read it still
+            else:
+                _close(held)
         self._files[path] = fd
 
     def _sent(self, _: object, length: int) -> None:
@@ -317,7 +372,8 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         def close(lock: DeferredLock) -> None:
             try:
                 files, self._files = self._files, {}
-                for fd in files.values():
+                retired, self._retired = self._retired, []
+                for fd in [*files.values(), *retired]:
                     _close(fd)
             finally:
                 lock.release()

@@ -784,6 +784,61 @@ def test_cached_chunks_are_read_when_they_can_be_written_not_ahead(tmp_path, mon
     assert service.threads.ran == ["open_range"]
 
 
+def test_the_next_request_is_checked_while_a_range_streams_and_answered_after_it(tmp_path, monkeypatch):
+    size = 2 * CHUNK
+    service, entry, data, _ = build_service(tmp_path, size=size)
+    service.cached_reads = True
+    monkeypatch.setattr(senders_module, "os", PageCache(cached=True))
+    protocol, transport = connect_filling(service)
+    threads = service.threads
+    threads.held = True
+    request(protocol, op="get", root=entry.root, offset=0, length=size)
+    request(protocol, op="get", root=entry.root, offset=5, length=10)
+    request(protocol, op="pieces", root=entry.root)
+    threads.run(1)  # the first range is checked and starts streaming
+    assert threads.waiting == ["open_range"]  # the second is checked meanwhile, the third not yet
+    threads.run()
+    assert threads.waiting == []
+    assert transport.value() == b'{"ok":true,"length":%d}\n' % size + data[:CHUNK]
+    transport.producer.resumeProducing()  # the rest of the first range; then the second goes out
+    assert threads.waiting == ["check_published"]
+    threads.run()
+    pieces = {"ok": True, "size": size, "piece_size": MiB, "pieces": entry.digest.pieces.hex()}
+    assert transport.value() == (
+        b'{"ok":true,"length":%d}\n' % size
+        + data
+        + b'{"ok":true,"length":10}\n'
+        + data[5:15]
+        + json.dumps(pieces, separators=(",", ":")).encode()
+        + b"\n"
+    )
+
+
+def test_a_file_replaced_during_a_range_is_closed_only_after_it(tmp_path, monkeypatch):
+    size = 2 * CHUNK
+    service, entry, data, _ = build_service(tmp_path, size=size)
+    service.cached_reads = True
+    monkeypatch.setattr(senders_module, "os", PageCache(cached=True))
+    protocol, transport = connect_filling(service)
+    threads = service.threads
+    threads.held = True
+    request(protocol, op="get", root=entry.root, offset=0, length=size)
+    threads.run()
+    (first,) = protocol._files.values()
+    new = content(3000)
+    (tmp_path / "new.bin").write_bytes(new)
+    os.replace(tmp_path / "new.bin", entry.path)
+    republished = service.repository.publish(Path(entry.path))
+    request(protocol, op="get", root=republished.root, offset=0, length=10)
+    threads.run()  # checked while the first range streams: the path is opened again
+    os.fstat(first)  # still open: the first range is read from it
+    transport.producer.resumeProducing()
+    with pytest.raises(OSError):
+        os.fstat(first)
+    header, body = header_and_body(transport)
+    assert body == data[:size] + b'{"ok":true,"length":10}\n' + new[:10]
+
+
 def test_chunks_from_the_disk_are_read_ahead_in_a_thread_until_the_cache_has_them(tmp_path, monkeypatch):
     size = 4 * CHUNK
     service, entry, data, _ = build_service(tmp_path, size=size)
