@@ -13,9 +13,9 @@ Nothing here waits for the disk on the reactor thread: every ``stat`` and
 ``open`` runs in the upload service's thread pool, and so does every read
 that could wait (a chunk the page cache holds is read in place with
 ``RWF_NOWAIT``, see :class:`~fileshare.peer.senders.RangeSender`).  One
-connection's jobs run one after another (a :class:`DeferredLock`), so a
-request is never checked before the one ahead of it has been answered, and
-a file is not closed under a read.
+connection's jobs run one after another (a :class:`DeferredLock`), so
+requests are checked in order and a file is not closed under a read; a
+request is checked at most one ahead of the reply being sent.
 """
 
 import os
@@ -32,12 +32,13 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from ..errors import BadRequest, FileshareError, NotFound
-from ..wire.framing import count, field
+from ..errors import BadRequest, FileshareError
+from ..wire.framing import field
 from ..wire.lines import MessageReceiver
 from ..wire.messages import check_hello, hello_required
+from .published import check_published, close_file, open_range
 from .ratelimit import TokenBucket
-from .repository import Entry, Repository, Stamp
+from .repository import Entry, Repository
 from .senders import CAN_READ_CACHED, CHUNK, RangeSender, SendfileSender, plain_socket, read_cached
 from .slots import SLOT_IDLE_GRACE, UploadSlots
 
@@ -49,49 +50,6 @@ log = Logger()
 MAX_QUEUED_REQUESTS = 16
 #: A connection that sends nothing for this long while idle is closed.
 IDLE_TIMEOUT = 60.0
-
-
-# -- blocking helpers, run in the upload threads
-
-
-def check_published(entry: Entry) -> None:
-    """Raise NotFound unless the file at *entry*'s path is still the one published."""
-    try:
-        st = os.stat(entry.path)
-    except OSError:
-        raise NotFound("the published file is gone from disk") from None
-    if Stamp.of(st) != entry.stamp:
-        raise NotFound("the published file has changed since it was published")
-
-
-def open_range(entry: Entry, message: dict[str, Any], fd: int | None) -> tuple[int, int, int]:
-    """Check a ``get`` against the published file: ``(fd, offset, length)`` to serve.
-
-    *fd* is the descriptor this connection already holds for the path, kept
-    if it still is the published file; otherwise the file is opened again.
-    The checks come in the order the protocol has always made them.
-    """
-    check_published(entry)
-    offset, length = count(message, "offset"), count(message, "length")
-    if offset + length > entry.size:
-        raise BadRequest("range is beyond the end of the file", "range")
-    if fd is not None and Stamp.of(os.fstat(fd)) == entry.stamp:
-        return fd, offset, length
-    try:
-        fd = os.open(entry.path, os.O_RDONLY)
-    except OSError as e:
-        raise NotFound(f"the published file cannot be read: {e.strerror}") from None
-    if Stamp.of(os.fstat(fd)) != entry.stamp:
-        os.close(fd)
-        raise NotFound("the published file has changed since it was published")
-    return fd, offset, length
-
-
-def _close(fd: int) -> None:
-    # A read-only descriptor has nothing to flush: closing it does not wait
-    # for the disk, so it is done on the reactor thread, once no read of
-    # this connection is in flight (see UploadProtocol._forget).
-    os.close(fd)
 
 
 class _Answer:
@@ -262,7 +220,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         self._delivering = False
         retired, self._retired = self._retired, []
         for fd in retired:
-            _close(fd)
+            close_file(fd)
         self._next()
 
     def _check(self, message: dict[str, Any] | FileshareError) -> Any:
@@ -313,13 +271,13 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
     def _keep(self, path: str, fd: int, held: int | None) -> None:
         """Hold a newly opened *fd* for *path*; the one it replaces (the file was replaced) is retired."""
         if not self.connected:
-            _close(fd)  # _forget has closed the others already
+            close_file(fd)  # _forget has closed the others already
             return
         if held is not None:
             if self._delivering:
                 self._retired.append(held)  # the range being sent may read it still
             else:
-                _close(held)
+                close_file(held)
         self._files[path] = fd
 
     def _sent(self, _: object, length: int) -> None:
@@ -374,7 +332,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
                 files, self._files = self._files, {}
                 retired, self._retired = self._retired, []
                 for fd in [*files.values(), *retired]:
-                    _close(fd)
+                    close_file(fd)
             finally:
                 lock.release()
 

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from fileshare.errors import NotFound
+from fileshare.peer import published as published_module
 from fileshare.peer import senders as senders_module
 from fileshare.peer import upload as upload_module
 from fileshare.peer.repository import Entry, Stamp
@@ -537,7 +538,7 @@ def test_replaced_and_republished_file_is_served_with_its_new_content(tmp_path):
 
 
 class RecordingOs:
-    """The ``os`` module as upload.py sees it: file calls are noted in ``calls``, some may be replaced."""
+    """The ``os`` module as upload.py and published.py see it: file calls are noted, some replaced."""
 
     FILE_CALLS = frozenset({"stat", "open", "fstat", "pread", "close"})
 
@@ -563,6 +564,7 @@ def test_files_are_only_touched_by_the_upload_threads(tmp_path, monkeypatch):
     protocol, transport = connect_served(service)
     recording = RecordingOs()
     monkeypatch.setattr(upload_module, "os", recording)
+    monkeypatch.setattr(published_module, "os", recording)
     service.threads.held = True
     request(protocol, op="pieces", root=entry.root)
     request(protocol, op="get", root=entry.root, offset=0, length=3000)
@@ -685,7 +687,7 @@ def test_connection_lost_while_its_file_is_opened_closes_the_file_and_sends_noth
     service, entry, _, _ = build_service(tmp_path)
     protocol, transport = connect_served(service)
     opened: list[int] = []
-    monkeypatch.setattr(upload_module, "os", RecordingOs(open=lambda *a: opened.append(os.open(*a)) or opened[-1]))
+    monkeypatch.setattr(published_module, "os", RecordingOs(open=lambda *a: opened.append(os.open(*a)) or opened[-1]))
     service.threads.held = True
     request(protocol, op="get", root=entry.root, offset=0, length=10)
     lose(protocol)
@@ -700,7 +702,7 @@ def test_connection_lost_while_its_file_is_opened_closes_the_file_and_sends_noth
 def test_unexpected_failure_in_a_check_drops_the_connection(tmp_path, monkeypatch):
     service, entry, _, _ = build_service(tmp_path)
     protocol, transport = connect_served(service)
-    monkeypatch.setattr(upload_module, "os", RecordingOs(fstat=lambda fd: 1 / 0))
+    monkeypatch.setattr(published_module, "os", RecordingOs(fstat=lambda fd: 1 / 0))
     monkeypatch.setattr(upload_module, "log", Logger(observer=lambda event: None))
     request(protocol, op="get", root=entry.root, offset=0, length=10)
     assert transport.value() == b""
