@@ -1,10 +1,12 @@
 """
 Transfer benchmark: fileshare against the practical limit and against BitTorrent.
 
-Run it with the Python of the venv where fileshare is installed (the twistd
-next to that interpreter is used to start the tracker and the peers)::
+Run it from the checkout with the Python of the venv where fileshare is
+installed (the twistd next to that interpreter starts the tracker and the
+peers; ``PYTHONPATH`` lets it find the checkout's ``twisted/plugins``)::
 
-    /work/venv/bin/python bench/transfer.py [--size-mib 1024] [--small-count 1000] [--repeat N] [--keep]
+    PYTHONPATH=$PWD .venv/bin/python bench/transfer.py [--size-mib 1024] [--small-count 1000] [--repeat N]
+        [--no-sendfile] [--keep]
 
 It is not part of the test suite.  Everything happens on loopback, under one
 temporary directory that is removed at the end (unless ``--keep``):
@@ -30,6 +32,9 @@ temporary directory that is removed at the end (unless ``--keep``):
 * once: a fresh leecher fetches the small files one after another over one
   console connection; the per-file overhead is
   ``(total time - bytes / single-source rate) / count``;
+* with ``--no-sendfile`` the peers never use ``sendfile()``: every range
+  is read by the peer and written through the transport, the path a TLS
+  connection takes;
 * the peak RSS of every leecher (``/proc/PID/status``: VmRSS sampled during
   the fetch, and VmHWM at its end).
 
@@ -338,12 +343,24 @@ class Peer:
     console: Console
 
 
+#: Runs twistd with sendfile() switched off in the upload service (``--no-sendfile``).
+TWISTD_WITHOUT_SENDFILE = (
+    "import sys\n"
+    "from fileshare.peer.upload import UploadService\n"
+    "from twisted.scripts.twistd import run\n"
+    "UploadService.sendfile = False\n"
+    "sys.argv[0] = 'twistd'\n"
+    "run()\n"
+)
+
+
 class Swarm:
     """A tracker and peers, each a ``twistd -n`` subprocess with its state under *directory*."""
 
-    def __init__(self, directory: str, procs: Processes) -> None:
+    def __init__(self, directory: str, procs: Processes, sendfile: bool = True) -> None:
         self.directory = directory
         self.procs = procs
+        self.sendfile = sendfile
         self.twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         if not os.path.exists(self.twistd):
             raise BenchError(f"no twistd next to {sys.executable}; run this with the venv's python")
@@ -352,7 +369,8 @@ class Swarm:
 
     def _twistd(self, name: str, plugin: str, options: list[str]) -> subprocess.Popen:
         log = os.path.join(self.directory, "logs", f"{name}.log")
-        argv = [self.twistd, "-n", "--pidfile=", f"--logfile={log}", plugin, *options]
+        twistd = [self.twistd] if self.sendfile else [sys.executable, "-c", TWISTD_WITHOUT_SENDFILE]
+        argv = [*twistd, "-n", "--pidfile=", f"--logfile={log}", plugin, *options]
         return self.procs.start(argv, os.path.join(self.directory, "logs", f"{name}.out"), cwd=self.directory)
 
     def start_tracker(self) -> None:
@@ -697,7 +715,7 @@ def run(args: argparse.Namespace, workdir: str, procs: Processes) -> Results:
     results = Results(data.big_size, small_count=args.small_count)
 
     print("starting the tracker and the seeders ...", flush=True)
-    swarm = Swarm(os.path.join(workdir, "fileshare"), procs)
+    swarm = Swarm(os.path.join(workdir, "fileshare"), procs, sendfile=not args.no_sendfile)
     swarm.start_tracker()
     seeders = [swarm.start_peer("seeder1"), swarm.start_peer("seeder2")]
     publish_timeout = transfer_timeout(data.big_size)
@@ -786,6 +804,7 @@ def report(results: Results, args: argparse.Namespace) -> None:
     print(
         f"fileshare transfer benchmark: {args.size_mib} MiB random file, {args.small_count} x 64 KiB files, "
         f"{args.repeat} round{'s' if args.repeat != 1 else ''} (medians)"
+        + (", peers without sendfile()" if args.no_sendfile else "")
     )
     print()
     print(f"{'measurement':<26} {'MB/s':>8} {'vs plain':>9} {'vs aria2':>9}")
@@ -850,6 +869,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size-mib", type=int, default=1024, help="size of the big file in MiB (default 1024)")
     parser.add_argument("--small-count", type=int, default=1000, help="number of 64 KiB files (default 1000)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of the big-file measurements (default 1)")
+    parser.add_argument(
+        "--no-sendfile",
+        action="store_true",
+        help="peers serve without sendfile(), reading and writing through the transport as under TLS",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (data, logs, copies)")
     args = parser.parse_args(argv)
     if args.size_mib < 1 or args.small_count < 0 or args.repeat < 1:

@@ -83,7 +83,13 @@ class PeerService(service.MultiService):
         ThreadPoolService(metadata).setServiceParent(self)
         self.repository = Repository(options["repo"], reactor, publishing, metadata)
         CallbackService(self.repository.close).setServiceParent(self)
-        self.uploads = UploadService(self.repository, reactor, options["max-uploads"], options["upload-rate"])
+        # Uploads open, check and read files in their own small pool, so a
+        # slow disk delays uploads only, never the reactor or hashing.
+        uploading = ThreadPool(minthreads=0, maxthreads=2, name="fileshare-peer-upload")
+        ThreadPoolService(uploading).setServiceParent(self)
+        self.uploads = UploadService(
+            self.repository, reactor, options["max-uploads"], options["upload-rate"], uploading
+        )
         self.listener = ListeningService(reactor, options["listen"], self.uploads, "peer uploads", "--listen")
         self.listener.setServiceParent(self)
         self.tracker = TrackerLink(

@@ -12,13 +12,13 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
-from ..errors import BadRequest, FileshareError, Unavailable, error_from_reply
-from ..wire import framing
+from ..errors import BadRequest, Unavailable
+from ..wire.framing import is_integer
+from ..wire.lines import MessageReceiver
+from ..wire.messages import hello_fields, reply_error
 from .ratelimit import TokenBucket
 
 log = Logger()
@@ -30,10 +30,11 @@ class Sink(Protocol):
     def write(self, data: memoryview) -> None: ...
 
 
-class SourceProtocol(LineReceiver):
-    delimiter = b"\n"
-    MAX_LENGTH = framing.MAX_LINE
+#: The message of an error reply that does not say what went wrong.
+REFUSED = "source refused the request"
 
+
+class SourceProtocol(MessageReceiver):
     def __init__(self, clock: IReactorTime, bucket: TokenBucket | None = None) -> None:
         self.clock = clock
         self.bucket = bucket
@@ -56,7 +57,7 @@ class SourceProtocol(LineReceiver):
         # of the Python calls per byte on the hot path.
         if hasattr(self.transport, "bufferSize"):
             self.transport.bufferSize = RECV_SIZE
-        self.transport.write(framing.encode({"op": "hello", "versions": [framing.PROTOCOL_VERSION]}))
+        self.sendMessage({"op": "hello", **hello_fields()})
 
     # -- requests
 
@@ -72,7 +73,7 @@ class SourceProtocol(LineReceiver):
             d.errback(Unavailable("connection to source is closed"))
             return d
         self._expect.append((kind, d, sink))
-        self.transport.write(framing.encode(message))
+        self.sendMessage(message)
         return d
 
     @property
@@ -88,17 +89,18 @@ class SourceProtocol(LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         self.last_progress = self.clock.seconds()
-        try:
-            message = framing.decode(line)
-        except BadRequest as e:
-            self._protocol_error(f"source sent a bad message: {e.message}")
-            return
+        super().lineReceived(line)
+
+    def badMessage(self, error: BadRequest) -> None:
+        self._protocol_error(f"source sent a bad message: {error.message}")
+
+    def messageReceived(self, message: dict[str, Any]) -> None:
         if self.on_first_line is not None:
             first, self.on_first_line = self.on_first_line, None
             first()
         if not self.greeted.called:
             if "queued" in message and "ok" not in message:
-                self.queue_position = message["queued"] if isinstance(message["queued"], int) else None
+                self.queue_position = message["queued"] if is_integer(message["queued"]) else None
                 if self.on_queued is not None and self.queue_position is not None:
                     self.on_queued(self.queue_position)
                 return
@@ -106,7 +108,7 @@ class SourceProtocol(LineReceiver):
             if message.get("ok") is True:
                 self.greeted.callback(self)
             else:
-                self.greeted.errback(_reply_error(message))
+                self.greeted.errback(reply_error(message, REFUSED))
                 self.transport.loseConnection()
             return
         if not self._expect:
@@ -116,13 +118,13 @@ class SourceProtocol(LineReceiver):
         if kind == "get":
             sink, wanted = sink
         if message.get("ok") is not True:
-            d.errback(_reply_error(message))
+            d.errback(reply_error(message, REFUSED))
             return
         if kind == "pieces":
             d.callback(message)
             return
         length = message.get("length")
-        if not isinstance(length, int) or isinstance(length, bool) or length != wanted:
+        if not is_integer(length) or length != wanted:
             d.errback(BadRequest("source sent a bad length"))
             self.transport.loseConnection()
             return
@@ -187,18 +189,3 @@ class SourceProtocol(LineReceiver):
         expect, self._expect = self._expect, deque()
         for _, d, _ in expect:
             d.errback(why)
-
-
-def _reply_error(message: dict[str, Any]) -> FileshareError:
-    code = message.get("code") if isinstance(message.get("code"), str) else "failed"
-    text = message.get("message") if isinstance(message.get("message"), str) else "source refused the request"
-    return error_from_reply(code, text)
-
-
-class SourceFactory(Factory):
-    def __init__(self, clock: IReactorTime, bucket: TokenBucket | None) -> None:
-        self.clock = clock
-        self.bucket = bucket
-
-    def buildProtocol(self, addr: Any) -> SourceProtocol:
-        return SourceProtocol(self.clock, self.bucket)

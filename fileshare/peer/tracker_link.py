@@ -24,10 +24,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .. import __version__
 from ..errors import FileshareError, NotLoggedIn, Unavailable
 from ..wire import framing
 from ..wire.framing import field
+from ..wire.messages import hello_fields
 from ..wire.rpc import RPCProtocol
 from .interfaces import ITrackerLink
 from .repository import Entry, Repository
@@ -124,9 +124,7 @@ class TrackerLink:
         return self.protocol is not None and self.protocol.connected and self.protocol.ready.called
 
     async def handshake(self, protocol: TrackerClientProtocol) -> None:
-        await protocol.call(
-            "hello", timeout=CONNECT_TIMEOUT, versions=[framing.PROTOCOL_VERSION], software=f"fileshare/{__version__}"
-        )
+        await protocol.call("hello", timeout=CONNECT_TIMEOUT, **hello_fields(software=True))
         self.protocol = protocol
         if self.credentials is not None:
             await self._relogin(protocol)

@@ -10,11 +10,10 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .. import __version__
 from ..errors import BadRequest, NotLoggedIn, Unavailable
 from ..names import check_fname
-from ..wire import framing
 from ..wire.framing import count, field
+from ..wire.messages import SOFTWARE, check_hello, hello_required
 from ..wire.rpc import RPCProtocol
 from .directory import Directory
 from .store import FileRecord
@@ -86,12 +85,7 @@ class TrackerServerProtocol(RPCProtocol):
 
     def _request_received(self, message: dict[str, Any]) -> None:
         if not self.greeted and message.get("op") != "hello":
-            self._bad += 1
-            self.sendMessage(
-                {"re": message.get("id"), "ok": False, "code": "hello-required", "message": "send 'hello' first"}
-            )
-            if self._bad >= self.MAX_BAD_MESSAGES:
-                self.transport.loseConnection()
+            self.refuse(hello_required(), message.get("id"))
             return
         super()._request_received(message)
 
@@ -101,11 +95,9 @@ class TrackerServerProtocol(RPCProtocol):
         return self.host
 
     def hello(self, message: dict[str, Any]) -> dict[str, Any]:
-        versions = [v for v in field(message, "versions", list) if isinstance(v, int) and not isinstance(v, bool)]
-        if framing.PROTOCOL_VERSION not in versions:
-            raise BadRequest(f"no common protocol version (tracker speaks {framing.PROTOCOL_VERSION})", "version")
+        reply = check_hello(message, "tracker")
         self.greeted = True
-        return {"version": framing.PROTOCOL_VERSION, "software": f"fileshare/{__version__}"}
+        return {**reply, "software": SOFTWARE}
 
     async def register(self, message: dict[str, Any]) -> dict[str, Any]:
         await self.directory.register(

@@ -44,6 +44,11 @@ def decode(line: bytes) -> dict[str, Any]:
     return message
 
 
+def is_integer(value: Any) -> bool:
+    """Whether a decoded JSON value is an integer: ``true``/``false`` are not numbers on the wire."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def field(message: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
     """Fetch a typed field from a message, raising BadRequest if absent or wrong."""
     if name not in message:

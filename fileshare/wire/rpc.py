@@ -15,26 +15,26 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
-from ..errors import BadRequest, FileshareError, Unavailable, error_from_reply
+from ..errors import BadRequest, FileshareError, Unavailable
 from . import framing
+from .framing import is_integer
+from .lines import MessageReceiver
+from .messages import reply_error
 
 log = Logger()
 
 Handler = Callable[[dict[str, Any]], Any]
 
 
-class RPCProtocol(LineReceiver):
+class RPCProtocol(MessageReceiver):
     """One end of a request/reply connection.
 
     Subclasses register handlers in ``self.handlers`` (op name to a function
     taking the request and returning a reply dict, a Deferred or a coroutine).
     """
 
-    delimiter = b"\n"
-    MAX_LENGTH = framing.MAX_LINE
     #: Bad lines tolerated before the connection is dropped.
     MAX_BAD_MESSAGES = 10
 
@@ -69,41 +69,34 @@ class RPCProtocol(LineReceiver):
         self.sendMessage({"id": request_id, "op": op, **fields})
         return d
 
-    def sendMessage(self, message: dict[str, Any]) -> None:
-        if self.connected:
-            self.transport.write(framing.encode(message))
-
     # -- receiving
 
-    def lineReceived(self, line: bytes) -> None:
-        try:
-            message = framing.decode(line)
-        except BadRequest as e:
-            self._bad_message(e.message)
-            return
+    def badMessage(self, error: BadRequest) -> None:
+        self.refuse(error)
+
+    def messageReceived(self, message: dict[str, Any]) -> None:
         if "re" in message:
             self._reply_received(message)
         elif "id" in message and "op" in message:
             self._request_received(message)
         else:
-            self._bad_message("message is neither a request nor a reply")
+            self.refuse(BadRequest("message is neither a request nor a reply"))
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self.sendMessage(
-            {"re": None, "ok": False, "code": "bad-request", "message": f"line longer than {self.MAX_LENGTH} bytes"}
-        )
+        self.sendError(BadRequest(f"line longer than {self.MAX_LENGTH} bytes"), re=None)
         self.transport.loseConnection()
 
-    def _bad_message(self, reason: str, request_id: Any = None) -> None:
+    def refuse(self, error: BadRequest, request_id: Any = None) -> None:
+        """Answer a message that breaks the protocol; the MAX_BAD_MESSAGES-th closes the connection."""
         self._bad += 1
-        log.warn("bad message from {peer}: {reason}", peer=self.transport.getPeer(), reason=reason)
-        self.sendMessage({"re": request_id, "ok": False, "code": "bad-request", "message": reason})
+        log.warn("bad message from {peer}: {reason}", peer=self.transport.getPeer(), reason=error.message)
+        self.sendError(error, re=request_id)
         if self._bad >= self.MAX_BAD_MESSAGES:
             self.transport.loseConnection()
 
     def _reply_received(self, message: dict[str, Any]) -> None:
         request_id = message.get("re")
-        entry = self._pending.get(request_id) if _is_id(request_id) else None
+        entry = self._pending.get(request_id) if is_integer(request_id) else None
         if entry is None:
             if request_id is None and message.get("ok") is False:
                 log.warn("the other side rejected a message: {message}", message=message.get("message"))
@@ -119,14 +112,12 @@ class RPCProtocol(LineReceiver):
                 message["items"] = items
             d.callback(message)
         else:
-            code = message.get("code") if isinstance(message.get("code"), str) else "failed"
-            text = message.get("message") if isinstance(message.get("message"), str) else "request failed"
-            d.errback(error_from_reply(code, text))
+            d.errback(reply_error(message))
 
     def _request_received(self, message: dict[str, Any]) -> None:
         request_id, op = message["id"], message["op"]
-        if not _is_id(request_id) or not isinstance(op, str):
-            self._bad_message("bad 'id' or 'op'", request_id if _is_id(request_id) else None)
+        if not is_integer(request_id) or not isinstance(op, str):
+            self.refuse(BadRequest("bad 'id' or 'op'"), request_id if is_integer(request_id) else None)
             return
         handler = self.handlers.get(op)
         if handler is None:
@@ -150,11 +141,11 @@ class RPCProtocol(LineReceiver):
 
     def _send_error(self, failure: Failure, request_id: int, op: str) -> None:
         if failure.check(FileshareError):
-            code, message = failure.value.code, failure.value.message
+            error = failure.value
         else:
             log.failure("handling {op!r} failed", failure, op=op)
-            code, message = "internal", "internal error"
-        self.sendMessage({"re": request_id, "ok": False, "code": code, "message": message})
+            error = FileshareError("internal error", "internal")
+        self.sendError(error, re=request_id)
 
     def connectionLost(self, reason: Failure) -> None:
         self.connected = False
@@ -163,10 +154,6 @@ class RPCProtocol(LineReceiver):
             if timer is not None and timer.active():
                 timer.cancel()
             d.errback(Unavailable("connection lost"))
-
-
-def _is_id(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _run(handler: Handler, message: dict[str, Any]) -> Any:

@@ -1,20 +1,31 @@
 """UploadProtocol / UploadService: the serving side of the transfer protocol, on StringTransport and a Clock."""
 
+import functools
 import json
 import os
 import random
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
 from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 from fileshare.errors import NotFound
+from fileshare.peer import published as published_module
+from fileshare.peer import senders as senders_module
+from fileshare.peer import upload as upload_module
 from fileshare.peer.repository import Entry, Stamp
+from fileshare.peer.source import SourceProtocol
 from fileshare.peer.upload import CHUNK, IDLE_TIMEOUT, SLOT_IDLE_GRACE, UploadProtocol, UploadService
 from fileshare.pieces import hash_file
 
@@ -41,6 +52,57 @@ class FakeRepository:
         return entry
 
 
+class FakeReactor(Clock):
+    """A Clock that takes results back from the (fake) threads at once."""
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+class FakeThreads:
+    """The upload thread pool, run on the test's thread: deterministic.
+
+    Jobs run as soon as they are submitted, unless ``held``; then they wait
+    in ``jobs`` until the test runs them with :meth:`run`.  ``ran`` names
+    every job run, in order (``check_published``, ``open_range``, ``pread``).
+    """
+
+    def __init__(self) -> None:
+        self.held = False
+        self.jobs: deque[tuple[Callable[..., Any], Callable[..., Any], tuple[Any, ...]]] = deque()
+        self.ran: list[str] = []
+        self._running = False
+
+    def callInThreadWithCallback(self, on_result: Callable[..., Any], f: Callable[..., Any], *args: Any) -> None:
+        self.jobs.append((on_result, f, args))
+        if not self.held:
+            self.run()
+
+    @property
+    def waiting(self) -> list[str]:
+        return [f.__name__ for _, f, _ in self.jobs]
+
+    def run(self, count: int | None = None) -> None:
+        """Run *count* waiting jobs (all, and any they lead to, by default), oldest first."""
+        if self._running:
+            return
+        self._running = True
+        try:
+            while self.jobs and (count is None or count > 0):
+                on_result, f, args = self.jobs.popleft()
+                self.ran.append(f.__name__)
+                if count is not None:
+                    count -= 1
+                try:
+                    result = f(*args)
+                except BaseException:
+                    on_result(False, Failure())
+                else:
+                    on_result(True, result)
+        finally:
+            self._running = False
+
+
 def content(size: int) -> bytes:
     """Random but repeatable bytes, so a misplaced range shows."""
     return random.Random(size).randbytes(size)
@@ -48,14 +110,16 @@ def content(size: int) -> bytes:
 
 def build_service(
     tmp_path: Path, size: int = 3000, max_uploads: int | None = None, upload_rate: int | None = None
-) -> tuple[UploadService, Entry, bytes, Clock]:
+) -> tuple[UploadService, Entry, bytes, FakeReactor]:
     data = content(size)
     path = tmp_path / "shared.bin"
     path.write_bytes(data)
     repository = FakeRepository()
     entry = repository.publish(path)
-    clock = Clock()
-    return UploadService(repository, clock, max_uploads, upload_rate), entry, data, clock
+    reactor = FakeReactor()
+    service = UploadService(repository, reactor, max_uploads, upload_rate, FakeThreads())
+    service.cached_reads = False  # every read goes to the threads; see test_cached_chunk_*
+    return service, entry, data, reactor
 
 
 def connect(service: UploadService, host: str = "192.0.2.9") -> tuple[UploadProtocol, StringTransport]:
@@ -156,10 +220,12 @@ def test_get_streams_exactly_the_range(tmp_path):
     service, entry, data, clock = build_service(tmp_path, size=size)
     protocol, transport = connect_served(service)
     offset, length = 1234, CHUNK + 4000
+    service.threads.held = True
     request(protocol, op="get", root=entry.root, offset=offset, length=length)
+    service.threads.run(1)  # open_range
     assert transport.value() == b'{"ok":true,"length":%d}\n' % length
     assert transport.producer is not None and transport.streaming is True
-    clock.advance(0)
+    service.threads.run()
     header, body = header_and_body(transport)
     assert header == {"ok": True, "length": length}
     assert body == data[offset : offset + length]
@@ -179,12 +245,14 @@ def test_get_up_to_the_end_of_the_file_is_served(tmp_path, offset, length):
 def test_paused_sender_writes_nothing_until_resumed(tmp_path):
     service, entry, data, clock = build_service(tmp_path, size=3000)
     protocol, transport = connect_served(service)
+    service.threads.held = True
     request(protocol, op="get", root=entry.root, offset=0, length=3000)
+    service.threads.run(1)  # open_range
     transport.producer.pauseProducing()
+    service.threads.run()
     clock.advance(10)
     assert header_and_body(transport) == ({"ok": True, "length": 3000}, b"")
     transport.producer.resumeProducing()
-    clock.advance(0)
     assert transport.value() == data
 
 
@@ -199,9 +267,6 @@ def test_pipelined_requests_are_answered_in_order_after_the_data(tmp_path):
         + json.dumps({"op": "get", "root": entry.root, "offset": 0, "length": 5}).encode()
         + b"\n"
     )
-    assert transport.value() == b'{"ok":true,"length":20}\n'
-    clock.advance(0)
-    clock.advance(0)
     pieces = json.dumps({"ok": True, "size": 3000, "piece_size": MiB, "pieces": entry.digest.pieces.hex()})
     assert transport.value() == (
         b'{"ok":true,"length":20}\n' + data[10:30] + pieces.replace(" ", "").encode() + b"\n"
@@ -467,3 +532,403 @@ def test_replaced_and_republished_file_is_served_with_its_new_content(tmp_path):
     request(protocol, op="get", root=republished.root, offset=0, length=10)
     clock.advance(0)
     assert header_and_body(transport) == ({"ok": True, "length": 10}, new[:10])
+
+
+# -- the upload threads
+
+
+class RecordingOs:
+    """The ``os`` module as upload.py and published.py see it: file calls are noted, some replaced."""
+
+    FILE_CALLS = frozenset({"stat", "open", "fstat", "pread", "close"})
+
+    def __init__(self, **replaced: Callable[..., Any]) -> None:
+        self.calls: list[str] = []
+        self.replaced = replaced
+
+    def __getattr__(self, name: str) -> Any:
+        real = self.replaced.get(name, getattr(os, name))
+        if name not in self.FILE_CALLS:
+            return real
+
+        @functools.wraps(real)
+        def call(*args: Any) -> Any:
+            self.calls.append(name)
+            return real(*args)
+
+        return call
+
+
+def test_files_are_only_touched_by_the_upload_threads(tmp_path, monkeypatch):
+    service, entry, _, _ = build_service(tmp_path, size=3000)
+    protocol, transport = connect_served(service)
+    recording = RecordingOs()
+    monkeypatch.setattr(upload_module, "os", recording)
+    monkeypatch.setattr(published_module, "os", recording)
+    service.threads.held = True
+    request(protocol, op="pieces", root=entry.root)
+    request(protocol, op="get", root=entry.root, offset=0, length=3000)
+    assert recording.calls == []
+    assert transport.value() == b""
+    service.threads.run()
+    assert recording.calls == ["stat", "stat", "open", "fstat", "pread"]
+    assert service.threads.ran == ["check_published", "open_range", "pread"]
+    assert transport.value().startswith(b'{"ok":true,"size":3000,')
+
+
+def test_requests_are_checked_one_at_a_time_so_replies_keep_their_order(tmp_path):
+    service, entry, data, _ = build_service(tmp_path, size=3000)
+    protocol, transport = connect_served(service)
+    threads = service.threads
+    threads.held = True
+    request(protocol, op="get", root=entry.root, offset=10, length=20)
+    request(protocol, op="pieces", root=entry.root)
+    request(protocol, op="get", root="f" * 64, offset=0, length=5)
+    request(protocol, op="get", root=entry.root, offset=0, length=5)
+    # Nothing of a request starts before the one ahead of it is answered.
+    assert threads.waiting == ["open_range"]
+    threads.run(1)
+    assert threads.waiting == ["pread"]
+    threads.run(1)
+    assert threads.waiting == ["check_published"]
+    threads.run(1)
+    assert threads.waiting == ["open_range"]  # the unknown root was answered without a thread
+    threads.run()
+    pieces = {"ok": True, "size": 3000, "piece_size": MiB, "pieces": entry.digest.pieces.hex()}
+    not_found = {"ok": False, "code": "not-found", "message": "no such file is published here"}
+    assert transport.value() == (
+        b'{"ok":true,"length":20}\n'
+        + data[10:30]
+        + json.dumps(pieces, separators=(",", ":")).encode()
+        + b"\n"
+        + json.dumps(not_found, separators=(",", ":")).encode()
+        + b'\n{"ok":true,"length":5}\n'
+        + data[:5]
+    )
+
+
+def test_file_changed_after_the_connection_opened_it_is_not_served(tmp_path):
+    service, entry, data, _ = build_service(tmp_path)
+    protocol, transport = connect_served(service)
+    request(protocol, op="get", root=entry.root, offset=0, length=10)
+    assert header_and_body(transport) == ({"ok": True, "length": 10}, data[:10])
+    with open(entry.path, "r+b") as f:
+        f.write(b"changed")
+    request(protocol, op="get", root=entry.root, offset=0, length=10)
+    assert messages(transport) == [
+        {"ok": False, "code": "not-found", "message": "the published file has changed since it was published"}
+    ]
+    assert not transport.disconnecting
+
+
+def test_one_chunk_is_read_ahead_and_no_more_while_paused(tmp_path):
+    size = 4 * CHUNK
+    service, entry, data, _ = build_service(tmp_path, size=size)
+    protocol, transport = connect_served(service)
+    threads = service.threads
+    threads.held = True
+    request(protocol, op="get", root=entry.root, offset=0, length=size)
+    threads.run(1)  # open_range; the sender asks for the first chunk
+    transport.clear()
+    assert threads.waiting == ["pread"]
+    threads.run(1)
+    # The first chunk is written and the next one is read ahead at once...
+    assert transport.value() == data[:CHUNK]
+    assert threads.waiting == ["pread"]
+    sender = transport.producer
+    sender.pauseProducing()
+    threads.run()
+    # ...but while the transport is full, one chunk waits in hand and nothing more is read.
+    assert transport.value() == data[:CHUNK]
+    assert threads.waiting == []
+    assert sender.ready == CHUNK and not sender.reading
+    sender.resumeProducing()
+    assert transport.value() == data[: 2 * CHUNK]
+    assert threads.waiting == ["pread"]
+    threads.run()
+    assert transport.value() == data
+    assert transport.producer is None
+    assert protocol.sent_bytes == size
+
+
+def test_file_shrinking_mid_send_aborts_the_connection(tmp_path):
+    size = 3 * CHUNK
+    service, entry, data, _ = build_service(tmp_path, size=size)
+    protocol, transport = connect_served(service)
+    threads = service.threads
+    threads.held = True
+    request(protocol, op="get", root=entry.root, offset=0, length=size)
+    threads.run(2)  # open_range and the first chunk; the second is being read
+    os.truncate(entry.path, CHUNK + 100)
+    threads.run()
+    assert header_and_body(transport) == ({"ok": True, "length": size}, data[:CHUNK])
+    assert transport.disconnected  # aborted: the fetcher must not wait for the rest
+    assert protocol.sent_bytes == 0
+
+
+def test_connection_lost_during_a_read_closes_the_file_after_the_read(tmp_path):
+    service, entry, _, _ = build_service(tmp_path, size=3 * CHUNK)
+    protocol, _ = connect_served(service)
+    threads = service.threads
+    threads.held = True
+    request(protocol, op="get", root=entry.root, offset=0, length=3 * CHUNK)
+    threads.run(1)  # open_range
+    (fd,) = protocol._files.values()
+    assert threads.waiting == ["pread"]
+    lose(protocol)
+    os.fstat(fd)  # still open: the read in flight uses it
+    threads.run()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    assert threads.waiting == []
+
+
+def test_connection_lost_while_its_file_is_opened_closes_the_file_and_sends_nothing(tmp_path, monkeypatch):
+    service, entry, _, _ = build_service(tmp_path)
+    protocol, transport = connect_served(service)
+    opened: list[int] = []
+    monkeypatch.setattr(published_module, "os", RecordingOs(open=lambda *a: opened.append(os.open(*a)) or opened[-1]))
+    service.threads.held = True
+    request(protocol, op="get", root=entry.root, offset=0, length=10)
+    lose(protocol)
+    service.threads.run()
+    (fd,) = opened
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    assert transport.value() == b""
+    assert protocol._files == {}
+
+
+def test_unexpected_failure_in_a_check_drops_the_connection(tmp_path, monkeypatch):
+    service, entry, _, _ = build_service(tmp_path)
+    protocol, transport = connect_served(service)
+    monkeypatch.setattr(published_module, "os", RecordingOs(fstat=lambda fd: 1 / 0))
+    monkeypatch.setattr(upload_module, "log", Logger(observer=lambda event: None))
+    request(protocol, op="get", root=entry.root, offset=0, length=10)
+    assert transport.value() == b""
+    assert transport.disconnected
+    request(protocol, op="pieces", root=entry.root)
+    assert transport.value() == b""
+
+
+class PageCache:
+    """``os`` as senders.py sees it, with a preadv that says which reads the page cache could serve."""
+
+    def __init__(self, cached: bool) -> None:
+        self.cached = cached
+        self.reads: list[tuple[int, int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def preadv(self, fd: int, buffers: list[memoryview], offset: int, flags: int) -> int:
+        assert flags == os.RWF_NOWAIT
+        (buf,) = buffers
+        self.reads.append((offset, len(buf)))
+        if not self.cached:
+            raise BlockingIOError()
+        data = os.pread(fd, len(buf), offset)
+        buf[: len(data)] = data
+        return len(data)
+
+
+def test_cached_chunks_are_read_at_once_without_a_thread(tmp_path, monkeypatch):
+    size = 3 * CHUNK
+    service, entry, data, _ = build_service(tmp_path, size=size)
+    service.cached_reads = True
+    cache = PageCache(cached=True)
+    monkeypatch.setattr(senders_module, "os", cache)
+    protocol, transport = connect_served(service)
+    service.threads.held = True
+    request(protocol, op="get", root=entry.root, offset=0, length=size)
+    service.threads.run()
+    assert service.threads.ran == ["open_range"]
+    assert header_and_body(transport) == ({"ok": True, "length": size}, data)
+    assert cache.reads == [(0, CHUNK), (CHUNK, CHUNK), (2 * CHUNK, CHUNK)]
+
+
+class FillingTransport(StringTransport):
+    """Like a TCP transport, pauses its streaming producer on every write: the buffer is full."""
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.producer is not None and self.streaming:
+            self.producer.pauseProducing()
+
+
+def connect_filling(service: UploadService) -> tuple[UploadProtocol, FillingTransport]:
+    protocol = service.buildProtocol(IPv4Address("TCP", "192.0.2.9", 50000))
+    transport = FillingTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(HELLO)
+    assert messages(transport) == [GRANTED]
+    return protocol, transport
+
+
+def test_cached_chunks_are_read_when_they_can_be_written_not_ahead(tmp_path, monkeypatch):
+    size = 3 * CHUNK
+    service, entry, data, _ = build_service(tmp_path, size=size)
+    service.cached_reads = True
+    cache = PageCache(cached=True)
+    monkeypatch.setattr(senders_module, "os", cache)
+    protocol, transport = connect_filling(service)
+    request(protocol, op="get", root=entry.root, offset=0, length=size)
+    # The first chunk is read and written, which fills the transport; nothing is read meanwhile.
+    assert cache.reads == [(0, CHUNK)]
+    sender = transport.producer
+    assert sender.ready == 0 and not sender.reading
+    sender.resumeProducing()
+    assert cache.reads == [(0, CHUNK), (CHUNK, CHUNK)]
+    sender.resumeProducing()
+    assert cache.reads == [(0, CHUNK), (CHUNK, CHUNK), (2 * CHUNK, CHUNK)]
+    assert transport.producer is None
+    assert header_and_body(transport) == ({"ok": True, "length": size}, data)
+    assert service.threads.ran == ["open_range"]
+
+
+def test_the_next_request_is_checked_while_a_range_streams_and_answered_after_it(tmp_path, monkeypatch):
+    size = 2 * CHUNK
+    service, entry, data, _ = build_service(tmp_path, size=size)
+    service.cached_reads = True
+    monkeypatch.setattr(senders_module, "os", PageCache(cached=True))
+    protocol, transport = connect_filling(service)
+    threads = service.threads
+    threads.held = True
+    request(protocol, op="get", root=entry.root, offset=0, length=size)
+    request(protocol, op="get", root=entry.root, offset=5, length=10)
+    request(protocol, op="pieces", root=entry.root)
+    threads.run(1)  # the first range is checked and starts streaming
+    assert threads.waiting == ["open_range"]  # the second is checked meanwhile, the third not yet
+    threads.run()
+    assert threads.waiting == []
+    assert transport.value() == b'{"ok":true,"length":%d}\n' % size + data[:CHUNK]
+    transport.producer.resumeProducing()  # the rest of the first range; then the second goes out
+    assert threads.waiting == ["check_published"]
+    threads.run()
+    pieces = {"ok": True, "size": size, "piece_size": MiB, "pieces": entry.digest.pieces.hex()}
+    assert transport.value() == (
+        b'{"ok":true,"length":%d}\n' % size
+        + data
+        + b'{"ok":true,"length":10}\n'
+        + data[5:15]
+        + json.dumps(pieces, separators=(",", ":")).encode()
+        + b"\n"
+    )
+
+
+def test_a_file_replaced_during_a_range_is_closed_only_after_it(tmp_path, monkeypatch):
+    size = 2 * CHUNK
+    service, entry, data, _ = build_service(tmp_path, size=size)
+    service.cached_reads = True
+    monkeypatch.setattr(senders_module, "os", PageCache(cached=True))
+    protocol, transport = connect_filling(service)
+    threads = service.threads
+    threads.held = True
+    request(protocol, op="get", root=entry.root, offset=0, length=size)
+    threads.run()
+    (first,) = protocol._files.values()
+    new = content(3000)
+    (tmp_path / "new.bin").write_bytes(new)
+    os.replace(tmp_path / "new.bin", entry.path)
+    republished = service.repository.publish(Path(entry.path))
+    request(protocol, op="get", root=republished.root, offset=0, length=10)
+    threads.run()  # checked while the first range streams: the path is opened again
+    os.fstat(first)  # still open: the first range is read from it
+    transport.producer.resumeProducing()
+    with pytest.raises(OSError):
+        os.fstat(first)
+    header, body = header_and_body(transport)
+    assert body == data[:size] + b'{"ok":true,"length":10}\n' + new[:10]
+
+
+def test_chunks_from_the_disk_are_read_ahead_in_a_thread_until_the_cache_has_them(tmp_path, monkeypatch):
+    size = 4 * CHUNK
+    service, entry, data, _ = build_service(tmp_path, size=size)
+    service.cached_reads = True
+    cache = PageCache(cached=False)
+    monkeypatch.setattr(senders_module, "os", cache)
+    protocol, transport = connect_filling(service)
+    threads = service.threads
+    threads.held = True
+    request(protocol, op="get", root=entry.root, offset=0, length=size)
+    threads.run(1)  # open_range
+    assert threads.waiting == ["pread"]
+    threads.run(1)  # the first chunk is written, the transport is full: the next is read ahead
+    assert threads.waiting == ["pread"]
+    threads.run()
+    assert threads.waiting == []  # one chunk in hand, nothing more while paused
+    sender = transport.producer
+    assert sender.ready == CHUNK
+    cache.cached = True
+    sender.resumeProducing()  # writes the chunk in hand; the page cache has the next one
+    assert threads.waiting == []
+    assert cache.reads[-1] == (2 * CHUNK, CHUNK)
+    sender.resumeProducing()
+    sender.resumeProducing()
+    assert transport.producer is None
+    assert header_and_body(transport) == ({"ok": True, "length": size}, data)
+
+
+def test_a_chunk_not_in_the_page_cache_is_read_by_a_thread(tmp_path, monkeypatch):
+    service, entry, data, _ = build_service(tmp_path, size=3000)
+    service.cached_reads = True
+    monkeypatch.setattr(senders_module, "os", PageCache(cached=False))
+    protocol, transport = connect_served(service)
+    service.threads.held = True
+    request(protocol, op="get", root=entry.root, offset=100, length=2000)
+    service.threads.run(1)
+    assert service.threads.waiting == ["pread"]
+    service.threads.run()
+    assert header_and_body(transport) == ({"ok": True, "length": 2000}, data[100:2100])
+
+
+# -- over a real socket, with real threads
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, data: memoryview) -> None:
+        self.chunks.append(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("sendfile", "cached_reads"),
+    [(False, False), (False, True), (True, False)],
+    ids=["read-in-threads", "read-from-page-cache", "sendfile"],
+)
+@pytest_twisted.ensureDeferred
+async def test_ranges_are_served_over_loopback_by_either_sender(tmp_path, sendfile, cached_reads):
+    from twisted.internet import reactor
+
+    size = 5 * CHUNK + 123
+    data = content(size)
+    path = tmp_path / "shared.bin"
+    path.write_bytes(data)
+    repository = FakeRepository()
+    entry = repository.publish(path)
+    threads = ThreadPool(minthreads=0, maxthreads=2, name="test-upload")
+    threads.start()
+    service = UploadService(repository, reactor, None, None, threads)
+    service.sendfile = sendfile
+    service.cached_reads = cached_reads
+    port = reactor.listenTCP(0, service, interface="127.0.0.1")
+    source = None
+    try:
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        source = await connectProtocol(endpoint, SourceProtocol(reactor))
+        await source.greeted
+        whole, tail = Collect(), Collect()
+        pieces = source.pieces(entry.root)
+        got = await source.get(entry.root, 0, size, whole)
+        assert (await pieces)["size"] == size
+        assert got == size and b"".join(whole.chunks) == data
+        assert await source.get(entry.root, size - 200, 200, tail) == 200
+        assert b"".join(tail.chunks) == data[-200:]
+    finally:
+        if source is not None:
+            source.transport.loseConnection()
+        await port.stopListening()
+        threads.stop()
+    assert service.sent_bytes == size + 200

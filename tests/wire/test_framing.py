@@ -5,7 +5,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fileshare.errors import BadRequest
-from fileshare.wire.framing import ITEMS_PER_FRAME, MAX_LINE, chunks, count, decode, encode, field
+from fileshare.wire.framing import ITEMS_PER_FRAME, MAX_LINE, chunks, count, decode, encode, field, is_integer
 
 json_scalars = (
     st.none()
@@ -172,6 +172,27 @@ def test_field_does_not_accept_a_float_as_an_int():
     with pytest.raises(BadRequest) as info:
         field({"size": 1.0}, "size", int)
     assert info.value.message == "field 'size' has the wrong type"
+
+
+@pytest.mark.parametrize("value", [0, -1, 2**63])
+def test_is_integer_accepts_json_integers(value):
+    assert is_integer(value)
+
+
+@pytest.mark.parametrize("value", [True, False, 1.0, "1", None, [1]])
+def test_is_integer_rejects_bools_and_everything_else(value):
+    assert not is_integer(value)
+
+
+@given(json_values)
+def test_is_integer_agrees_with_count_on_what_a_number_is(value):
+    try:
+        count({"n": value}, "n")
+    except BadRequest as e:
+        accepted = e.message == "field 'n' must not be negative"
+    else:
+        accepted = True
+    assert accepted == is_integer(value)
 
 
 @pytest.mark.parametrize("value", [0, 1, 2**63])
