@@ -13,6 +13,8 @@ import os
 
 import attrs
 
+from .wire.framing import is_integer
+
 MIN_PIECE_SIZE = 1 << 20
 #: Piece lists stay at most this long, so they fit one wire line.
 MAX_PIECES = 2048
@@ -64,6 +66,8 @@ class Digest:
     @classmethod
     def from_wire(cls, size: int, piece_size: int, pieces_hex: str, root: str) -> "Digest":
         """Check a piece list received from another peer against the *root* we trust."""
+        if not (is_integer(size) and is_integer(piece_size) and isinstance(pieces_hex, str)) or size < 0:
+            raise ValueError("piece list fields have the wrong types")
         try:
             pieces = bytes.fromhex(pieces_hex)
         except ValueError:

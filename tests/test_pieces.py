@@ -258,3 +258,12 @@ def test_from_wire_rejects_the_right_piece_list_against_another_root():
     with pytest.raises(ValueError) as info:
         Digest.from_wire(size, piece_size, piece_list.hex(), root_of(b"something else"))
     assert str(info.value) == "piece list does not match the root"
+
+
+@pytest.mark.parametrize(
+    "size, piece_size, pieces",
+    [(True, 1 << 20, ""), (10, True, ""), (-1, 1 << 20, ""), ("10", 1 << 20, ""), (10, 1 << 20, None)],
+)
+def test_a_piece_list_with_fields_of_the_wrong_type_is_refused(size, piece_size, pieces):
+    with pytest.raises(ValueError, match="piece list fields have the wrong types"):
+        Digest.from_wire(size, piece_size, pieces, "0" * 64)

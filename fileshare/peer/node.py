@@ -13,21 +13,17 @@ import attrs
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
-from zope.interface import classImplements
 
 from ..errors import BadRequest, Conflict, FileshareError, NotFound, Unavailable
 from ..names import check_account, check_fname, check_password
 from ..pieces import MIN_PIECE_SIZE, Digest, piece_size_for
+from ..wire.framing import is_integer
 from .download import Download, Source
 from .interfaces import IRepository, ISourcePool, ITrackerLink, IUploadService
 from .repository import Entry
-from .upload import UploadService
 
 log = Logger()
 
-# Declared here, not with @implementer in its module, because that module
-# is being reworked on another branch; move it when they meet.
-classImplements(UploadService, IUploadService)
 
 #: How long getting a piece list waits in one source's upload queue before trying the next.
 PIECE_LIST_QUEUE_TIMEOUT = 10.0
@@ -138,9 +134,7 @@ class Peer:
             if not isinstance(item, dict):
                 continue
             host, endpoint, root, size = item.get("host"), item.get("endpoint"), item.get("root"), item.get("size")
-            if not (
-                isinstance(host, str) and isinstance(endpoint, str) and isinstance(root, str) and isinstance(size, int)
-            ):
+            if not (isinstance(host, str) and isinstance(endpoint, str) and isinstance(root, str) and is_integer(size)):
                 continue
             if from_host is not None and host != from_host:
                 continue

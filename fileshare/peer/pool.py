@@ -9,16 +9,15 @@ from typing import Any
 
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.logger import Logger
-from zope.interface import classImplements, implementer
+from zope.interface import implementer
 
 from ..errors import Unavailable
-from .interfaces import ISourceConnection, ISourcePool
+from .interfaces import ISourcePool
 from .ratelimit import TokenBucket
 from .source import SourceProtocol
 
 # Declared here rather than in source.py, whose wire code is being rewritten
 # on another branch; move it to an @implementer there when they meet.
-classImplements(SourceProtocol, ISourceConnection)
 
 log = Logger()
 

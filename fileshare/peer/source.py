@@ -14,11 +14,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..errors import BadRequest, Unavailable
 from ..wire.framing import is_integer
 from ..wire.lines import MessageReceiver
 from ..wire.messages import hello_fields, reply_error
+from .interfaces import ISourceConnection
 from .ratelimit import TokenBucket
 
 log = Logger()
@@ -34,6 +36,7 @@ class Sink(Protocol):
 REFUSED = "source refused the request"
 
 
+@implementer(ISourceConnection)
 class SourceProtocol(MessageReceiver):
     def __init__(self, clock: IReactorTime, bucket: TokenBucket | None = None) -> None:
         self.clock = clock

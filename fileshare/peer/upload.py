@@ -31,11 +31,13 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from ..errors import BadRequest, FileshareError
 from ..wire.framing import field
 from ..wire.lines import MessageReceiver
 from ..wire.messages import check_hello, hello_required
+from .interfaces import IUploadService
 from .published import check_published, close_file, open_range
 from .ratelimit import TokenBucket
 from .repository import Entry, Repository
@@ -339,6 +341,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         self._jobs.acquire().addCallback(close)
 
 
+@implementer(IUploadService)
 class UploadService(Factory):
     """Serves this peer's repository to other peers.
 
