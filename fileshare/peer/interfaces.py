@@ -69,8 +69,12 @@ class ISourceConnection(Interface):
 class ISourcePool(Interface):
     """Greeted source connections, kept open a moment for reuse (``fileshare.peer.pool``)."""
 
-    def connect(endpoint: str, watch=None, queue_timeout: float | None = None):
+    def connect(endpoint: str, watch=None, queue_timeout: float | None = None, ticket: str | None = None):
         """Coroutine: a greeted ISourceConnection to *endpoint*, or Unavailable.
+
+        *ticket* (from the tracker's sources item) is presented in ``hello``,
+        or with a ``ticket`` request on a reused connection that has not
+        presented it yet.
 
         *watch* is called with the connection before the greeting (so its
         queue position can be shown); *queue_timeout* bounds the wait in the

@@ -140,7 +140,8 @@ class Peer:
                 continue
             if hash_prefix is not None and not root.startswith(hash_prefix.lower()):
                 continue
-            by_root.setdefault(root, []).append(Source(host, endpoint))
+            ticket = item.get("ticket")
+            by_root.setdefault(root, []).append(Source(host, endpoint, ticket if isinstance(ticket, str) else ""))
             sizes[root] = size
         return [Candidate(root, sizes[root], tuple(srcs)) for root, srcs in sorted(by_root.items())]
 
@@ -226,7 +227,9 @@ class Peer:
         errors = []
         for source in candidate.sources:
             try:
-                protocol = await self.pool.connect(source.endpoint, queue_timeout=PIECE_LIST_QUEUE_TIMEOUT)
+                protocol = await self.pool.connect(
+                    source.endpoint, queue_timeout=PIECE_LIST_QUEUE_TIMEOUT, ticket=source.ticket or None
+                )
             except FileshareError as e:
                 errors.append(f"{source.host}: {e.message}")
                 continue

@@ -42,13 +42,17 @@ class SourcePool:
         self.idle_timeout = idle_timeout
         self._idle: dict[str, list[tuple[SourceProtocol, Any]]] = {}
 
-    async def connect(self, endpoint: str, watch: Any = None, queue_timeout: float | None = None) -> SourceProtocol:
+    async def connect(
+        self, endpoint: str, watch: Any = None, queue_timeout: float | None = None, ticket: str | None = None
+    ) -> SourceProtocol:
         """A greeted connection to the source at *endpoint* (a client endpoint string).
 
         *watch*, if given, is called with the new protocol before the greeting,
         so a caller can show that the source has put us in its upload queue.
         A source that says nothing within GREETING_TIMEOUT is given up; one
         that queues us is waited for, up to *queue_timeout* if given.
+        *ticket* is presented in the ``hello`` of a new connection, or in a
+        ``ticket`` request on a reused one that has not presented it.
         """
         idle = self._idle.get(endpoint, [])
         while idle:
@@ -57,12 +61,13 @@ class SourcePool:
                 timer.cancel()
             if protocol.connected:
                 protocol.last_progress = self.reactor.seconds()
+                protocol.present(ticket)
                 return protocol
         try:
             ep = clientFromString(self.reactor, endpoint)
         except (ValueError, TypeError, KeyError) as e:
             raise Unavailable(f"bad source address {endpoint!r}: {e}") from None
-        protocol = SourceProtocol(self.reactor, self.bucket)
+        protocol = SourceProtocol(self.reactor, self.bucket, ticket)
         protocol.endpoint_name = endpoint
         if watch is not None:
             watch(protocol)

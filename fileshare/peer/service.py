@@ -98,6 +98,7 @@ class PeerService(service.MultiService):
             reactor,
             lambda: self.listener.port_number,
         )
+        self.uploads.ticket_key = lambda: self.tracker.ticket_key
         self.pool = SourcePool(reactor, TokenBucket(options["download-rate"], reactor))
         self.peer = Peer(
             self.repository, self.tracker, self.uploads, self.pool, reactor, hashers, options["max-sources"]

@@ -1,9 +1,14 @@
 """
 Serving files to other peers: the source side of the transfer protocol.
 
-A fetcher connects to ``--listen``, says ``hello``, waits for an upload slot
+A fetcher connects to ``--listen``, says ``hello`` with a ticket from the
+tracker (:mod:`fileshare.tickets`), waits for an upload slot
 (:mod:`fileshare.peer.slots`), then asks for piece lists and byte ranges of
-content it names by root.  Only published content is served; a name or path
+content it names by root.  A connection may ask only for the roots of the
+tickets it presented (in ``hello``, or later in a ``ticket`` request, so a
+pooled connection serves the next file too); a missing, expired, forged or
+misbound ticket is logged and closes the connection, and a fetcher without
+a valid one never reaches the upload queue.  Only published content is served; a name or path
 never comes from the wire.  Requests are answered strictly in order, one at
 a time; each range is streamed by a producer (:mod:`fileshare.peer.senders`),
 so memory does not grow with the file, and paced by the peer-wide upload
@@ -20,6 +25,7 @@ request is checked at most one ahead of the reply being sent.
 
 import os
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -33,7 +39,8 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from ..errors import BadRequest, FileshareError
+from ..errors import BadRequest, FileshareError, TicketError, TicketMissing
+from ..tickets import TicketKey, client_binding, verify
 from ..wire.framing import field
 from ..wire.lines import MessageReceiver
 from ..wire.messages import check_hello, hello_required
@@ -94,6 +101,8 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         #: When this connection, holding a slot, last ran out of requests.
         self.idle_since: float | None = None
         self._reading_paused = False
+        #: The roots this connection presented valid tickets for.
+        self.roots: set[str] = set()
 
     @property
     def clock(self) -> IReactorTime:
@@ -151,6 +160,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
 
     def hello(self, message: dict[str, Any]) -> None:
         self._greeting = check_hello(message, "this peer")
+        self._admit(message.get("ticket"))  # before the queue: no ticket, no slot
         self.state = "waiting"
         self.setTimeout(None)  # waiting for a slot is not idling
         self.service.slots.request(self)
@@ -225,10 +235,39 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
             close_file(fd)
         self._next()
 
+    # -- tickets
+
+    def _admit(self, text: Any) -> None:
+        """Let this connection ask for the root of ticket *text*, or log and raise the TicketError."""
+        try:
+            ticket = verify(text, self.service.ticket_key(), client_binding(self.transport), self.clock.seconds())
+        except TicketError as e:
+            self._log_refusal(e)
+            raise
+        self.roots.add(ticket.root)
+
+    def _log_refusal(self, error: TicketError) -> None:
+        log.warn(
+            "refused fetcher {address}: {code}: {why}",
+            address=_address(self.peer),
+            code=error.code,
+            why=error.message,
+        )
+
+    def _authorised(self, root: str) -> str:
+        if root not in self.roots:
+            error = TicketMissing(f"no ticket for root {root[:16]}... on this connection; send one with 'ticket'")
+            self._log_refusal(error)
+            raise error
+        return root
+
     def _check(self, message: dict[str, Any] | FileshareError) -> Any:
         """Check a request; what sends its reply (a Failure if it is to be refused)."""
         if isinstance(message, FileshareError):
             raise message
+        if message["op"] == "ticket":
+            self._admit(field(message, "ticket", str))
+            return partial(self.sendMessage, {"ok": True})
         if message["op"] == "pieces":
             entry = self._entry(message)
             return self.blocking(check_published, entry).addCallback(lambda _: partial(self._send_pieces, entry))
@@ -240,7 +279,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         raise BadRequest(f"unknown op {message['op']!r}", "unknown-op")
 
     def _entry(self, message: dict[str, Any]) -> Entry:
-        return self.service.repository.servable(field(message, "root", str))
+        return self.service.repository.servable(self._authorised(field(message, "root", str)))
 
     def _send_pieces(self, entry: Entry) -> None:
         d = entry.digest
@@ -294,7 +333,12 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         self._abort()
 
     def _failed(self, failure: Failure) -> None:
-        if failure.check(FileshareError):
+        if failure.check(TicketError):
+            # Logged where it was found; nothing more is answered on this connection.
+            self.sendError(failure.value)
+            self._aborted = True
+            self.transport.loseConnection()
+        elif failure.check(FileshareError):
             self.sendError(failure.value)
         else:
             log.failure("serving {peer} failed", failure, peer=self.peer)
@@ -341,6 +385,11 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         self._jobs.acquire().addCallback(close)
 
 
+def _address(address: Any) -> str:
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    return str(address) if host is None else f"{host}:{port}"
+
+
 @implementer(IUploadService)
 class UploadService(Factory):
     """Serves this peer's repository to other peers.
@@ -375,6 +424,10 @@ class UploadService(Factory):
         self.bucket = TokenBucket(upload_rate, reactor)
         self.connections: set[UploadProtocol] = set()
         self.sent_bytes = 0
+        #: The key of this peer's tracker login, to check tickets with; the
+        #: peer service points it at its TrackerLink.  None: not logged in,
+        #: every ticket refused.
+        self.ticket_key: Callable[[], TicketKey | None] = lambda: None
 
     def run_blocking(self, f: Any, *args: Any) -> Deferred:
         """``f(*args)`` in the upload threads; the Deferred fires on the reactor thread."""

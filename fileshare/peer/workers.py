@@ -40,6 +40,8 @@ class Source:
 
     host: str
     endpoint: str
+    #: The tracker's ticket for fetching this file from this source (not part of its identity).
+    ticket: str = attrs.field(default="", eq=False, repr=False)
 
 
 #: A source that sends nothing for this long while it owes us bytes is dropped.
@@ -86,7 +88,9 @@ async def fetch_from(download: "Download", crew: "Crew", source: Source) -> None
     protocol: ISourceConnection | None = None
     inflight: deque[tuple[list[int], Deferred]] = deque()
     try:
-        protocol = await crew.pool.connect(source.endpoint, lambda p: crew.watching(source, p))
+        protocol = await crew.pool.connect(
+            source.endpoint, lambda p: crew.watching(source, p), ticket=source.ticket or None
+        )
         crew.connected(source, protocol)
         batch_bytes = MIN_BATCH
         while download.running and source in crew.active:  # not if dropped for a bad piece

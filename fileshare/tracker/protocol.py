@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 
 from ..errors import BadRequest, NotLoggedIn, Unavailable
 from ..names import check_fname
+from ..tickets import client_binding
 from ..wire.framing import count, field
 from ..wire.messages import SOFTWARE, check_hello, hello_required
 from ..wire.rpc import RPCProtocol
@@ -129,7 +130,12 @@ class TrackerServerProtocol(RPCProtocol):
         if self.host is not None and self.host != host.name:
             self.directory.logout(self.host, self)
         self.host = host.name
-        return {"host": host.name, "endpoint": host.endpoint, "session": host.session}
+        return {
+            "host": host.name,
+            "endpoint": host.endpoint,
+            "session": host.session,
+            "ticket_key": host.ticket_key.hex(),
+        }
 
     def logout(self, message: dict[str, Any]) -> dict[str, Any]:
         self.directory.logout(self._logged_in(), self)
@@ -170,9 +176,17 @@ class TrackerServerProtocol(RPCProtocol):
     async def sources(self, message: dict[str, Any]) -> dict[str, Any]:
         host = self._logged_in()
         found = await self.directory.sources(field(message, "fname", str), host)
+        binding = client_binding(self.transport)
         return {
             "items": [
-                {"host": h.host, "endpoint": online.endpoint, "size": h.size, "root": h.root} for h, online in found
+                {
+                    "host": h.host,
+                    "endpoint": online.endpoint,
+                    "size": h.size,
+                    "root": h.root,
+                    "ticket": self.directory.ticket(host, binding, h.root, online),
+                }
+                for h, online in found
             ]
         }
 

@@ -10,6 +10,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
+from fileshare import tickets
+
 
 @pytest_twisted.ensureDeferred
 async def test_accounts_reject_duplicates_and_wrong_passwords(net):
@@ -170,6 +172,14 @@ async def raw_exchange(port: int, data: bytes, replies: int) -> bytes:
             guard.cancel()
 
 
+def hello_with_ticket(net, source: str, root: str, fetcher: str = "mallory", issued: float | None = None) -> bytes:
+    """A ``hello`` with the ticket the tracker would issue a plain-text fetcher for *root* at *source*."""
+    key = net.tracker.directory.online[source].ticket_key
+    now = reactor.seconds() if issued is None else issued
+    ticket = tickets.issue(key, fetcher, tickets.NO_BINDING, root, source, now)
+    return json.dumps({"op": "hello", "versions": [1], "ticket": ticket}).encode() + b"\n"
+
+
 def lines(data: bytes) -> list[dict]:
     return [json.loads(line) for line in data.splitlines() if line]
 
@@ -182,7 +192,9 @@ async def test_the_upload_port_refuses_garbage_and_unpublished_content(net, tmp_
     f.write_text("published")
     assert (await alice.command(f"publish {f} pub.txt")).ok
     port = alice_peer.listener.port_number
-    hello = b'{"op":"hello","versions":[1]}\n'
+    (entry,) = alice_peer.repository.entries()
+    unpublished_root = "0" * 64
+    hello = hello_with_ticket(net, "alice", entry.root)
 
     garbage = lines(await raw_exchange(port, b"\x00\xffgarbage\n", 1))
     too_long = lines(await raw_exchange(port, hello + b"x" * 10000 + b"\n", 2))
@@ -191,13 +203,21 @@ async def test_the_upload_port_refuses_garbage_and_unpublished_content(net, tmp_
         await raw_exchange(port, hello + b'{"op":"get","root":"../../../etc/passwd","offset":0,"length":10}\n', 2)
     )
     unpublished = lines(
-        await raw_exchange(port, hello + b'{"op":"get","root":"' + b"0" * 64 + b'","offset":0,"length":1}\n', 2)
+        await raw_exchange(
+            port,
+            hello_with_ticket(net, "alice", unpublished_root)
+            + b'{"op":"get","root":"'
+            + unpublished_root.encode()
+            + b'","offset":0,"length":1}\n',
+            2,
+        )
     )
 
     assert garbage == [{"ok": False, "code": "bad-request", "message": "message is not UTF-8"}]
     assert too_long[1] == {"ok": False, "code": "bad-request", "message": "line longer than 4096 bytes"}
     assert unknown[1] == {"ok": False, "code": "unknown-op", "message": "unknown op 'steal'"}
-    assert escape[1] == {"ok": False, "code": "not-found", "message": "no such file is published here"}
+    # No ticket names such a root, so it is not even looked up.
+    assert escape[1]["code"] == "ticket-missing"
     assert unpublished[1] == {"ok": False, "code": "not-found", "message": "no such file is published here"}
     # Still serving after all that.
     assert (await alice.command("status")).ok
