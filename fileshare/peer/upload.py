@@ -4,11 +4,9 @@ Serving files to other peers: the source side of the transfer protocol.
 A fetcher connects to ``--listen``, says ``hello`` with a ticket from the
 tracker (:mod:`fileshare.tickets`), waits for an upload slot
 (:mod:`fileshare.peer.slots`), then asks for piece lists and byte ranges of
-content it names by root.  A connection may ask only for the roots of the
-tickets it presented (in ``hello``, or later in a ``ticket`` request, so a
-pooled connection serves the next file too); a missing, expired, forged or
-misbound ticket is logged and closes the connection, and a fetcher without
-a valid one never reaches the upload queue.  Only published content is served; a name or path
+content it names by root: only roots its tickets name (:mod:`.ticket_gate`;
+more come in ``ticket`` requests, so a pooled connection serves the next
+file).  A bad ticket closes the connection; it never reaches the queue.  Only published content is served; a name or path
 never comes from the wire.  Requests are answered strictly in order, one at
 a time; each range is streamed by a producer (:mod:`fileshare.peer.senders`),
 so memory does not grow with the file, and paced by the peer-wide upload
@@ -39,8 +37,8 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from ..errors import BadRequest, FileshareError, TicketError, TicketMissing
-from ..tickets import TicketKey, client_binding, verify
+from ..errors import BadRequest, FileshareError, TicketError
+from ..tickets import TicketKey
 from ..wire.framing import field
 from ..wire.lines import MessageReceiver
 from ..wire.messages import check_hello, hello_required
@@ -50,6 +48,7 @@ from .ratelimit import TokenBucket
 from .repository import Entry, Repository
 from .senders import CAN_READ_CACHED, CHUNK, RangeSender, SendfileSender, plain_socket, read_cached
 from .slots import SLOT_IDLE_GRACE, UploadSlots
+from .ticket_gate import TicketGate
 
 __all__ = ["CHUNK", "IDLE_TIMEOUT", "MAX_QUEUED_REQUESTS", "SLOT_IDLE_GRACE", "UploadProtocol", "UploadService"]
 
@@ -101,8 +100,9 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         #: When this connection, holding a slot, last ran out of requests.
         self.idle_since: float | None = None
         self._reading_paused = False
+        self.tickets = TicketGate(service)
         #: The roots this connection presented valid tickets for.
-        self.roots: set[str] = set()
+        self.roots = self.tickets.roots
 
     @property
     def clock(self) -> IReactorTime:
@@ -160,7 +160,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
 
     def hello(self, message: dict[str, Any]) -> None:
         self._greeting = check_hello(message, "this peer")
-        self._admit(message.get("ticket"))  # before the queue: no ticket, no slot
+        self.tickets.admit(message.get("ticket"), self.transport)  # before the queue: no ticket, no slot
         self.state = "waiting"
         self.setTimeout(None)  # waiting for a slot is not idling
         self.service.slots.request(self)
@@ -235,38 +235,12 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
             close_file(fd)
         self._next()
 
-    # -- tickets
-
-    def _admit(self, text: Any) -> None:
-        """Let this connection ask for the root of ticket *text*, or log and raise the TicketError."""
-        try:
-            ticket = verify(text, self.service.ticket_key(), client_binding(self.transport), self.clock.seconds())
-        except TicketError as e:
-            self._log_refusal(e)
-            raise
-        self.roots.add(ticket.root)
-
-    def _log_refusal(self, error: TicketError) -> None:
-        log.warn(
-            "refused fetcher {address}: {code}: {why}",
-            address=_address(self.peer),
-            code=error.code,
-            why=error.message,
-        )
-
-    def _authorised(self, root: str) -> str:
-        if root not in self.roots:
-            error = TicketMissing(f"no ticket for root {root[:16]}... on this connection; send one with 'ticket'")
-            self._log_refusal(error)
-            raise error
-        return root
-
     def _check(self, message: dict[str, Any] | FileshareError) -> Any:
         """Check a request; what sends its reply (a Failure if it is to be refused)."""
         if isinstance(message, FileshareError):
             raise message
         if message["op"] == "ticket":
-            self._admit(field(message, "ticket", str))
+            self.tickets.admit(field(message, "ticket", str), self.transport)
             return partial(self.sendMessage, {"ok": True})
         if message["op"] == "pieces":
             entry = self._entry(message)
@@ -279,7 +253,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         raise BadRequest(f"unknown op {message['op']!r}", "unknown-op")
 
     def _entry(self, message: dict[str, Any]) -> Entry:
-        return self.service.repository.servable(self._authorised(field(message, "root", str)))
+        return self.service.repository.servable(self.tickets.authorised(field(message, "root", str), self.transport))
 
     def _send_pieces(self, entry: Entry) -> None:
         d = entry.digest
@@ -383,11 +357,6 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
                 lock.release()
 
         self._jobs.acquire().addCallback(close)
-
-
-def _address(address: Any) -> str:
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    return str(address) if host is None else f"{host}:{port}"
 
 
 @implementer(IUploadService)

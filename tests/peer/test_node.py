@@ -335,3 +335,24 @@ def test_stop_interrupts_every_fetch_and_keeps_its_partial(tmp_path):
     assert outcome(stopped) == [None]
     assert error_of(d, Unavailable).message == "fetch of 'data.bin' interrupted; fetch it again to resume"
     assert t.repo.saved[ROOT][2] != b"\x00\x00\x00" and t.peer.downloads == {}
+
+
+def test_the_ticket_of_each_sources_item_goes_with_every_connection_to_that_source(tmp_path):
+    t = build(tmp_path, [{**item("alice"), "ticket": "T-alice"}, {**item("dave"), "ticket": "T-dave"}], alice={})
+
+    d = fetch(t, "data.bin", "alice")
+    t.threads.run()
+    outcome(d)
+
+    # The piece list and the pieces: both connections present alice's ticket.
+    assert t.pool.tickets and set(t.pool.tickets) == {(endpoint("alice"), "T-alice")}
+
+
+def test_a_sources_item_without_a_ticket_is_fetched_without_one(tmp_path):
+    t = build(tmp_path, [item("alice")], alice={})
+
+    d = fetch(t)
+    t.threads.run()
+    outcome(d)
+
+    assert set(t.pool.tickets) == {(endpoint("alice"), None)}
