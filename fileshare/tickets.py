@@ -72,10 +72,16 @@ MAX_LENGTH = 512
 
 @attrs.frozen
 class TicketKey:
-    """What a source checks tickets with: its host name and its login's key (never stored)."""
+    """What a source checks tickets with: its host name and its login's key (never stored).
+
+    *offset* is the tracker's clock minus the source's at login, so expiry is
+    judged on the tracker's clock and a source whose clock is wrong by
+    minutes still honours fresh tickets.
+    """
 
     host: str
     key: bytes = attrs.field(repr=False)
+    offset: float = 0.0
 
 
 @attrs.frozen
@@ -136,7 +142,8 @@ def parse(text: Any) -> Ticket:
 
 def verify(text: Any, key: TicketKey | None, binding: str, now: float) -> Ticket:
     """
-    The ticket *text* if this source (*key*) may honour it for a fetcher with *binding* at *now*.
+    The ticket *text* if this source (*key*) may honour it for a fetcher with *binding* at *now*
+    (the source's clock; ``key.offset`` turns it into the tracker's).
 
     Raises a :class:`~fileshare.errors.TicketError` and nothing else: missing
     (no text), unverifiable (no key: not logged in), invalid (malformed or
@@ -155,6 +162,7 @@ def verify(text: Any, key: TicketKey | None, binding: str, now: float) -> Ticket
         raise TicketMisbound(f"the ticket is for source {ticket.source}, not {key.host}")
     if ticket.binding != binding:
         raise TicketMisbound(f"the ticket is bound to another identity than this connection's ({binding})")
+    now += key.offset
     if now >= ticket.expires:
         raise TicketExpired(f"the ticket expired {int(now - ticket.expires)} s ago; ask the tracker for sources again")
     return ticket

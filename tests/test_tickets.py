@@ -66,6 +66,14 @@ def test_a_ticket_is_good_until_its_lifetime_is_over():
         verify(text, KEY, BOUND, int(NOW) + LIFETIME)
 
 
+def test_expiry_is_judged_on_the_trackers_clock_through_the_keys_offset():
+    text = ticket()
+    slow = TicketKey(KEY.host, KEY.key, offset=3600.0)  # this source's clock is an hour behind the tracker's
+    verify(text, slow, BOUND, NOW - 3600 + LIFETIME - 1)
+    with pytest.raises(TicketExpired):
+        verify(text, slow, BOUND, NOW + 1)
+
+
 def test_a_ticket_made_with_another_key_is_invalid():
     with pytest.raises(TicketInvalid):
         verify(ticket(key=b"x" * 32), KEY, BOUND, NOW)

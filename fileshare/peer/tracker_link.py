@@ -88,8 +88,12 @@ class TrackerClientProtocol(RPCProtocol):
         self.link.lost(self)
 
 
-def _ticket_key(host: Any, text: Any) -> TicketKey | None:
-    """The login reply's ticket key, or None (every ticket then refused) if it is missing or malformed."""
+def _ticket_key(host: Any, text: Any, tracker_time: Any, now: float) -> TicketKey | None:
+    """The login reply's ticket key, or None (every ticket then refused) if it is missing or malformed.
+
+    Tickets expire on the tracker's clock; *tracker_time*, if given, is what
+    it read at login, so the key carries the difference from ours.
+    """
     try:
         key = bytes.fromhex(text) if isinstance(text, str) else b""
     except ValueError:
@@ -97,7 +101,8 @@ def _ticket_key(host: Any, text: Any) -> TicketKey | None:
     if len(key) < 16 or not isinstance(host, str):
         log.warn("the tracker sent no usable ticket key at login; uploads will refuse every fetcher")
         return None
-    return TicketKey(host, key)
+    known = isinstance(tracker_time, int | float) and not isinstance(tracker_time, bool)
+    return TicketKey(host, key, float(tracker_time) - now if known else 0.0)
 
 
 @implementer(ITrackerLink)
@@ -295,7 +300,7 @@ class TrackerLink:
         self.credentials = (name, password)
         self.host = reply.get("host", name)
         self.session = reply.get("session") if isinstance(reply.get("session"), str) else None
-        self.ticket_key = _ticket_key(self.host, reply.get("ticket_key"))
+        self.ticket_key = _ticket_key(self.host, reply.get("ticket_key"), reply.get("time"), self.clock.seconds())
         self.ended_reason = None
         self.relogin_error = None
         self._relogin_failures = 0

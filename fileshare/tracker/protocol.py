@@ -135,6 +135,7 @@ class TrackerServerProtocol(RPCProtocol):
             "endpoint": host.endpoint,
             "session": host.session,
             "ticket_key": host.ticket_key.hex(),
+            "time": self.directory.clock.seconds(),
         }
 
     def logout(self, message: dict[str, Any]) -> dict[str, Any]:

@@ -404,6 +404,18 @@ def test_the_ticket_key_is_dropped_with_the_tracker_connection_and_replaced_at_t
     assert link.ticket_key == TicketKey("alice", bytes.fromhex("cd" * 32))
 
 
+def test_the_ticket_key_carries_the_trackers_clock_offset_from_the_login_reply():
+    link, endpoint, clock = build_greeted()
+    clock.advance(100)
+    d = start(link.login("alice", "s3cret"))
+    (login,) = endpoint.last.sent()
+    endpoint.last.reply(login["id"], host="alice", ticket_key="ab" * 32, time=1000.5)
+    (announce,) = endpoint.last.sent()
+    endpoint.last.reply(announce["id"], count=0)
+    result_of(d)
+    assert link.ticket_key.offset == 900.5
+
+
 def test_the_ticket_key_is_dropped_at_logout():
     link, endpoint, _ = logged_in_with_key("ab" * 32)
     d = start(link.logout())

@@ -161,6 +161,7 @@ def test_register_then_login_answers_host_and_endpoint():
     reply = connection.ask("login", name="alice", password="s3cret", port=7000)
     session = reply.pop("session")
     ticket_key = reply.pop("ticket_key")
+    assert reply.pop("time") == directory.clock.seconds()
     assert reply == {"ok": True, "host": "alice", "endpoint": "tcp:host=192.0.2.7:port=7000"}
     assert len(session) == 32 and session == directory.online["alice"].session
     assert bytes.fromhex(ticket_key) == directory.online["alice"].ticket_key and len(ticket_key) == 64
