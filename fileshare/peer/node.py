@@ -188,6 +188,7 @@ class Peer:
                 self.max_sources,
                 verified=resume,
             )
+            download.crew.renew = lambda host: self._fresh_ticket(fname, chosen.root, host)
             self.downloads[chosen.root] = download
             if started is not None:
                 started(download)
@@ -248,6 +249,14 @@ class Peer:
                 continue
             return digest, None
         raise Unavailable("no source gave a valid piece list (" + "; ".join(errors) + ")")
+
+    async def _fresh_ticket(self, fname: str, root: str, host: str) -> str | None:
+        """A new ticket to fetch *root* from *host*, if the tracker still lists it as a source."""
+        for candidate in await self.candidates(fname, host, root):
+            for source in candidate.sources:
+                if candidate.root == root and source.ticket:
+                    return source.ticket
+        return None
 
     async def cancel(self, fname: str) -> None:
         for download in list(self.downloads.values()):
