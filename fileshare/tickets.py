@@ -153,10 +153,10 @@ def verify(text: Any, key: TicketKey | None, binding: str, now: float) -> Ticket
     if text is None or text == "":
         raise TicketMissing("a ticket from the tracker is required; fetch through the tracker's sources list")
     if key is None:
-        raise TicketUnverifiable("this peer is not logged in to the tracker and cannot check tickets")
+        raise TicketUnverifiable("the source is not logged in to the tracker, so it cannot check tickets")
     m = _match(text)
     if not hmac.compare_digest(_mac(key.key, m["signed"]), m["mac"]):
-        raise TicketInvalid("the ticket was not issued for this peer's session (forged, altered or outdated)")
+        raise TicketInvalid("the ticket was not issued for this source's current login (forged, altered or outdated)")
     ticket = parse(text)
     if ticket.source != key.host:
         raise TicketMisbound(f"the ticket is for source {ticket.source}, not {key.host}")
