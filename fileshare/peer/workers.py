@@ -14,7 +14,7 @@ resumes every connection together, and drops a source that stalls.
 
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -39,7 +39,8 @@ class Source:
     """A holder of the file, as the tracker listed it."""
 
     host: str
-    endpoint: str
+    #: Where it listens and, with TLS, the key it must hold (checked, from the tracker's record).
+    address: Any
 
 
 #: A source that sends nothing for this long while it owes us bytes is dropped.
@@ -86,7 +87,7 @@ async def fetch_from(download: "Download", crew: "Crew", source: Source) -> None
     protocol: ISourceConnection | None = None
     inflight: deque[tuple[list[int], Deferred]] = deque()
     try:
-        protocol = await crew.pool.connect(source.endpoint, lambda p: crew.watching(source, p))
+        protocol = await crew.pool.connect(source.address, lambda p: crew.watching(source, p))
         crew.connected(source, protocol)
         batch_bytes = MIN_BATCH
         while download.running and source in crew.active:  # not if dropped for a bad piece

@@ -7,8 +7,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.protocol import Protocol
+
+from .harness import raw_endpoint
 
 
 @pytest_twisted.ensureDeferred
@@ -159,7 +161,7 @@ class Raw(Protocol):
 async def raw_exchange(port: int, data: bytes, replies: int) -> bytes:
     """Send *data*, wait for *replies* lines (or the other end closing), then hang up."""
     p = Raw(replies)
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), p)
+    await connectProtocol(raw_endpoint(port), p)
     p.transport.write(data)
     # A safety net only: every exchange below ends by its own replies.
     guard = reactor.callLater(10, p.transport.abortConnection)

@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from fileshare.tls import generate
 from fileshare.tracker import directory as directory_module
 from fileshare.tracker import passwords
 from fileshare.tracker.directory import Directory
@@ -442,8 +443,44 @@ def test_sources_excludes_the_asker_and_offline_hosts():
     carol.ask("logout")
     assert alice.ask("sources", fname="song.ogg") == {
         "ok": True,
-        "items": [{"host": "bob", "endpoint": "tcp:host=198.51.100.2:port=7002", "size": 9, "root": ROOT_A}],
+        "items": [{"host": "bob", "address": {"host": "198.51.100.2", "port": 7002}, "size": 9, "root": ROOT_A}],
     }
+
+
+class TLSTransport(StringTransport):
+    """A connection whose TLS handshake presented *certificate*."""
+
+    def __init__(self, certificate, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.certificate = certificate
+
+    def getPeerCertificate(self):
+        return self.certificate
+
+
+def test_login_records_the_fingerprint_of_the_connection_and_sources_hand_it_out_as_data():
+    directory = build_directory()
+    alice = build_online(directory, "alice", port=7001)
+    bob_identity = generate("bob")
+    bob = Connection(directory)
+    bob.transport = TLSTransport(bob_identity.certificate, peerAddress=IPv4Address("TCP", "198.51.100.2", 40000))
+    bob.protocol.makeConnection(bob.transport)
+    assert bob.ask("hello", versions=[1])["ok"] is True
+    assert bob.ask("register", name="bob", password="bob-secret") == {"ok": True}
+    # A fingerprint the peer claims is ignored: only the connection's counts.
+    claimed = str(generate("mallory").fingerprint)
+    assert bob.ask("login", name="bob", password="bob-secret", port=7002, fingerprint=claimed)["ok"] is True
+    bob.ask("publish", fname="song.ogg", size=9, root=ROOT_A)
+
+    assert directory.online["bob"].fingerprint == bob_identity.fingerprint
+    assert alice.ask("sources", fname="song.ogg")["items"] == [
+        {
+            "host": "bob",
+            "address": {"host": "198.51.100.2", "port": 7002, "fingerprint": str(bob_identity.fingerprint)},
+            "size": 9,
+            "root": ROOT_A,
+        }
+    ]
 
 
 def test_sources_of_an_unknown_file_is_an_empty_list():
