@@ -10,7 +10,9 @@ change, instead of retrying on "connection lost":
 - a plain-text *server* then answers with one line of text before closing,
   so the TLS client's handshake fails in a way
   :func:`~fileshare.tls.spoke_plain_text` recognises;
-- a TLS server whose handshake failed that way logs it.
+- a TLS *server* whose client opens with anything but a TLS handshake record
+  logs it and answers with a TLS alert before closing (OpenSSL alone would
+  close silently), so the plain-text client recognises TLS.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .errors import BadRequest
-from .tls import Identity, PinnedAddress, looks_like_tls, parse_fingerprint, spoke_plain_text, wrap_server_factory
+from .tls import Identity, PinnedAddress, looks_like_tls, parse_fingerprint, wrap_server_factory
 from .tls.connect import check_host_and_port
 
 log = Logger()
@@ -97,25 +99,36 @@ class PlainGuardFactory(WrappingFactory):
             guard.transport.abortConnection()
 
 
-@implementer(IHandshakeListener)
-class _TLSServerWatch(ProtocolWrapper):
-    """Inside TLS on a server: logs a client that spoke plain text."""
-
-    factory: _TLSServerWatchFactory
-
-    def handshakeCompleted(self) -> None:
-        # Defined, because ProtocolWrapper would look it up on the transport.
-        if IHandshakeListener.providedBy(self.wrappedProtocol):
-            self.wrappedProtocol.handshakeCompleted()
-
-    def connectionLost(self, reason: Failure) -> None:
-        if spoke_plain_text(reason):
-            log.warn("{peer}: {advice}", peer=str(self.transport.getPeer()), advice=self.factory.advice)
-        super().connectionLost(reason)
+#: A fatal TLS alert (protocol_version) in a TLS 1.2 record: what a TLS port
+#: answers to plain text, so the plain-text node can tell what it met.
+_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46])
+#: The record type of a TLS handshake message, the first byte of any ClientHello.
+_HANDSHAKE = 0x16
 
 
-class _TLSServerWatchFactory(WrappingFactory):
-    protocol = _TLSServerWatch
+class _TLSPortGuard(ProtocolWrapper):
+    """Outside TLS on a server: answers a plain-text client with an alert and closes."""
+
+    factory: _TLSPortGuardFactory
+
+    def __init__(self, factory: Any, wrapped: Any) -> None:
+        super().__init__(factory, wrapped)
+        self._checked = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._checked and data:
+            self._checked = True
+            if data[0] != _HANDSHAKE:
+                log.warn("{peer}: {advice}", peer=str(self.transport.getPeer()), advice=self.factory.advice)
+                self.transport.write(_ALERT)
+                self.transport.loseConnection()
+                self.wrappedProtocol.dataReceived(data)  # fails the handshake, so the protocol sees why
+                return
+        super().dataReceived(data)
+
+
+class _TLSPortGuardFactory(WrappingFactory):
+    protocol = _TLSPortGuard
 
     def __init__(self, wrapped: Any, advice: str) -> None:
         super().__init__(wrapped)
@@ -133,7 +146,7 @@ def server_factory(factory: Any, identity: Identity | None, clock: Any, client: 
         advice = f"a {client} spoke TLS to this --no-tls port; start that {program} with --no-tls"
         return PlainGuardFactory(factory, advice, answer=True)
     advice = f"a {client} spoke plain text to this TLS port and was closed; start that {program} without --no-tls"
-    return wrap_server_factory(identity, _TLSServerWatchFactory(factory, advice), clock)
+    return _TLSPortGuardFactory(wrap_server_factory(identity, factory, clock), advice)
 
 
 @attrs.frozen
