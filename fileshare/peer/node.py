@@ -138,7 +138,7 @@ class Peer:
             if not (isinstance(host, str) and isinstance(root, str) and is_integer(size)):
                 continue
             try:
-                address = address_from_wire(item.get("address"), tls=getattr(self.pool, "identity", None) is not None)
+                address = address_from_wire(item.get("address"), tls=self.pool.identity is not None)
             except BadRequest as e:
                 log.warn("ignoring source {host} from the tracker: {why}", host=host, why=e.message)
                 continue

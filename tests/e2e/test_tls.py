@@ -5,6 +5,7 @@ import stat
 
 import pytest_twisted
 from twisted.internet.endpoints import connectProtocol
+from twisted.logger import capturedLogs, formatEvent
 
 from fileshare.tls import generate
 
@@ -19,7 +20,12 @@ def mode(path) -> int:
 
 @pytest_twisted.ensureDeferred
 async def test_tls_is_on_by_default_and_a_fetch_goes_over_pinned_tls(net, tmp_path):
-    tracker = await net.start_tracker()
+    with capturedLogs() as events:
+        tracker = await net.start_tracker()
+    assert (
+        f"tracker certificate fingerprint {tracker.identity.fingerprint} (peers pin it on first contact, "
+        "or take it with --tracker-fingerprint)"
+    ) in messages(events)
     alice_peer, alice = await net.user("alice")
     bob_peer, bob = await net.user("bob")
     f = tmp_path / "a.txt"
@@ -113,26 +119,47 @@ async def test_a_plain_text_client_to_a_tls_port_is_closed_without_an_answer(net
         assert b"{" not in received  # at most a TLS alert, never a fileshare reply
 
 
+def messages(events) -> list[str]:
+    return [formatEvent(e) for e in events]
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_plain_text_peer_meeting_a_tls_tracker_is_told_to_drop_no_tls(net):
-    await net.start_tracker()
-    peer = await net.start_peer("alice", no_tls=True)
-    c = await net.console(peer)
+    with capturedLogs() as events:
+        await net.start_tracker()
+        peer = await net.start_peer("alice", no_tls=True)
+        c = await net.console(peer)
 
-    refused = await c.command("register alice secret")
+        refused = await c.command("register alice secret")
+        again = await c.command("login alice secret")
 
-    assert refused.status == "ERR the tracker speaks TLS; start this peer without --no-tls"
+    assert refused.status == again.status == "ERR the tracker speaks TLS; start this peer without --no-tls"
+    logged = messages(events)
+    # One line on each side, however often the peer retries.
+    assert logged.count("tracker refused: the tracker speaks TLS; start this peer without --no-tls") == 1
+    advice = "a peer spoke plain text to this TLS port and was closed; start that peer without --no-tls"
+    assert any(m.endswith(advice) for m in logged), logged
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_tls_peer_meeting_a_plain_text_tracker_is_told_to_use_no_tls(net):
-    tracker = await net.start_tracker(no_tls=True)
-    peer = await net.start_peer("alice")
-    c = await net.console(peer)
+    with capturedLogs() as events:
+        tracker = await net.start_tracker(no_tls=True)
+        peer = await net.start_peer("alice")
+        c = await net.console(peer)
 
-    refused = await c.command("register alice secret")
+        refused = await c.command("register alice secret")
 
     assert refused.status == "ERR the tracker speaks plain text (it runs with --no-tls); start this peer with --no-tls"
+    logged = messages(events)
+    assert (
+        logged.count(
+            "tracker refused: the tracker speaks plain text (it runs with --no-tls); start this peer with --no-tls"
+        )
+        == 1
+    )
+    advice = "a peer spoke TLS to this --no-tls port; start that peer with --no-tls"
+    assert any(m.endswith(advice) for m in logged), logged
     admin = await net.console(tracker)
     assert (await admin.command("fingerprint")).status == "OK no fingerprint: this tracker runs with --no-tls"
 
