@@ -34,6 +34,7 @@ from ..tls import (
 )
 from ..tls.ca import ca_endpoint
 from ..tls.fingerprints import Fingerprint
+from ..tls.pins import address_key
 
 log = Logger()
 
@@ -107,7 +108,13 @@ class TrackerEndpoint:
             error = failure.value
             if self.pins is not None:
                 error = self.pins.refusal(self.host, self.port, error)
-            self.report(error.message)
+            if error is failure.value and self.given is not None:
+                self.report(
+                    f"the tracker at {address_key(self.host, self.port)} presented certificate fingerprint "
+                    f"{error.seen}, not the {self.given} given with --tracker-fingerprint; refusing to connect"
+                )
+            else:
+                self.report(error.message)
         elif spoke_plain_text(failure):
             self.report(speaks_plain_advice("tracker", "peer"))
         elif self.ca is not None and not failure.check(ConnectError, HandshakeTimeout):

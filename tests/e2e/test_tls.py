@@ -88,6 +88,23 @@ async def test_a_changed_tracker_certificate_is_refused_until_accepted(net, tmp_
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_tracker_without_the_key_given_with_tracker_fingerprint_is_refused(net, tmp_path):
+    tracker = await net.start_tracker()
+    wanted = generate("the real tracker").fingerprint
+    peer = await net.start_peer("alice", tracker_fingerprint=str(wanted))
+    c = await net.console(peer)
+
+    refused = await c.command("register alice secret")
+
+    port = tracker.listener.port_number
+    assert refused.status == (
+        f"ERR the tracker at 127.0.0.1:{port} presented certificate fingerprint {tracker.identity.fingerprint}, "
+        f"not the {wanted} given with --tracker-fingerprint; refusing to connect"
+    )
+    assert not (tmp_path / "alice" / ".fileshare" / "tracker-pins").exists()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_source_whose_certificate_does_not_match_is_refused_and_another_serves(net, tmp_path):
     tracker = await net.start_tracker()
     f = tmp_path / "data.bin"
