@@ -46,7 +46,7 @@ class ISourceConnection(Interface):
     """
 
     connected = Attribute("False once the connection is lost.")
-    endpoint_name = Attribute("The client endpoint string it was made to; the pool's key.")
+    endpoint_name = Attribute("The source address it was made to (PinnedAddress or PlainAddress); the pool's key.")
     transport = Attribute("The transport; a fetcher drops a source with transport.abortConnection().")
     queue_position = Attribute("1-based place in the source's upload queue while waiting for a slot, else None.")
     last_progress = Attribute("Clock time of the last bytes received (a line or body bytes).")
@@ -69,12 +69,17 @@ class ISourceConnection(Interface):
 class ISourcePool(Interface):
     """Greeted source connections, kept open a moment for reuse (``fileshare.peer.pool``)."""
 
-    def connect(endpoint: str, watch=None, queue_timeout: float | None = None, ticket: str | None = None):
+    identity = Attribute("This peer's TLS identity, presented to sources; None with --no-tls.")
+
+    def connect(endpoint, watch=None, queue_timeout: float | None = None, ticket: str | None = None):
         """Coroutine: a greeted ISourceConnection to *endpoint*, or Unavailable.
 
-        *ticket* (from the tracker's sources item) is presented in ``hello``,
-        or with a ``ticket`` request on a reused connection that has not
-        presented it yet.
+        *endpoint* is a checked address (``fileshare.secure.address_from_wire``):
+        a PinnedAddress, whose key the source must hold, or with --no-tls a
+        PlainAddress; never an endpoint string.  A source holding another key
+        is Unavailable ("refused: ...").  *ticket* (from the tracker's sources
+        item) is presented in ``hello``, or with a ``ticket`` request on a
+        reused connection that has not presented it yet.
 
         *watch* is called with the connection before the greeting (so its
         queue position can be shown); *queue_timeout* bounds the wait in the

@@ -17,6 +17,7 @@ from twisted.python.threadpool import ThreadPool
 from ..errors import BadRequest, Conflict, FileshareError, NotFound, Unavailable
 from ..names import check_account, check_fname, check_password
 from ..pieces import MIN_PIECE_SIZE, Digest, piece_size_for
+from ..secure import address_from_wire
 from ..wire.framing import is_integer
 from .download import Download, Source
 from .interfaces import IRepository, ISourcePool, ITrackerLink, IUploadService
@@ -133,15 +134,20 @@ class Peer:
         for item in reply.get("items", []):
             if not isinstance(item, dict):
                 continue
-            host, endpoint, root, size = item.get("host"), item.get("endpoint"), item.get("root"), item.get("size")
-            if not (isinstance(host, str) and isinstance(endpoint, str) and isinstance(root, str) and is_integer(size)):
+            host, root, size = item.get("host"), item.get("root"), item.get("size")
+            if not (isinstance(host, str) and isinstance(root, str) and is_integer(size)):
+                continue
+            try:
+                address = address_from_wire(item.get("address"), tls=self.pool.identity is not None)
+            except BadRequest as e:
+                log.warn("ignoring source {host} from the tracker: {why}", host=host, why=e.message)
                 continue
             if from_host is not None and host != from_host:
                 continue
             if hash_prefix is not None and not root.startswith(hash_prefix.lower()):
                 continue
             ticket = item.get("ticket")
-            by_root.setdefault(root, []).append(Source(host, endpoint, ticket if isinstance(ticket, str) else ""))
+            by_root.setdefault(root, []).append(Source(host, address, ticket if isinstance(ticket, str) else ""))
             sizes[root] = size
         return [Candidate(root, sizes[root], tuple(srcs)) for root, srcs in sorted(by_root.items())]
 
@@ -229,7 +235,7 @@ class Peer:
         for source in candidate.sources:
             try:
                 protocol = await self.pool.connect(
-                    source.endpoint, queue_timeout=PIECE_LIST_QUEUE_TIMEOUT, ticket=source.ticket or None
+                    source.address, queue_timeout=PIECE_LIST_QUEUE_TIMEOUT, ticket=source.ticket or None
                 )
             except FileshareError as e:
                 errors.append(f"{source.host}: {e.message}")

@@ -7,11 +7,13 @@ handshake and no upload-slot wait per file.
 
 from typing import Any
 
-from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.endpoints import connectProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..errors import Unavailable
+from ..secure import PlainAddress, plain_endpoint
+from ..tls import FingerprintMismatch, Identity, PinnedAddress, pinned_endpoint
 from .interfaces import ISourcePool
 from .ratelimit import TokenBucket
 from .source import SourceProtocol
@@ -36,16 +38,38 @@ def _give_up(protocol: SourceProtocol, why: str) -> None:
 
 @implementer(ISourcePool)
 class SourcePool:
-    def __init__(self, reactor: Any, bucket: TokenBucket | None = None, idle_timeout: float = IDLE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        bucket: TokenBucket | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
+        identity: Identity | None = None,
+    ) -> None:
         self.reactor = reactor
+        #: This peer's TLS identity; None with --no-tls.
+        self.identity = identity
         self.bucket = bucket
         self.idle_timeout = idle_timeout
-        self._idle: dict[str, list[tuple[SourceProtocol, Any]]] = {}
+        self._idle: dict[Any, list[tuple[SourceProtocol, Any]]] = {}
+
+    def _endpoint(self, address: PinnedAddress | PlainAddress) -> Any:
+        """The endpoint for a checked address: pinned TLS, or plain TCP with --no-tls; never an endpoint string."""
+        if self.identity is None:
+            if not isinstance(address, PlainAddress | PinnedAddress):
+                raise Unavailable(f"bad source address {address!r}")
+            return plain_endpoint(self.reactor, PlainAddress(address.host, address.port), CONNECT_TIMEOUT)
+        if not isinstance(address, PinnedAddress):
+            raise Unavailable(f"bad source address {address!r}: no certificate fingerprint to check")
+        return pinned_endpoint(self.reactor, address, self.identity, timeout=CONNECT_TIMEOUT)
 
     async def connect(
-        self, endpoint: str, watch: Any = None, queue_timeout: float | None = None, ticket: str | None = None
+        self,
+        endpoint: PinnedAddress | PlainAddress,
+        watch: Any = None,
+        queue_timeout: float | None = None,
+        ticket: str | None = None,
     ) -> SourceProtocol:
-        """A greeted connection to the source at *endpoint* (a client endpoint string).
+        """A greeted connection to the source at *endpoint* (an address the tracker gave, checked).
 
         *watch*, if given, is called with the new protocol before the greeting,
         so a caller can show that the source has put us in its upload queue.
@@ -63,10 +87,7 @@ class SourcePool:
                 protocol.last_progress = self.reactor.seconds()
                 protocol.present(ticket)
                 return protocol
-        try:
-            ep = clientFromString(self.reactor, endpoint)
-        except (ValueError, TypeError, KeyError) as e:
-            raise Unavailable(f"bad source address {endpoint!r}: {e}") from None
+        ep = self._endpoint(endpoint)
         protocol = SourceProtocol(self.reactor, self.bucket, ticket)
         protocol.endpoint_name = endpoint
         if watch is not None:
@@ -75,6 +96,9 @@ class SourcePool:
         timer = self.reactor.callLater(CONNECT_TIMEOUT, d.cancel)
         try:
             await d
+        except FingerprintMismatch as e:
+            log.warn("refused source {source}: {why}", source=str(endpoint), why=e.message)
+            raise Unavailable(f"refused: {e.message}") from None
         except Exception as e:
             raise Unavailable(f"cannot connect: {e.__class__.__name__}") from None
         finally:

@@ -1,22 +1,27 @@
 """``twistd fileshare-peer``: options and the service tree."""
 
+import os
 from typing import Any
 
 from twisted.application import service
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import clientFromString
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
 from ..errors import BadRequest
+from ..secure import fingerprint_option, server_factory, tcp_host_and_port
 from ..services import CallbackService, ListeningService, Program, ThreadPoolService, first_failure
 from ..storage.sqlite import DatabaseError
+from ..tls import Identity, IdentityError, PinFileError, PinStore, load_or_create
+from ..tls.ca import load_certificates
+from ..tls.pins import FILE_NAME as PIN_FILE
 from .console import PeerConsoleFactory
 from .node import Peer
 from .pool import SourcePool
 from .ratelimit import TokenBucket, parse_rate
 from .repository import Repository
+from .tracker_endpoint import TrackerEndpoint
 from .tracker_link import TrackerLink
 from .upload import UploadService
 
@@ -57,6 +62,16 @@ class Options(usage.Options):
         ["upload-rate", None, None, "Upload limit in bytes/s across all uploads, K/M/G suffixes (e.g. 20M).", _rate],
         ["download-rate", None, None, "Download limit in bytes/s across all downloads, K/M/G suffixes.", _rate],
         ["max-sources", None, 4, "Sources one fetch downloads from at once.", _count],
+        [
+            "tracker-fingerprint",
+            None,
+            None,
+            "Demand this certificate fingerprint (sha256:...) of the tracker; replaces the pin from first contact.",
+        ],
+        ["tracker-ca", None, None, "PEM file of CA certificates: check the tracker's certificate and host name."],
+    ]
+    optFlags = [
+        ["no-tls", None, "Speak plain text to the tracker and other peers (debugging, benchmarks)."],
     ]
 
     def postOptions(self) -> None:
@@ -64,6 +79,39 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "--listen must be a TCP endpoint such as tcp:7710: other peers connect to it by address"
             )
+        try:
+            self["tracker-address"] = tcp_host_and_port(self["tracker"])
+            self["tracker-pin"] = fingerprint_option(self["tracker-fingerprint"])
+        except BadRequest as e:
+            raise usage.UsageError(e.message) from None
+        if self["no-tls"] and (self["tracker-fingerprint"] or self["tracker-ca"]):
+            raise usage.UsageError("--tracker-fingerprint and --tracker-ca need TLS; drop --no-tls")
+        if self["tracker-fingerprint"] and self["tracker-ca"]:
+            raise usage.UsageError("give either --tracker-fingerprint or --tracker-ca, not both")
+
+
+def _identity(options: dict[str, Any], state_dir: str) -> Identity | None:
+    """The peer's key and certificate in DIR/.fileshare, made on first start (blocking, at start-up)."""
+    if options.get("no-tls"):
+        return None
+    identity = load_or_create(
+        os.path.join(state_dir, "peer-cert.pem"), os.path.join(state_dir, "peer-key.pem"), "fileshare peer"
+    )
+    log.info("peer certificate fingerprint {fingerprint}", fingerprint=str(identity.fingerprint))
+    return identity
+
+
+def _tracker_endpoint(
+    options: dict[str, Any], reactor: Any, identity: Identity | None, state_dir: str
+) -> TrackerEndpoint:
+    host, port = options.get("tracker-address") or tcp_host_and_port(options["tracker"])
+    if identity is None:
+        return TrackerEndpoint(reactor, host, port, None)
+    if options.get("tracker-ca"):
+        return TrackerEndpoint(reactor, host, port, identity, ca=load_certificates(options["tracker-ca"]))
+    pins = PinStore.load(os.path.join(state_dir, PIN_FILE))
+    given = options.get("tracker-pin") or fingerprint_option(options.get("tracker-fingerprint"))
+    return TrackerEndpoint(reactor, host, port, identity, pins, given)
 
 
 class PeerService(service.MultiService):
@@ -90,16 +138,19 @@ class PeerService(service.MultiService):
         self.uploads = UploadService(
             self.repository, reactor, options["max-uploads"], options["upload-rate"], uploading
         )
-        self.listener = ListeningService(reactor, options["listen"], self.uploads, "peer uploads", "--listen")
+        self.identity = _identity(options, self.repository.state_dir)
+        uploads = server_factory(self.uploads, self.identity, reactor, "fetcher", "peer")
+        self.listener = ListeningService(reactor, options["listen"], uploads, "peer uploads", "--listen")
         self.listener.setServiceParent(self)
+        self.tracker_endpoint = _tracker_endpoint(options, reactor, self.identity, self.repository.state_dir)
         self.tracker = TrackerLink(
-            clientFromString(reactor, options["tracker"]),
+            self.tracker_endpoint,
             self.repository,
             reactor,
             lambda: self.listener.port_number,
         )
         self.uploads.ticket_key = lambda: self.tracker.ticket_key
-        self.pool = SourcePool(reactor, TokenBucket(options["download-rate"], reactor))
+        self.pool = SourcePool(reactor, TokenBucket(options["download-rate"], reactor), identity=self.identity)
         self.peer = Peer(
             self.repository, self.tracker, self.uploads, self.pool, reactor, hashers, options["max-sources"]
         )
@@ -140,6 +191,6 @@ def makeService(options: Options) -> service.IService:
     reuse_large_buffers()
     try:
         peer = PeerService(options, reactor)
-    except DatabaseError as e:
+    except (DatabaseError, IdentityError, PinFileError) as e:
         raise SystemExit(f"fileshare-peer: {e}") from None
     return Program("fileshare-peer", peer, reactor)

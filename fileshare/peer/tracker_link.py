@@ -114,6 +114,7 @@ class TrackerLink:
         clock: Any,
         listen_port: Callable[[], int],
     ) -> None:
+        self.endpoint = endpoint
         self.repository = repository
         self.clock = clock
         self._listen_port = listen_port
@@ -145,6 +146,9 @@ class TrackerLink:
 
     async def handshake(self, protocol: TrackerClientProtocol) -> None:
         await protocol.call("hello", timeout=CONNECT_TIMEOUT, **hello_fields(software=True))
+        report = getattr(self.endpoint, "report", None)
+        if report is not None:
+            report(None)  # the tracker answered: no mode problem now
         self.protocol = protocol
         if self.credentials is not None:
             await self._relogin(protocol)
@@ -229,8 +233,15 @@ class TrackerLink:
         self._end_waiters.append(d)
         return d
 
+    @property
+    def problem(self) -> str | None:
+        """Why the tracker was refused (TLS pin, CA, wrong mode), from the endpoint."""
+        return getattr(self.endpoint, "problem", None)
+
     def describe(self) -> str:
         """The login state for ``status``."""
+        if self.problem is not None:
+            return f"tracker refused: {self.problem}"
         if self.ended_reason is not None:
             return f"not logged in: the tracker ended the session: {self.ended_reason}"
         if self.credentials is None:
@@ -256,7 +267,7 @@ class TrackerLink:
         try:
             protocol = await d
         except Exception:
-            raise Unavailable("cannot reach the tracker; is it running?") from None
+            raise Unavailable(self.problem or "cannot reach the tracker; is it running?") from None
         finally:
             if timer.active():
                 timer.cancel()
@@ -269,7 +280,7 @@ class TrackerLink:
             if timer.active():
                 timer.cancel()
         if ready is None:
-            raise Unavailable("the tracker did not accept this peer's hello")
+            raise Unavailable(self.problem or "the tracker did not accept this peer's hello")
         return ready
 
     async def call(self, op: str, **fields: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ resumes every connection together, and drops a source that stalls.
 
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -39,7 +39,8 @@ class Source:
     """A holder of the file, as the tracker listed it."""
 
     host: str
-    endpoint: str
+    #: Where it listens and, with TLS, the key it must hold (checked, from the tracker's record).
+    address: Any
     #: The tracker's ticket for fetching this file from this source (not part of its identity).
     ticket: str = attrs.field(default="", eq=False, repr=False)
 
@@ -136,12 +137,12 @@ async def _connect(crew: "Crew", source: Source) -> ISourceConnection:
         crew.watching(source, protocol)
 
     try:
-        return await crew.pool.connect(source.endpoint, watch, ticket=source.ticket or None)
+        return await crew.pool.connect(source.address, watch, ticket=source.ticket or None)
     except TicketExpired:
         ticket = await crew.renew(source.host) if crew.renew is not None else None
         if not ticket:
             raise
-    return await crew.pool.connect(source.endpoint, watch, ticket=ticket)
+    return await crew.pool.connect(source.address, watch, ticket=ticket)
 
 
 def _deliver(download: "Download", source: Hashable, protocol: ISourceConnection) -> Callable:

@@ -12,8 +12,13 @@ from ..names import check_account
 from .directory import Directory
 
 
-def admin_commands(directory: Directory) -> CommandTable:
+def admin_commands(directory: Directory, identity: Any = None) -> CommandTable:
     table = CommandTable()
+
+    async def fingerprint(session: Session) -> str:
+        if identity is None:
+            return "no fingerprint: this tracker runs with --no-tls"
+        return f"tracker certificate fingerprint {identity.fingerprint}"
 
     async def peers(session: Session) -> str:
         for host in sorted(directory.online.values(), key=lambda h: h.name):
@@ -80,14 +85,15 @@ def admin_commands(directory: Directory) -> CommandTable:
     table.add("unban", unban, "unban NAME", "lift NAME's ban", 1)
     table.add("bans", bans, "bans", "list banned accounts with the time and reason")
     table.add("stats", stats, "stats", "hosts online, files, logins and failures (last minute, since start)")
+    table.add("fingerprint", fingerprint, "fingerprint", "the tracker's certificate fingerprint, to hand to peers")
     table.add("help", help_command(table), "help", "list the commands")
     table.add("quit", quit_command, "quit", "close this console")
     return table
 
 
 class AdminConsoleFactory(Factory):
-    def __init__(self, directory: Directory) -> None:
-        self.commands = admin_commands(directory)
+    def __init__(self, directory: Directory, identity: Any = None) -> None:
+        self.commands = admin_commands(directory, identity)
 
     def buildProtocol(self, addr: Any) -> ConsoleProtocol:
         p = ConsoleProtocol(self.commands, f"fileshare tracker {__version__} admin console; type 'help'")

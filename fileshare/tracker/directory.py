@@ -27,6 +27,7 @@ from ..errors import (
     Unavailable,
 )
 from ..names import check_account, check_fname, check_password
+from ..tls import Fingerprint
 from . import passwords
 from .stats import TrackerStats
 from .store import FileRecord, Holding, ITrackerStore
@@ -60,6 +61,11 @@ class OnlineHost:
     session: str = ""
     #: This session's key for the download tickets other hosts present to it (see fileshare.tickets).
     ticket_key: bytes = attrs.field(factory=tickets.new_key, repr=False)
+    #: The certificate fingerprint of the host's TLS connection to the tracker (None with --no-tls):
+    #: read from the connection, never claimed, so fetchers and tickets can bind to it.
+    fingerprint: Fingerprint | None = None
+    #: What fetchers are told: ``PinnedAddress.to_wire()`` (host, port, fingerprint), or host and port alone.
+    transfer_address: dict[str, object] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -125,6 +131,8 @@ class Directory:
         where: str = "",
         replace: bool = False,
         session: str | None = None,
+        fingerprint: Fingerprint | None = None,
+        transfer_address: dict[str, object] | None = None,
     ) -> OnlineHost:
         """Check the password and bring *name* online on *channel*.
 
@@ -132,7 +140,9 @@ class Directory:
         *where* what others are told about it; *session* is the secret of an
         earlier login by the same peer, which may take that session back
         without *replace* (the peer reconnected before the tracker noticed the
-        old connection had died).
+        old connection had died).  *fingerprint* is the key of the host's TLS
+        connection and *transfer_address* the record fetchers get (see
+        :class:`OnlineHost`).
         """
         check_account(name)
         check_password(password)
@@ -161,7 +171,15 @@ class Directory:
                 raise OnlineElsewhere(
                     f"{name} is already logged in from {previous.where}; use login --replace to take over"
                 )
-        host = OnlineHost(name, channel, endpoint, since=self.clock.seconds(), where=where)
+        host = OnlineHost(
+            name,
+            channel,
+            endpoint,
+            since=self.clock.seconds(),
+            where=where,
+            fingerprint=fingerprint,
+            transfer_address=dict(transfer_address or {}),
+        )
         host.session = secrets.token_hex(16)
         if previous is not None and previous.channel is channel:
             host.files = previous.files

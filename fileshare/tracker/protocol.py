@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from ..errors import BadRequest, NotLoggedIn, Unavailable
 from ..names import check_fname
 from ..tickets import client_binding
+from ..tls import Fingerprint, PinnedAddress, peer_fingerprint
 from ..wire.framing import count, field
 from ..wire.messages import SOFTWARE, check_hello, hello_required
 from ..wire.rpc import RPCProtocol
@@ -38,6 +39,18 @@ def endpoint_for(address: Any, port: int) -> str:
     if isinstance(address, IPv4Address):
         return f"tcp:host={address.host}:port={port}"
     return f"tcp:host=127.0.0.1:port={port}"
+
+
+def transfer_address(address: Any, port: int, fingerprint: Fingerprint | None) -> dict[str, object]:
+    """
+    The record fetchers get for a host: ``PinnedAddress.to_wire()`` with TLS,
+    host and port alone without.  Data, not an endpoint string: the fetcher
+    checks it and builds the connection itself.
+    """
+    host = address.host if isinstance(address, IPv4Address | IPv6Address) else "127.0.0.1"
+    if fingerprint is None:
+        return {"host": host, "port": port}
+    return PinnedAddress(host, port, fingerprint).to_wire()
 
 
 def address_of(address: Any) -> str:
@@ -113,6 +126,8 @@ class TrackerServerProtocol(RPCProtocol):
         name = field(message, "name", str)
         session = message.get("session")
         peer = self.transport.getPeer()
+        # The key of this very connection, not one the peer claims.
+        fingerprint = peer_fingerprint(self.transport)
         host = await self.directory.login(
             name,
             field(message, "password", str),
@@ -122,6 +137,8 @@ class TrackerServerProtocol(RPCProtocol):
             where=where_for(peer, port),
             replace=field(message, "replace", bool, False),
             session=session if isinstance(session, str) else None,
+            fingerprint=fingerprint,
+            transfer_address=transfer_address(peer, port, fingerprint),
         )
         if not self.connected:
             # Lost while the password was checked: connectionLost saw no host to log out.
@@ -182,7 +199,7 @@ class TrackerServerProtocol(RPCProtocol):
             "items": [
                 {
                     "host": h.host,
-                    "endpoint": online.endpoint,
+                    "address": online.transfer_address,
                     "size": h.size,
                     "root": h.root,
                     "ticket": self.directory.ticket(host, binding, h.root, online),

@@ -1,18 +1,25 @@
 """``twistd fileshare-tracker``: options and the service tree."""
 
+import os
 from typing import Any
 
 from twisted.application import service
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
+from ..secure import server_factory
 from ..services import CallbackService, ListeningService, Program, ThreadPoolService, first_failure
 from ..storage.sqlite import DatabaseError
+from ..tls import Identity, IdentityError, load_or_create
+from ..tls.ca import load_identity
 from .admin import AdminConsoleFactory
 from .database import open_database
 from .directory import Directory
 from .protocol import TrackerFactory
 from .store import SQLiteTrackerStore
+
+log = Logger()
 
 
 class Options(usage.Options):
@@ -22,6 +29,8 @@ class Options(usage.Options):
         ["listen", None, "tcp:7700", "Endpoint where peers connect."],
         ["admin", None, "tcp:7701:interface=127.0.0.1", "Endpoint of the admin console (no password: keep it local)."],
         ["db", None, "fileshare-tracker.db", "SQLite database of accounts and the file index."],
+        ["tls-cert", None, None, "PEM certificate (chain) from your own CA, instead of the self-signed one."],
+        ["tls-key", None, None, "PEM private key of --tls-cert (unencrypted)."],
     ]
     optFlags = [
         [
@@ -30,7 +39,37 @@ class Options(usage.Options):
             "Start an empty database if the one at --db is missing or empty, although this tracker used one there "
             "before (without it the tracker refuses to start, so accounts are never lost silently).",
         ],
+        ["no-tls", None, "Speak plain text to peers (debugging, benchmarks); peers need --no-tls too."],
     ]
+
+    def postOptions(self) -> None:
+        if bool(self["tls-cert"]) != bool(self["tls-key"]):
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        if self["no-tls"] and self["tls-cert"]:
+            raise usage.UsageError("--tls-cert and --tls-key need TLS; drop --no-tls")
+
+
+def identity_paths(db: str) -> tuple[str, str]:
+    """Where the self-signed identity lives: ``tracker.db`` -> ``tracker-cert.pem``, ``tracker-key.pem``."""
+    base = os.path.splitext(db)[0]
+    return f"{base}-cert.pem", f"{base}-key.pem"
+
+
+def tracker_identity(options: dict[str, Any]) -> Identity | None:
+    """Load (or on first start make) the tracker's identity and log its fingerprint (blocking, at start-up)."""
+    if options.get("no-tls"):
+        log.warn("TLS is off (--no-tls): passwords and files cross the network in clear")
+        return None
+    if options.get("tls-cert"):
+        identity = load_identity(options["tls-cert"], options["tls-key"])
+    else:
+        identity = load_or_create(*identity_paths(options["db"]), "fileshare tracker")
+    log.info(
+        "tracker certificate fingerprint {fingerprint} (peers pin it on first contact, "
+        "or take it with --tracker-fingerprint)",
+        fingerprint=str(identity.fingerprint),
+    )
+    return identity
 
 
 class TrackerService(service.MultiService):
@@ -43,16 +82,19 @@ class TrackerService(service.MultiService):
     def __init__(self, options: dict[str, Any], reactor: Any) -> None:
         super().__init__()
         database = open_database(options["db"], create=bool(options.get("create")))
+        #: The tracker's TLS identity (None with --no-tls); made beside the database on first start.
+        self.identity = tracker_identity(options)
         pool = ThreadPool(minthreads=0, maxthreads=2, name="fileshare-tracker-cpu")
         ThreadPoolService(pool).setServiceParent(self)
         store = SQLiteTrackerStore(database.path, reactor, prepared=True)
         CallbackService(store.close).setServiceParent(self)
         self.directory = Directory(store, reactor, reactor, pool)
         self.peers = TrackerFactory(self.directory)
-        self.listener = ListeningService(reactor, options["listen"], self.peers, "tracker", "--listen")
+        listening = server_factory(self.peers, self.identity, reactor, "peer", "peer")
+        self.listener = ListeningService(reactor, options["listen"], listening, "tracker", "--listen")
         self.listener.setServiceParent(self)
         self.admin = ListeningService(
-            reactor, options["admin"], AdminConsoleFactory(self.directory), "admin console", "--admin"
+            reactor, options["admin"], AdminConsoleFactory(self.directory, self.identity), "admin console", "--admin"
         )
         self.admin.setServiceParent(self)
 
@@ -70,7 +112,7 @@ def makeService(options: Options) -> service.IService:
 
     try:
         top = TrackerService(options, reactor)
-    except DatabaseError as e:
+    except (DatabaseError, IdentityError) as e:
         # twistd prints this one line and exits with status 1.
         raise SystemExit(f"fileshare-tracker: {e}") from None
     return Program("fileshare-tracker", top, reactor)

@@ -14,7 +14,18 @@ from twisted.protocols.basic import LineReceiver
 
 from fileshare.peer.service import Options as PeerOptions
 from fileshare.peer.service import PeerService
+from fileshare.tls import first_use_endpoint, generate
 from fileshare.tracker.service import TrackerService
+
+#: The key a raw test client presents to TLS ports (every node requires one).
+RAW_CLIENT = generate("raw test client")
+
+
+def raw_endpoint(port: int, tls: bool = True):
+    """A client endpoint to a node's port on loopback, speaking TLS as nodes do unless *tls* is false."""
+    if tls:
+        return first_use_endpoint(reactor, "127.0.0.1", port, RAW_CLIENT)
+    return TCP4ClientEndpoint(reactor, "127.0.0.1", port)
 
 
 @attrs.frozen
@@ -72,6 +83,11 @@ async def console(port: int) -> ConsoleClient:
     return client
 
 
+def _flag(name: str, value: Any) -> str:
+    option = "--" + name.replace("_", "-")
+    return option if value is True else f"{option}={value}"
+
+
 class Network:
     """Starts services and stops all of them at the end of a test."""
 
@@ -81,12 +97,14 @@ class Network:
         self.consoles: list[ConsoleClient] = []
         self.tracker: TrackerService | None = None
 
-    async def start_tracker(self, db: str = "tracker.db", port: int = 0) -> TrackerService:
+    async def start_tracker(self, db: str = "tracker.db", port: int = 0, **options: Any) -> TrackerService:
+        """A tracker; TLS is on unless ``no_tls=True`` (other *options* as twistd's, with _ for -)."""
         tracker = TrackerService(
             {
                 "listen": f"tcp:{port}:interface=127.0.0.1",
                 "admin": "tcp:0:interface=127.0.0.1",
                 "db": str(self.tmp_path / db),
+                **{k.replace("_", "-"): v for k, v in options.items()},
             },
             reactor,
         )
@@ -115,7 +133,7 @@ class Network:
                 "tcp:0:interface=127.0.0.1",
                 "--repo",
                 str(self.tmp_path / name),
-                *[f"--{k.replace('_', '-')}={v}" for k, v in options.items()],
+                *[_flag(k, v) for k, v in options.items()],
             ]
         )
         peer = PeerService(opts, reactor)

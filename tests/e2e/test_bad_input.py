@@ -7,10 +7,12 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.protocol import Protocol
 
 from fileshare import tickets
+
+from .harness import RAW_CLIENT, raw_endpoint
 
 
 @pytest_twisted.ensureDeferred
@@ -161,7 +163,7 @@ class Raw(Protocol):
 async def raw_exchange(port: int, data: bytes, replies: int) -> bytes:
     """Send *data*, wait for *replies* lines (or the other end closing), then hang up."""
     p = Raw(replies)
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), p)
+    await connectProtocol(raw_endpoint(port), p)
     p.transport.write(data)
     # A safety net only: every exchange below ends by its own replies.
     guard = reactor.callLater(10, p.transport.abortConnection)
@@ -173,10 +175,10 @@ async def raw_exchange(port: int, data: bytes, replies: int) -> bytes:
 
 
 def hello_with_ticket(net, source: str, root: str, fetcher: str = "mallory", issued: float | None = None) -> bytes:
-    """A ``hello`` with the ticket the tracker would issue a plain-text fetcher for *root* at *source*."""
+    """A ``hello`` with the ticket the tracker would issue the raw test client (its TLS key) for *root* at *source*."""
     key = net.tracker.directory.online[source].ticket_key
     now = reactor.seconds() if issued is None else issued
-    ticket = tickets.issue(key, fetcher, tickets.NO_BINDING, root, source, now)
+    ticket = tickets.issue(key, fetcher, str(RAW_CLIENT.fingerprint), root, source, now)
     return json.dumps({"op": "hello", "versions": [1], "ticket": ticket}).encode() + b"\n"
 
 

@@ -97,3 +97,27 @@ async def test_a_peer_whose_repository_cannot_be_opened_exits_with_status_1(tmp_
     assert line.endswith(
         f"fileshare-peer: cannot use {tmp_path}/notadir as the repository: Not a directory ({tmp_path}/notadir/.fileshare)"
     ), line
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_whose_key_file_is_damaged_exits_with_status_1_naming_it(tmp_path):
+    state = tmp_path / "r" / ".fileshare"
+    state.mkdir(parents=True)
+    (state / "peer-key.pem").write_text("not a key")
+
+    proto = await run_until_exit(tmp_path, "fileshare-peer", PEER + ["--repo", "r"])
+
+    assert proto.status == 1, proto.output
+    [line] = error_lines(proto, "fileshare-peer")
+    assert f"{state}/peer-key.pem" in line, line
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tracker_whose_tls_certificate_is_missing_exits_with_status_1(tmp_path):
+    args = TRACKER + ["--tls-cert", "missing.pem", "--tls-key", "missing.key"]
+
+    proto = await run_until_exit(tmp_path, "fileshare-tracker", args)
+
+    assert proto.status == 1, proto.output
+    [line] = error_lines(proto, "fileshare-tracker")
+    assert line.endswith("fileshare-tracker: cannot read missing.pem: No such file or directory"), line

@@ -188,6 +188,9 @@ class FakePool:
     and what it made is kept in ``made``.
     """
 
+    #: Plain text: sources are PlainAddress records.
+    identity = None
+
     def __init__(self) -> None:
         self.sources: dict[str, Any] = {}
         self.made: dict[str, list[Any]] = {}

@@ -18,6 +18,7 @@ from fileshare.peer.source import SourceProtocol
 from fileshare.peer.tracker_link import TrackerLink
 from fileshare.peer.upload import UploadService
 from fileshare.pieces import MIN_PIECE_SIZE, Digest
+from fileshare.secure import PlainAddress
 
 from .fakes import (
     FakeConnection,
@@ -35,12 +36,12 @@ DIGEST = digest_of(DATA, MIN_PIECE_SIZE)
 ROOT = DIGEST.root
 
 
-def endpoint(host: str) -> str:
-    return f"tcp:host={host}:port=7710"
+def endpoint(host: str) -> PlainAddress:
+    return PlainAddress(host, 7710)
 
 
 def item(host: str, root: str = ROOT, size: int = len(DATA)) -> dict:
-    return {"host": host, "endpoint": endpoint(host), "root": root, "size": size}
+    return {"host": host, "address": endpoint(host).to_wire(), "root": root, "size": size}
 
 
 def pieces_reply(digest: Digest = DIGEST) -> dict:

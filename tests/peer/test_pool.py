@@ -10,13 +10,15 @@ from fileshare.errors import Unavailable
 from fileshare.peer.interfaces import ISourceConnection, ISourcePool
 from fileshare.peer.pool import CONNECT_TIMEOUT, GREETING_TIMEOUT, IDLE_TIMEOUT, SourcePool
 from fileshare.peer.source import SourceProtocol
+from fileshare.secure import PlainAddress
+from fileshare.tls import generate
 
-ENDPOINT = "tcp:host=127.0.0.1:port=7710"
+ENDPOINT = PlainAddress("127.0.0.1", 7710)
 HELLO = b'{"op":"hello","versions":[1]}\n'
 GREETING = b'{"ok":true,"version":1}\n'
 
 
-def connect(pool: SourcePool, endpoint: str = ENDPOINT, **kwargs) -> Deferred:
+def connect(pool: SourcePool, endpoint=ENDPOINT, **kwargs) -> Deferred:
     return Deferred.fromCoroutine(pool.connect(endpoint, **kwargs))
 
 
@@ -69,12 +71,27 @@ def test_a_connection_is_handed_out_once_the_source_greets_it():
     assert not reactor.getDelayedCalls()  # every timer cancelled
 
 
-def test_a_bad_endpoint_is_unavailable():
-    pool = SourcePool(MemoryReactorClock())
+def test_an_endpoint_string_is_never_used_as_a_source_address():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
 
-    error = outcome(connect(pool, "nonsense:x")).value
+    error = outcome(connect(pool, "unix:/run/secret")).value
 
-    assert isinstance(error, Unavailable) and error.message.startswith("bad source address 'nonsense:x': ")
+    assert isinstance(error, Unavailable) and error.message == "bad source address 'unix:/run/secret'"
+    assert reactor.tcpClients == [] and reactor.unixClients == []
+
+
+def test_with_tls_an_address_without_a_fingerprint_is_refused():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor, identity=generate("fetcher"))
+
+    error = outcome(connect(pool, ENDPOINT)).value
+
+    assert (
+        error.message
+        == "bad source address PlainAddress(host='127.0.0.1', port=7710): no certificate fingerprint to check"
+    )
+    assert reactor.tcpClients == []
 
 
 def test_connecting_gives_up_after_the_connect_timeout():

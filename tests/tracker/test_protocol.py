@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 
 from fileshare import tickets
 from fileshare.errors import NotLoggedIn, TicketExpired, TicketInvalid
+from fileshare.tls import generate
 from fileshare.tracker import directory as directory_module
 from fileshare.tracker import passwords
 from fileshare.tracker.directory import Directory
@@ -449,7 +450,7 @@ def test_sources_excludes_the_asker_and_offline_hosts():
     ticket = reply["items"][0].pop("ticket")
     assert reply == {
         "ok": True,
-        "items": [{"host": "bob", "endpoint": "tcp:host=198.51.100.2:port=7002", "size": 9, "root": ROOT_A}],
+        "items": [{"host": "bob", "address": {"host": "198.51.100.2", "port": 7002}, "size": 9, "root": ROOT_A}],
     }
     assert tickets.parse(ticket).source == "bob"
 
@@ -501,6 +502,44 @@ def test_a_kicked_or_banned_host_gets_no_new_ticket(how):
     with pytest.raises(NotLoggedIn):
         directory.ticket("alice", tickets.NO_BINDING, ROOT_A, directory.online["bob"])
     assert directory.stats.tickets.total == 1
+
+
+class TLSTransport(StringTransport):
+    """A connection whose TLS handshake presented *certificate*."""
+
+    def __init__(self, certificate, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.certificate = certificate
+
+    def getPeerCertificate(self):
+        return self.certificate
+
+
+def test_login_records_the_fingerprint_of_the_connection_and_sources_hand_it_out_as_data():
+    directory = build_directory()
+    alice = build_online(directory, "alice", port=7001)
+    bob_identity = generate("bob")
+    bob = Connection(directory)
+    bob.transport = TLSTransport(bob_identity.certificate, peerAddress=IPv4Address("TCP", "198.51.100.2", 40000))
+    bob.protocol.makeConnection(bob.transport)
+    assert bob.ask("hello", versions=[1])["ok"] is True
+    assert bob.ask("register", name="bob", password="bob-secret") == {"ok": True}
+    # A fingerprint the peer claims is ignored: only the connection's counts.
+    claimed = str(generate("mallory").fingerprint)
+    assert bob.ask("login", name="bob", password="bob-secret", port=7002, fingerprint=claimed)["ok"] is True
+    bob.ask("publish", fname="song.ogg", size=9, root=ROOT_A)
+
+    assert directory.online["bob"].fingerprint == bob_identity.fingerprint
+    items = alice.ask("sources", fname="song.ogg")["items"]
+    assert tickets.parse(items[0].pop("ticket")).source == "bob"
+    assert items == [
+        {
+            "host": "bob",
+            "address": {"host": "198.51.100.2", "port": 7002, "fingerprint": str(bob_identity.fingerprint)},
+            "size": 9,
+            "root": ROOT_A,
+        }
+    ]
 
 
 def test_sources_of_an_unknown_file_is_an_empty_list():
