@@ -968,7 +968,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-sendfile",
         action="store_true",
-        help="peers serve without sendfile(), reading and writing through the transport as under TLS",
+        help="--no-tls peers serve without sendfile() too, reading and writing through the transport as TLS does",
     )
     parser.add_argument("--no-aria2", action="store_true", help="skip aria2 even if it is installed")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (data, logs, copies)")
