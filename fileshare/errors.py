@@ -69,6 +69,43 @@ class OnlineElsewhere(FileshareError):
     code = "online-elsewhere"
 
 
+class TicketError(FileshareError):
+    """A transfer request without a valid ticket from the tracker (see :mod:`fileshare.tickets`).
+
+    The source logs it with the address and closes the connection.
+    """
+
+    code = "ticket-invalid"
+
+
+class TicketMissing(TicketError):
+    """No ticket was presented for the file asked for."""
+
+    code = "ticket-missing"
+
+
+class TicketExpired(TicketError):
+    code = "ticket-expired"
+
+
+class TicketInvalid(TicketError):
+    """Malformed, or its MAC does not match: forged, altered or from another login."""
+
+    code = "ticket-invalid"
+
+
+class TicketMisbound(TicketError):
+    """A genuine ticket for another fetcher identity or another source."""
+
+    code = "ticket-misbound"
+
+
+class TicketUnverifiable(TicketError):
+    """This source is not logged in to the tracker, so it holds no key to check tickets with."""
+
+    code = "ticket-unverifiable"
+
+
 class RemoteError(FileshareError):
     """The other side answered a request with an error reply."""
 
@@ -86,6 +123,11 @@ ERROR_CLASSES = {
         Throttled,
         Banned,
         OnlineElsewhere,
+        TicketMissing,
+        TicketExpired,
+        TicketInvalid,
+        TicketMisbound,
+        TicketUnverifiable,
     )
 }
 

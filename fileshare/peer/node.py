@@ -146,7 +146,8 @@ class Peer:
                 continue
             if hash_prefix is not None and not root.startswith(hash_prefix.lower()):
                 continue
-            by_root.setdefault(root, []).append(Source(host, address))
+            ticket = item.get("ticket")
+            by_root.setdefault(root, []).append(Source(host, address, ticket if isinstance(ticket, str) else ""))
             sizes[root] = size
         return [Candidate(root, sizes[root], tuple(srcs)) for root, srcs in sorted(by_root.items())]
 
@@ -193,6 +194,7 @@ class Peer:
                 self.max_sources,
                 verified=resume,
             )
+            download.crew.renew = lambda host: self._fresh_ticket(fname, chosen.root, host)
             self.downloads[chosen.root] = download
             if started is not None:
                 started(download)
@@ -232,7 +234,9 @@ class Peer:
         errors = []
         for source in candidate.sources:
             try:
-                protocol = await self.pool.connect(source.address, queue_timeout=PIECE_LIST_QUEUE_TIMEOUT)
+                protocol = await self.pool.connect(
+                    source.address, queue_timeout=PIECE_LIST_QUEUE_TIMEOUT, ticket=source.ticket or None
+                )
             except FileshareError as e:
                 errors.append(f"{source.host}: {e.message}")
                 continue
@@ -251,6 +255,14 @@ class Peer:
                 continue
             return digest, None
         raise Unavailable("no source gave a valid piece list (" + "; ".join(errors) + ")")
+
+    async def _fresh_ticket(self, fname: str, root: str, host: str) -> str | None:
+        """A new ticket to fetch *root* from *host*, if the tracker still lists it as a source."""
+        for candidate in await self.candidates(fname, host, root):
+            for source in candidate.sources:
+                if candidate.root == root and source.ticket:
+                    return source.ticket
+        return None
 
     async def cancel(self, fname: str) -> None:
         for download in list(self.downloads.values()):

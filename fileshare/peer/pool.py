@@ -63,7 +63,11 @@ class SourcePool:
         return pinned_endpoint(self.reactor, address, self.identity, timeout=CONNECT_TIMEOUT)
 
     async def connect(
-        self, endpoint: PinnedAddress | PlainAddress, watch: Any = None, queue_timeout: float | None = None
+        self,
+        endpoint: PinnedAddress | PlainAddress,
+        watch: Any = None,
+        queue_timeout: float | None = None,
+        ticket: str | None = None,
     ) -> SourceProtocol:
         """A greeted connection to the source at *endpoint* (an address the tracker gave, checked).
 
@@ -71,6 +75,8 @@ class SourcePool:
         so a caller can show that the source has put us in its upload queue.
         A source that says nothing within GREETING_TIMEOUT is given up; one
         that queues us is waited for, up to *queue_timeout* if given.
+        *ticket* is presented in the ``hello`` of a new connection, or in a
+        ``ticket`` request on a reused one that has not presented it.
         """
         idle = self._idle.get(endpoint, [])
         while idle:
@@ -79,9 +85,10 @@ class SourcePool:
                 timer.cancel()
             if protocol.connected:
                 protocol.last_progress = self.reactor.seconds()
+                protocol.present(ticket)
                 return protocol
         ep = self._endpoint(endpoint)
-        protocol = SourceProtocol(self.reactor, self.bucket)
+        protocol = SourceProtocol(self.reactor, self.bucket, ticket)
         protocol.endpoint_name = endpoint
         if watch is not None:
             watch(protocol)

@@ -149,6 +149,7 @@ class PeerService(service.MultiService):
             reactor,
             lambda: self.listener.port_number,
         )
+        self.uploads.ticket_key = lambda: self.tracker.ticket_key
         self.pool = SourcePool(reactor, TokenBucket(options["download-rate"], reactor), identity=self.identity)
         self.peer = Peer(
             self.repository, self.tracker, self.uploads, self.pool, reactor, hashers, options["max-sources"]

@@ -38,8 +38,13 @@ REFUSED = "source refused the request"
 
 @implementer(ISourceConnection)
 class SourceProtocol(MessageReceiver):
-    def __init__(self, clock: IReactorTime, bucket: TokenBucket | None = None) -> None:
+    def __init__(self, clock: IReactorTime, bucket: TokenBucket | None = None, ticket: str | None = None) -> None:
         self.clock = clock
+        #: The ticket sent in ``hello``; every ticket sent so far.
+        self.ticket = ticket
+        self.presented: set[str] = {ticket} if ticket is not None else set()
+        #: What the source refused (a ticket), reported to requests cut off by the close that follows.
+        self._refusal: Exception | None = None
         self.bucket = bucket
         self.greeted: Deferred = Deferred()
         self.on_queued: Callable[[int], None] | None = None
@@ -60,7 +65,10 @@ class SourceProtocol(MessageReceiver):
         # of the Python calls per byte on the hot path.
         if hasattr(self.transport, "bufferSize"):
             self.transport.bufferSize = RECV_SIZE
-        self.sendMessage({"op": "hello", **hello_fields()})
+        hello: dict[str, Any] = {"op": "hello", **hello_fields()}
+        if self.ticket is not None:
+            hello["ticket"] = self.ticket
+        self.sendMessage(hello)
 
     # -- requests
 
@@ -69,6 +77,21 @@ class SourceProtocol(MessageReceiver):
 
     def get(self, root: str, offset: int, length: int, sink: Sink) -> Deferred:
         return self._request({"op": "get", "root": root, "offset": offset, "length": length}, "get", (sink, length))
+
+    def present(self, ticket: str | None) -> None:
+        """Send *ticket* for the next file on this connection, unless it was sent already.
+
+        Pipelined like any request: the ones after it are answered only if
+        the source accepts it (it closes the connection otherwise).
+        """
+        if ticket is None or ticket in self.presented:
+            return
+        self.presented.add(ticket)
+        self._request({"op": "ticket", "ticket": ticket}, "ticket", None).addErrback(self._ticket_refused)
+
+    def _ticket_refused(self, failure: Failure) -> None:
+        self._refusal = failure.value
+        log.info("source {source} refused our ticket: {why}", source=self.endpoint_name, why=failure.getErrorMessage())
 
     def _request(self, message: dict[str, Any], kind: str, sink: Any) -> Deferred:
         d: Deferred = Deferred()
@@ -123,7 +146,7 @@ class SourceProtocol(MessageReceiver):
         if message.get("ok") is not True:
             d.errback(reply_error(message, REFUSED))
             return
-        if kind == "pieces":
+        if kind in ("pieces", "ticket"):
             d.callback(message)
             return
         length = message.get("length")
@@ -183,7 +206,7 @@ class SourceProtocol(MessageReceiver):
 
     def connectionLost(self, reason: Failure) -> None:
         self.connected = False
-        why = Unavailable(f"connection to source lost: {reason.getErrorMessage()}")
+        why = self._refusal or Unavailable(f"connection to source lost: {reason.getErrorMessage()}")
         if not self.greeted.called:
             self.greeted.errback(why)
         if self._current is not None:

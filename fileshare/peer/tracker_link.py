@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..errors import FileshareError, NotLoggedIn, Unavailable
+from ..tickets import TicketKey
 from ..wire import framing
 from ..wire.framing import field
 from ..wire.messages import hello_fields
@@ -87,6 +88,23 @@ class TrackerClientProtocol(RPCProtocol):
         self.link.lost(self)
 
 
+def _ticket_key(host: Any, text: Any, tracker_time: Any, now: float) -> TicketKey | None:
+    """The login reply's ticket key, or None (every ticket then refused) if it is missing or malformed.
+
+    Tickets expire on the tracker's clock; *tracker_time*, if given, is what
+    it read at login, so the key carries the difference from ours.
+    """
+    try:
+        key = bytes.fromhex(text) if isinstance(text, str) else b""
+    except ValueError:
+        key = b""
+    if len(key) < 16 or not isinstance(host, str):
+        log.warn("the tracker sent no usable ticket key at login; uploads will refuse every fetcher")
+        return None
+    known = isinstance(tracker_time, int | float) and not isinstance(tracker_time, bool)
+    return TicketKey(host, key, float(tracker_time) - now if known else 0.0)
+
+
 @implementer(ITrackerLink)
 class TrackerLink:
     def __init__(
@@ -105,6 +123,8 @@ class TrackerLink:
         self.protocol: TrackerClientProtocol | None = None
         #: The tracker's secret for this session: lets a reconnect take back its own stale session.
         self.session: str | None = None
+        #: This session's key for checking download tickets (memory only); None when not logged in.
+        self.ticket_key: TicketKey | None = None
         #: Why the tracker ended the last session, until the user logs in again.
         self.ended_reason: str | None = None
         #: Why the last re-login failed while it is being retried.
@@ -187,6 +207,7 @@ class TrackerLink:
         self.credentials = None
         self.host = None
         self.session = None
+        self.ticket_key = None
         self.relogin_error = None
         self._relogin_failures = 0
         self.ended_reason = ended
@@ -232,6 +253,9 @@ class TrackerLink:
     def lost(self, protocol: TrackerClientProtocol) -> None:
         if self.protocol is protocol:
             self.protocol = None
+            # The tracker takes the host offline and issues no more tickets
+            # under this key; a re-login brings a new one.
+            self.ticket_key = None
             self._cancel_retry()
 
     async def channel(self) -> TrackerClientProtocol:
@@ -287,6 +311,7 @@ class TrackerLink:
         self.credentials = (name, password)
         self.host = reply.get("host", name)
         self.session = reply.get("session") if isinstance(reply.get("session"), str) else None
+        self.ticket_key = _ticket_key(self.host, reply.get("ticket_key"), reply.get("time"), self.clock.seconds())
         self.ended_reason = None
         self.relogin_error = None
         self._relogin_failures = 0

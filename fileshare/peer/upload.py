@@ -1,9 +1,12 @@
 """
 Serving files to other peers: the source side of the transfer protocol.
 
-A fetcher connects to ``--listen``, says ``hello``, waits for an upload slot
+A fetcher connects to ``--listen``, says ``hello`` with a ticket from the
+tracker (:mod:`fileshare.tickets`), waits for an upload slot
 (:mod:`fileshare.peer.slots`), then asks for piece lists and byte ranges of
-content it names by root.  Only published content is served; a name or path
+content it names by root: only roots its tickets name (:mod:`.ticket_gate`;
+more come in ``ticket`` requests, so a pooled connection serves the next
+file).  A bad ticket closes the connection; it never reaches the queue.  Only published content is served; a name or path
 never comes from the wire.  Requests are answered strictly in order, one at
 a time; each range is streamed by a producer (:mod:`fileshare.peer.senders`),
 so memory does not grow with the file, and paced by the peer-wide upload
@@ -20,6 +23,7 @@ request is checked at most one ahead of the reply being sent.
 
 import os
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -33,7 +37,8 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from ..errors import BadRequest, FileshareError
+from ..errors import BadRequest, FileshareError, TicketError
+from ..tickets import TicketKey
 from ..wire.framing import field
 from ..wire.lines import MessageReceiver
 from ..wire.messages import check_hello, hello_required
@@ -43,6 +48,7 @@ from .ratelimit import TokenBucket
 from .repository import Entry, Repository
 from .senders import CAN_READ_CACHED, CHUNK, RangeSender, SendfileSender, plain_socket, read_cached
 from .slots import SLOT_IDLE_GRACE, UploadSlots
+from .ticket_gate import TicketGate
 
 __all__ = ["CHUNK", "IDLE_TIMEOUT", "MAX_QUEUED_REQUESTS", "SLOT_IDLE_GRACE", "UploadProtocol", "UploadService"]
 
@@ -94,6 +100,9 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         #: When this connection, holding a slot, last ran out of requests.
         self.idle_since: float | None = None
         self._reading_paused = False
+        self.tickets = TicketGate(service)
+        #: The roots this connection presented valid tickets for.
+        self.roots = self.tickets.roots
 
     @property
     def clock(self) -> IReactorTime:
@@ -151,6 +160,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
 
     def hello(self, message: dict[str, Any]) -> None:
         self._greeting = check_hello(message, "this peer")
+        self.tickets.admit(message.get("ticket"), self.transport)  # before the queue: no ticket, no slot
         self.state = "waiting"
         self.setTimeout(None)  # waiting for a slot is not idling
         self.service.slots.request(self)
@@ -229,6 +239,9 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         """Check a request; what sends its reply (a Failure if it is to be refused)."""
         if isinstance(message, FileshareError):
             raise message
+        if message["op"] == "ticket":
+            self.tickets.admit(field(message, "ticket", str), self.transport)
+            return partial(self.sendMessage, {"ok": True})
         if message["op"] == "pieces":
             entry = self._entry(message)
             return self.blocking(check_published, entry).addCallback(lambda _: partial(self._send_pieces, entry))
@@ -240,7 +253,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         raise BadRequest(f"unknown op {message['op']!r}", "unknown-op")
 
     def _entry(self, message: dict[str, Any]) -> Entry:
-        return self.service.repository.servable(field(message, "root", str))
+        return self.service.repository.servable(self.tickets.authorised(field(message, "root", str), self.transport))
 
     def _send_pieces(self, entry: Entry) -> None:
         d = entry.digest
@@ -294,7 +307,12 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         self._abort()
 
     def _failed(self, failure: Failure) -> None:
-        if failure.check(FileshareError):
+        if failure.check(TicketError):
+            # Logged where it was found; nothing more is answered on this connection.
+            self.sendError(failure.value)
+            self._aborted = True
+            self.transport.loseConnection()
+        elif failure.check(FileshareError):
             self.sendError(failure.value)
         else:
             log.failure("serving {peer} failed", failure, peer=self.peer)
@@ -375,6 +393,10 @@ class UploadService(Factory):
         self.bucket = TokenBucket(upload_rate, reactor)
         self.connections: set[UploadProtocol] = set()
         self.sent_bytes = 0
+        #: The key of this peer's tracker login, to check tickets with; the
+        #: peer service points it at its TrackerLink.  None: not logged in,
+        #: every ticket refused.
+        self.ticket_key: Callable[[], TicketKey | None] = lambda: None
 
     def run_blocking(self, f: Any, *args: Any) -> Deferred:
         """``f(*args)`` in the upload threads; the Deferred fires on the reactor thread."""

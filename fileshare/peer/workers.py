@@ -13,14 +13,14 @@ resumes every connection together, and drops a source that stalls.
 """
 
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ..errors import FileshareError
+from ..errors import FileshareError, TicketExpired
 from .interfaces import ISourceConnection, ISourcePool
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ class Source:
     host: str
     #: Where it listens and, with TLS, the key it must hold (checked, from the tracker's record).
     address: Any
+    #: The tracker's ticket for fetching this file from this source (not part of its identity).
+    ticket: str = attrs.field(default="", eq=False, repr=False)
 
 
 #: A source that sends nothing for this long while it owes us bytes is dropped.
@@ -87,7 +89,7 @@ async def fetch_from(download: "Download", crew: "Crew", source: Source) -> None
     protocol: ISourceConnection | None = None
     inflight: deque[tuple[list[int], Deferred]] = deque()
     try:
-        protocol = await crew.pool.connect(source.address, lambda p: crew.watching(source, p))
+        protocol = await _connect(crew, source)
         crew.connected(source, protocol)
         batch_bytes = MIN_BATCH
         while download.running and source in crew.active:  # not if dropped for a bad piece
@@ -127,6 +129,22 @@ async def fetch_from(download: "Download", crew: "Crew", source: Source) -> None
         download.worker_ended()
 
 
+async def _connect(crew: "Crew", source: Source) -> ISourceConnection:
+    """A greeted connection to *source*; once, a ticket that expired (a spare
+    source started late in a long fetch) is renewed from the tracker."""
+
+    def watch(protocol: ISourceConnection) -> None:
+        crew.watching(source, protocol)
+
+    try:
+        return await crew.pool.connect(source.address, watch, ticket=source.ticket or None)
+    except TicketExpired:
+        ticket = await crew.renew(source.host) if crew.renew is not None else None
+        if not ticket:
+            raise
+    return await crew.pool.connect(source.address, watch, ticket=ticket)
+
+
 def _deliver(download: "Download", source: Hashable, protocol: ISourceConnection) -> Callable:
     def deliver(index: int, chunks: list[memoryview]) -> None:
         download.piece_arrived(index, chunks, source, protocol)
@@ -149,6 +167,8 @@ class Crew:
         #: Sources given up, and why.
         self.failed: dict[Source, str] = {}
         self.paused_for: set[str] = set()
+        #: Asks the tracker for a fresh ticket for this file from a host (None: no way to).
+        self.renew: Callable[[str], Awaitable[str | None]] | None = None
 
     @property
     def queued(self) -> int:

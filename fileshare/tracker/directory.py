@@ -15,7 +15,17 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from ..errors import AuthError, Banned, FileshareError, NotFound, OnlineElsewhere, Throttled, Unavailable
+from .. import tickets
+from ..errors import (
+    AuthError,
+    Banned,
+    FileshareError,
+    NotFound,
+    NotLoggedIn,
+    OnlineElsewhere,
+    Throttled,
+    Unavailable,
+)
 from ..names import check_account, check_fname, check_password
 from ..tls import Fingerprint
 from . import passwords
@@ -54,6 +64,8 @@ class OnlineHost:
     fingerprint: Fingerprint | None = None
     #: What fetchers are told: ``PinnedAddress.to_wire()`` (host, port, fingerprint), or host and port alone.
     transfer_address: dict[str, object] = attrs.field(factory=dict)
+    #: This session's key for the download tickets other hosts present to it (see fileshare.tickets).
+    ticket_key: bytes = attrs.field(factory=tickets.new_key, repr=False)
 
 
 @attrs.frozen
@@ -308,6 +320,18 @@ class Directory:
             for h in await self.store.holdings(fname)
             if h.host in self.online and h.host != asking
         ]
+
+    def ticket(self, asking: str, binding: str, root: str, source: OnlineHost) -> str:
+        """A download ticket letting *asking* (bound to *binding*) get *root* from *source*.
+
+        Only a host online now gets one, so a kicked or banned host gets no
+        new tickets; the ones it holds lapse within ``tickets.LIFETIME``.
+        """
+        if asking not in self.online:
+            raise NotLoggedIn(f"{asking} is not logged in")
+        text = tickets.issue(source.ticket_key, asking, binding, root, source.name, self.clock.seconds())
+        self.stats.tickets.add()
+        return text
 
     # -- live requests to hosts
 

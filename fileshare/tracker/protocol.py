@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 
 from ..errors import BadRequest, NotLoggedIn, Unavailable
 from ..names import check_fname
+from ..tickets import client_binding
 from ..tls import Fingerprint, PinnedAddress, peer_fingerprint
 from ..wire.framing import count, field
 from ..wire.messages import SOFTWARE, check_hello, hello_required
@@ -146,7 +147,13 @@ class TrackerServerProtocol(RPCProtocol):
         if self.host is not None and self.host != host.name:
             self.directory.logout(self.host, self)
         self.host = host.name
-        return {"host": host.name, "endpoint": host.endpoint, "session": host.session}
+        return {
+            "host": host.name,
+            "endpoint": host.endpoint,
+            "session": host.session,
+            "ticket_key": host.ticket_key.hex(),
+            "time": self.directory.clock.seconds(),
+        }
 
     def logout(self, message: dict[str, Any]) -> dict[str, Any]:
         self.directory.logout(self._logged_in(), self)
@@ -187,9 +194,16 @@ class TrackerServerProtocol(RPCProtocol):
     async def sources(self, message: dict[str, Any]) -> dict[str, Any]:
         host = self._logged_in()
         found = await self.directory.sources(field(message, "fname", str), host)
+        binding = client_binding(self.transport)
         return {
             "items": [
-                {"host": h.host, "address": online.transfer_address, "size": h.size, "root": h.root}
+                {
+                    "host": h.host,
+                    "address": online.transfer_address,
+                    "size": h.size,
+                    "root": h.root,
+                    "ticket": self.directory.ticket(host, binding, h.root, online),
+                }
                 for h, online in found
             ]
         }

@@ -10,7 +10,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.protocol import Protocol
 
-from .harness import raw_endpoint
+from fileshare import tickets
+
+from .harness import RAW_CLIENT, raw_endpoint
 
 
 @pytest_twisted.ensureDeferred
@@ -172,6 +174,14 @@ async def raw_exchange(port: int, data: bytes, replies: int) -> bytes:
             guard.cancel()
 
 
+def hello_with_ticket(net, source: str, root: str, fetcher: str = "mallory", issued: float | None = None) -> bytes:
+    """A ``hello`` with the ticket the tracker would issue the raw TLS client (``RAW_CLIENT``) for *root* at *source*."""
+    key = net.tracker.directory.online[source].ticket_key
+    now = reactor.seconds() if issued is None else issued
+    ticket = tickets.issue(key, fetcher, str(RAW_CLIENT.fingerprint), root, source, now)
+    return json.dumps({"op": "hello", "versions": [1], "ticket": ticket}).encode() + b"\n"
+
+
 def lines(data: bytes) -> list[dict]:
     return [json.loads(line) for line in data.splitlines() if line]
 
@@ -184,7 +194,9 @@ async def test_the_upload_port_refuses_garbage_and_unpublished_content(net, tmp_
     f.write_text("published")
     assert (await alice.command(f"publish {f} pub.txt")).ok
     port = alice_peer.listener.port_number
-    hello = b'{"op":"hello","versions":[1]}\n'
+    (entry,) = alice_peer.repository.entries()
+    unpublished_root = "0" * 64
+    hello = hello_with_ticket(net, "alice", entry.root)
 
     garbage = lines(await raw_exchange(port, b"\x00\xffgarbage\n", 1))
     too_long = lines(await raw_exchange(port, hello + b"x" * 10000 + b"\n", 2))
@@ -193,13 +205,21 @@ async def test_the_upload_port_refuses_garbage_and_unpublished_content(net, tmp_
         await raw_exchange(port, hello + b'{"op":"get","root":"../../../etc/passwd","offset":0,"length":10}\n', 2)
     )
     unpublished = lines(
-        await raw_exchange(port, hello + b'{"op":"get","root":"' + b"0" * 64 + b'","offset":0,"length":1}\n', 2)
+        await raw_exchange(
+            port,
+            hello_with_ticket(net, "alice", unpublished_root)
+            + b'{"op":"get","root":"'
+            + unpublished_root.encode()
+            + b'","offset":0,"length":1}\n',
+            2,
+        )
     )
 
     assert garbage == [{"ok": False, "code": "bad-request", "message": "message is not UTF-8"}]
     assert too_long[1] == {"ok": False, "code": "bad-request", "message": "line longer than 4096 bytes"}
     assert unknown[1] == {"ok": False, "code": "unknown-op", "message": "unknown op 'steal'"}
-    assert escape[1] == {"ok": False, "code": "not-found", "message": "no such file is published here"}
+    # No ticket names such a root, so it is not even looked up.
+    assert escape[1]["code"] == "ticket-missing"
     assert unpublished[1] == {"ok": False, "code": "not-found", "message": "no such file is published here"}
     # Still serving after all that.
     assert (await alice.command("status")).ok

@@ -195,13 +195,18 @@ class FakePool:
         self.sources: dict[str, Any] = {}
         self.made: dict[str, list[Any]] = {}
         self.calls: list[tuple[str, Any]] = []
+        #: (endpoint, ticket) of every connect, in order.
+        self.tickets: list[tuple[str, str | None]] = []
 
     def add(self, endpoint: str, connection: Any) -> Any:
         self.sources[endpoint] = connection
         return connection
 
-    async def connect(self, endpoint: str, watch: Any = None, queue_timeout: float | None = None) -> Any:
+    async def connect(
+        self, endpoint: str, watch: Any = None, queue_timeout: float | None = None, ticket: str | None = None
+    ) -> Any:
         self.calls.append(("connect", endpoint, queue_timeout))
+        self.tickets.append((endpoint, ticket))
         found = self.sources.get(endpoint)
         if found is None:
             raise Unavailable("cannot connect: ConnectionRefusedError")

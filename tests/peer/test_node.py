@@ -8,7 +8,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyClass, verifyObject
 
-from fileshare.errors import BadRequest, Conflict, NotFound, Unavailable
+from fileshare.errors import BadRequest, Conflict, NotFound, TicketExpired, Unavailable
 from fileshare.peer.download import Cancelled
 from fileshare.peer.interfaces import IRepository, ISourceConnection, ISourcePool, ITrackerLink, IUploadService
 from fileshare.peer.node import AmbiguousName, Candidate, Peer
@@ -336,3 +336,62 @@ def test_stop_interrupts_every_fetch_and_keeps_its_partial(tmp_path):
     assert outcome(stopped) == [None]
     assert error_of(d, Unavailable).message == "fetch of 'data.bin' interrupted; fetch it again to resume"
     assert t.repo.saved[ROOT][2] != b"\x00\x00\x00" and t.peer.downloads == {}
+
+
+def test_the_ticket_of_each_sources_item_goes_with_every_connection_to_that_source(tmp_path):
+    t = build(tmp_path, [{**item("alice"), "ticket": "T-alice"}, {**item("dave"), "ticket": "T-dave"}], alice={})
+
+    d = fetch(t, "data.bin", "alice")
+    t.threads.run()
+    outcome(d)
+
+    # The piece list and the pieces: both connections present alice's ticket.
+    assert t.pool.tickets and set(t.pool.tickets) == {(endpoint("alice"), "T-alice")}
+
+
+def test_a_sources_item_without_a_ticket_is_fetched_without_one(tmp_path):
+    t = build(tmp_path, [item("alice")], alice={})
+
+    d = fetch(t)
+    t.threads.run()
+    outcome(d)
+
+    assert set(t.pool.tickets) == {(endpoint("alice"), None)}
+
+
+def test_a_ticket_that_expired_before_a_worker_connected_is_renewed_from_the_tracker_once(tmp_path):
+    t = build(tmp_path, [{**item("alice"), "ticket": "T-old"}])
+    made = []
+
+    def alice():
+        made.append(len(made))
+        if len(made) == 2:  # the piece list came; the worker's connection is refused
+            t.tracker.replies["sources"] = {"items": [{**item("alice"), "ticket": "T-new"}]}
+            raise TicketExpired("the ticket expired 1 s ago; ask the tracker for sources again")
+        return FakeConnection(t.reactor, DATA, endpoint("alice"), pieces_reply=pieces_reply())
+
+    t.pool.add(endpoint("alice"), alice)
+    d = fetch(t)
+    t.threads.run()
+
+    assert outcome(d).downloaded == len(DATA)
+    assert t.pool.tickets == [(endpoint("alice"), "T-old")] * 2 + [(endpoint("alice"), "T-new")]
+    assert [c for c in t.tracker.calls if c[0] == "sources"] == [("sources", {"fname": "data.bin"})] * 2
+
+
+def test_a_ticket_that_cannot_be_renewed_drops_the_source_with_its_reason(tmp_path):
+    t = build(tmp_path, [{**item("alice"), "ticket": "T-old"}])
+    made = []
+
+    def alice():
+        made.append(len(made))
+        if len(made) >= 2:
+            t.tracker.replies["sources"] = {"items": []}  # alice went offline meanwhile
+            raise TicketExpired("the ticket expired 1 s ago; ask the tracker for sources again")
+        return FakeConnection(t.reactor, DATA, endpoint("alice"), pieces_reply=pieces_reply())
+
+    t.pool.add(endpoint("alice"), alice)
+    d = fetch(t)
+    t.threads.run()
+
+    assert "alice: the ticket expired 1 s ago" in outcome(d).getErrorMessage()

@@ -200,3 +200,51 @@ def test_close_closes_every_idle_connection():
     pool.close()
 
     assert protocol.transport.disconnecting and not reactor.getDelayedCalls()
+
+
+# -- tickets
+
+
+def test_a_new_connection_presents_its_ticket_in_hello():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    connect(pool, ticket="T1")
+    _, transport = accept(reactor)
+    assert transport.value() == b'{"op":"hello","versions":[1],"ticket":"T1"}\n'
+
+
+def test_a_reused_connection_presents_a_new_ticket_once_before_the_next_request():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    d = connect(pool, ticket="T1")
+    wrapper, transport = accept(reactor)
+    wrapper.dataReceived(GREETING)
+    protocol = outcome(d)
+    pool.release(protocol)
+    transport.clear()
+
+    again = outcome(connect(pool, ticket="T2"))
+    again.pieces("ab" * 32)
+    assert again is protocol
+    assert transport.value() == (b'{"op":"ticket","ticket":"T2"}\n{"op":"pieces","root":"' + b"ab" * 32 + b'"}\n')
+    wrapper.dataReceived(b'{"ok":true}\n{"ok":true,"size":0,"piece_size":1048576,"pieces":""}\n')
+    assert not protocol.busy
+    pool.release(protocol)
+    transport.clear()
+    assert outcome(connect(pool, ticket="T1")) is protocol and transport.value() == b""
+
+
+def test_a_refused_ticket_is_the_error_of_the_requests_cut_off_by_the_close():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    d = connect(pool, ticket="T1")
+    wrapper, transport = accept(reactor)
+    wrapper.dataReceived(GREETING)
+    protocol = outcome(d)
+    pool.release(protocol)
+    again = outcome(connect(pool, ticket="T2"))
+    asked = again.pieces("ab" * 32)
+    wrapper.dataReceived(b'{"ok":false,"code":"ticket-expired","message":"the ticket expired 3 s ago"}\n')
+    wrapper.connectionLost(Failure(ConnectionAborted()))
+    error = outcome(asked).value
+    assert (error.code, error.message) == ("ticket-expired", "the ticket expired 3 s ago")

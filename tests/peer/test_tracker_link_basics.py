@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from fileshare import __version__
 from fileshare.errors import NotLoggedIn, Unavailable
 from fileshare.peer.tracker_link import ANNOUNCE_BATCH, CALL_TIMEOUT, CONNECT_TIMEOUT, TrackerLink
+from fileshare.tickets import TicketKey
 
 LISTEN_PORT = 7710
 HELLO = {"id": 1, "op": "hello", "versions": [1], "software": f"fileshare/{__version__}"}
@@ -363,3 +364,62 @@ def test_logout_forgets_the_credentials_even_if_the_tracker_does_not_answer():
     clock.advance(CALL_TIMEOUT)
     assert outcome(d).check(Unavailable)
     assert (link.credentials, link.host) == (None, None)
+
+
+# -- the ticket key
+
+
+def logged_in_with_key(key: str) -> tuple[TrackerLink, FakeEndpoint, Clock]:
+    link, endpoint, clock = build_greeted()
+    d = start(link.login("alice", "s3cret"))
+    (login,) = endpoint.last.sent()
+    endpoint.last.reply(login["id"], host="alice", endpoint="tcp:host=192.0.2.10:port=7710", ticket_key=key)
+    (announce,) = endpoint.last.sent()
+    endpoint.last.reply(announce["id"], count=0)
+    result_of(d)
+    return link, endpoint, clock
+
+
+def test_the_login_replys_ticket_key_is_kept_in_memory_with_the_host_name():
+    link, _, _ = logged_in_with_key("ab" * 32)
+    assert link.ticket_key == TicketKey("alice", bytes.fromhex("ab" * 32))
+
+
+@pytest.mark.parametrize("key", ["", "zz" * 32, "ab" * 4])
+def test_a_missing_or_malformed_ticket_key_leaves_the_peer_without_one(key):
+    link, _, _ = logged_in_with_key(key)
+    assert link.host == "alice" and link.ticket_key is None
+
+
+def test_the_ticket_key_is_dropped_with_the_tracker_connection_and_replaced_at_the_next_login():
+    link, endpoint, clock = logged_in_with_key("ab" * 32)
+    endpoint.last.lose()
+    assert link.ticket_key is None
+    clock.advance(RECONNECT)
+    again = endpoint.last
+    again.sent()
+    again.reply(1, version=1)
+    again.sent()
+    again.reply(2, host="alice", ticket_key="cd" * 32)
+    assert link.ticket_key == TicketKey("alice", bytes.fromhex("cd" * 32))
+
+
+def test_the_ticket_key_carries_the_trackers_clock_offset_from_the_login_reply():
+    link, endpoint, clock = build_greeted()
+    clock.advance(100)
+    d = start(link.login("alice", "s3cret"))
+    (login,) = endpoint.last.sent()
+    endpoint.last.reply(login["id"], host="alice", ticket_key="ab" * 32, time=1000.5)
+    (announce,) = endpoint.last.sent()
+    endpoint.last.reply(announce["id"], count=0)
+    result_of(d)
+    assert link.ticket_key.offset == 900.5
+
+
+def test_the_ticket_key_is_dropped_at_logout():
+    link, endpoint, _ = logged_in_with_key("ab" * 32)
+    d = start(link.logout())
+    (logout,) = endpoint.last.sent()
+    endpoint.last.reply(logout["id"])
+    assert d.called
+    assert link.ticket_key is None

@@ -28,9 +28,28 @@ from fileshare.peer.repository import Entry, Stamp
 from fileshare.peer.source import SourceProtocol
 from fileshare.peer.upload import CHUNK, IDLE_TIMEOUT, SLOT_IDLE_GRACE, UploadProtocol, UploadService
 from fileshare.pieces import hash_file
+from fileshare.tickets import NO_BINDING, TicketKey, issue
 
 MiB = 1 << 20
-HELLO = b'{"op":"hello","versions":[1]}\n'
+#: The key of the source's tracker login in these tests.
+KEY = TicketKey("source", b"s" * 32)
+ANY_ROOT = "0" * 64
+
+
+def hello(service: UploadService, root: str | None = None, **fields: Any) -> bytes:
+    """A ``hello`` with a fresh ticket for *root* (by default the published file), as the tracker would
+    issue it to a plain-text fetcher."""
+    if root is None:
+        published = list(service.repository.by_root)
+        root = published[0] if len(published) == 1 else ANY_ROOT
+    ticket = ticket_for(service, root)
+    return json.dumps({"op": "hello", "versions": [1], "ticket": ticket, **fields}).encode() + b"\n"
+
+
+def ticket_for(service: UploadService, root: str) -> str:
+    return issue(KEY.key, "fetcher", NO_BINDING, root, KEY.host, service.clock.seconds())
+
+
 GRANTED = {"ok": True, "version": 1}
 
 
@@ -119,6 +138,7 @@ def build_service(
     reactor = FakeReactor()
     service = UploadService(repository, reactor, max_uploads, upload_rate, FakeThreads())
     service.cached_reads = False  # every read goes to the threads; see test_cached_chunk_*
+    service.ticket_key = lambda: KEY
     return service, entry, data, reactor
 
 
@@ -131,8 +151,9 @@ def connect(service: UploadService, host: str = "192.0.2.9") -> tuple[UploadProt
 
 
 def connect_served(service: UploadService) -> tuple[UploadProtocol, StringTransport]:
+    """A connection that said hello with a ticket for the published file, and got its slot."""
     protocol, transport = connect(service)
-    protocol.dataReceived(HELLO)
+    protocol.dataReceived(hello(service))
     assert messages(transport) == [GRANTED]
     return protocol, transport
 
@@ -192,7 +213,7 @@ def test_hello_with_no_common_version_is_refused_and_the_connection_closed(tmp_p
 def test_hello_is_answered_ok_with_the_version(tmp_path):
     service, _, _, _ = build_service(tmp_path)
     protocol, transport = connect(service)
-    protocol.dataReceived(HELLO)
+    protocol.dataReceived(hello(service))
     assert transport.value() == b'{"ok":true,"version":1}\n'
     assert service.slots.active == {protocol}
 
@@ -277,6 +298,7 @@ def test_pipelined_requests_are_answered_in_order_after_the_data(tmp_path):
 def test_unknown_root_is_not_found_and_nothing_is_served(tmp_path):
     service, entry, data, clock = build_service(tmp_path)
     protocol, transport = connect_served(service)
+    protocol.roots.add("f" * 64)  # as a ticket for it would (the tracker's index may be stale)
     request(protocol, op="get", root="f" * 64, offset=0, length=10)
     clock.advance(1)
     assert messages(transport) == [{"ok": False, "code": "not-found", "message": "no such file is published here"}]
@@ -352,8 +374,8 @@ def test_with_one_slot_later_connections_queue_and_are_granted_in_order(tmp_path
     first, first_transport = connect_served(service)
     second, second_transport = connect(service)
     third, third_transport = connect(service)
-    second.dataReceived(HELLO)
-    third.dataReceived(HELLO)
+    second.dataReceived(hello(service))
+    third.dataReceived(hello(service))
     assert messages(second_transport) == [{"queued": 1}]
     assert messages(third_transport) == [{"queued": 2}]
     request(second, op="get", root=entry.root, offset=0, length=4)  # waits for the slot
@@ -372,8 +394,8 @@ def test_a_queued_connection_leaving_moves_the_others_up(tmp_path):
     connect_served(service)
     second, second_transport = connect(service)
     third, third_transport = connect(service)
-    second.dataReceived(HELLO)
-    third.dataReceived(HELLO)
+    second.dataReceived(hello(service))
+    third.dataReceived(hello(service))
     messages(third_transport)
     lose(second)
     assert messages(third_transport) == [{"queued": 1}]
@@ -387,7 +409,7 @@ def test_a_freed_slot_goes_to_the_host_holding_fewest_slots(tmp_path):
     greedy_third, greedy_third_transport = connect(service, "192.0.2.1")
     modest, modest_transport = connect(service, "192.0.2.2")
     for protocol in (greedy_first, greedy_second, greedy_third, modest):
-        protocol.dataReceived(HELLO)
+        protocol.dataReceived(hello(service))
     assert messages(greedy_third_transport) == [{"queued": 1}]
     assert messages(modest_transport) == [{"queued": 2}]
 
@@ -403,7 +425,7 @@ def test_an_idle_slot_holder_is_closed_after_the_grace_while_others_wait(tmp_pat
     holder, holder_transport = connect_served(service)
     clock.advance(1.0)
     waiter, waiter_transport = connect(service)
-    waiter.dataReceived(HELLO)
+    waiter.dataReceived(hello(service))
     assert messages(waiter_transport) == [{"queued": 1}]
 
     clock.advance(SLOT_IDLE_GRACE - 1.0 - 0.01)
@@ -465,7 +487,7 @@ def test_waiting_for_a_slot_is_not_idling(tmp_path):
     service, _, _, clock = build_service(tmp_path, max_uploads=1)
     connect_served(service)
     waiting, transport = connect(service)
-    waiting.dataReceived(HELLO)
+    waiting.dataReceived(hello(service))
     clock.advance(IDLE_TIMEOUT * 3)
     assert not transport.disconnecting
 
@@ -529,6 +551,7 @@ def test_replaced_and_republished_file_is_served_with_its_new_content(tmp_path):
     (tmp_path / "new.bin").write_bytes(new)
     os.replace(tmp_path / "new.bin", entry.path)
     republished = service.repository.publish(Path(entry.path))
+    protocol.roots.add(republished.root)  # as a ticket for it would
     request(protocol, op="get", root=republished.root, offset=0, length=10)
     clock.advance(0)
     assert header_and_body(transport) == ({"ok": True, "length": 10}, new[:10])
@@ -583,6 +606,7 @@ def test_requests_are_checked_one_at_a_time_so_replies_keep_their_order(tmp_path
     threads.held = True
     request(protocol, op="get", root=entry.root, offset=10, length=20)
     request(protocol, op="pieces", root=entry.root)
+    protocol.roots.add("f" * 64)  # as a ticket for it would
     request(protocol, op="get", root="f" * 64, offset=0, length=5)
     request(protocol, op="get", root=entry.root, offset=0, length=5)
     # Nothing of a request starts before the one ahead of it is answered.
@@ -760,7 +784,7 @@ def connect_filling(service: UploadService) -> tuple[UploadProtocol, FillingTran
     protocol = service.buildProtocol(IPv4Address("TCP", "192.0.2.9", 50000))
     transport = FillingTransport()
     protocol.makeConnection(transport)
-    protocol.dataReceived(HELLO)
+    protocol.dataReceived(hello(service))
     assert messages(transport) == [GRANTED]
     return protocol, transport
 
@@ -831,6 +855,7 @@ def test_a_file_replaced_during_a_range_is_closed_only_after_it(tmp_path, monkey
     (tmp_path / "new.bin").write_bytes(new)
     os.replace(tmp_path / "new.bin", entry.path)
     republished = service.repository.publish(Path(entry.path))
+    protocol.roots.add(republished.root)  # as a ticket for it would
     request(protocol, op="get", root=republished.root, offset=0, length=10)
     threads.run()  # checked while the first range streams: the path is opened again
     os.fstat(first)  # still open: the first range is read from it
@@ -913,11 +938,12 @@ async def test_ranges_are_served_over_loopback_by_either_sender(tmp_path, sendfi
     service = UploadService(repository, reactor, None, None, threads)
     service.sendfile = sendfile
     service.cached_reads = cached_reads
+    service.ticket_key = lambda: KEY
     port = reactor.listenTCP(0, service, interface="127.0.0.1")
     source = None
     try:
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
-        source = await connectProtocol(endpoint, SourceProtocol(reactor))
+        source = await connectProtocol(endpoint, SourceProtocol(reactor, None, ticket_for(service, entry.root)))
         await source.greeted
         whole, tail = Collect(), Collect()
         pieces = source.pieces(entry.root)

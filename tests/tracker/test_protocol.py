@@ -11,6 +11,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from fileshare import tickets
+from fileshare.errors import NotLoggedIn, TicketExpired, TicketInvalid
 from fileshare.tls import generate
 from fileshare.tracker import directory as directory_module
 from fileshare.tracker import passwords
@@ -159,8 +161,11 @@ def test_register_then_login_answers_host_and_endpoint():
     assert connection.ask("register", name="alice", password="s3cret") == {"ok": True}
     reply = connection.ask("login", name="alice", password="s3cret", port=7000)
     session = reply.pop("session")
+    ticket_key = reply.pop("ticket_key")
+    assert reply.pop("time") == directory.clock.seconds()
     assert reply == {"ok": True, "host": "alice", "endpoint": "tcp:host=192.0.2.7:port=7000"}
     assert len(session) == 32 and session == directory.online["alice"].session
+    assert bytes.fromhex(ticket_key) == directory.online["alice"].ticket_key and len(ticket_key) == 64
     assert set(directory.online) == {"alice"}
     assert directory.online["alice"].channel is connection.protocol
 
@@ -441,10 +446,62 @@ def test_sources_excludes_the_asker_and_offline_hosts():
     for host in (alice, bob, carol):
         host.ask("publish", fname="song.ogg", size=9, root=ROOT_A)
     carol.ask("logout")
-    assert alice.ask("sources", fname="song.ogg") == {
+    reply = alice.ask("sources", fname="song.ogg")
+    ticket = reply["items"][0].pop("ticket")
+    assert reply == {
         "ok": True,
         "items": [{"host": "bob", "address": {"host": "198.51.100.2", "port": 7002}, "size": 9, "root": ROOT_A}],
     }
+    assert tickets.parse(ticket).source == "bob"
+
+
+def test_each_source_item_carries_a_ticket_for_the_asker_that_file_and_that_source():
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    bob = build_online(directory, "bob")
+    carol = build_online(directory, "carol")
+    bob.ask("publish", fname="song.ogg", size=9, root=ROOT_A)
+    carol.ask("publish", fname="song.ogg", size=7, root=ROOT_B)
+    directory.clock.advance(1000)
+    items = alice.ask("sources", fname="song.ogg")["items"]
+    assert [(i["host"], i["root"]) for i in items] == [("bob", ROOT_A), ("carol", ROOT_B)]
+    for item in items:
+        key = tickets.TicketKey(item["host"], directory.online[item["host"]].ticket_key)
+        # A StringTransport has no certificate: the binding of a plain-text connection.
+        checked = tickets.verify(item["ticket"], key, tickets.NO_BINDING, 1000 + tickets.LIFETIME - 1)
+        assert (checked.fetcher, checked.root, checked.source) == ("alice", item["root"], item["host"])
+        with pytest.raises(TicketExpired):
+            tickets.verify(item["ticket"], key, tickets.NO_BINDING, 1000 + tickets.LIFETIME)
+    assert (directory.stats.tickets.recent(), directory.stats.tickets.total) == (2, 2)
+
+
+def test_a_source_that_logs_in_again_gets_a_new_key_and_its_old_tickets_are_invalid():
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    bob = build_online(directory, "bob")
+    bob.ask("publish", fname="song.ogg", size=9, root=ROOT_A)
+    (item,) = alice.ask("sources", fname="song.ogg")["items"]
+    bob.ask("logout")
+    bob.ask("login", name="bob", password="bob-secret", port=7000)
+    key = tickets.TicketKey("bob", directory.online["bob"].ticket_key)
+    with pytest.raises(TicketInvalid):
+        tickets.verify(item["ticket"], key, tickets.NO_BINDING, 0)
+
+
+@pytest.mark.parametrize("how", ["kick", "ban"])
+def test_a_kicked_or_banned_host_gets_no_new_ticket(how):
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    bob = build_online(directory, "bob")
+    bob.ask("publish", fname="song.ogg", size=9, root=ROOT_A)
+    assert len(alice.ask("sources", fname="song.ogg")["items"]) == 1
+    now(directory.kick("alice") if how == "kick" else directory.ban("alice", "leeching"))
+    assert "alice" not in directory.online
+    assert alice.ask("sources", fname="song.ogg") == failure("not-logged-in", "log in first")
+    # The directory refuses too, whatever a connection believes about itself.
+    with pytest.raises(NotLoggedIn):
+        directory.ticket("alice", tickets.NO_BINDING, ROOT_A, directory.online["bob"])
+    assert directory.stats.tickets.total == 1
 
 
 class TLSTransport(StringTransport):
@@ -473,7 +530,8 @@ def test_login_records_the_fingerprint_of_the_connection_and_sources_hand_it_out
     bob.ask("publish", fname="song.ogg", size=9, root=ROOT_A)
 
     assert directory.online["bob"].fingerprint == bob_identity.fingerprint
-    assert alice.ask("sources", fname="song.ogg")["items"] == [
+    items = alice.ask("sources", fname="song.ogg")["items"]
+    assert [{k: v for k, v in i.items() if k != "ticket"} for i in items] == [
         {
             "host": "bob",
             "address": {"host": "198.51.100.2", "port": 7002, "fingerprint": str(bob_identity.fingerprint)},
