@@ -77,11 +77,9 @@ class ISourcePool(Interface):
         *endpoint* is a checked address (``fileshare.secure.address_from_wire``):
         a PinnedAddress, whose key the source must hold, or with --no-tls a
         PlainAddress; never an endpoint string.  A source holding another key
-        is Unavailable ("refused: ...").
-
-        *ticket* (from the tracker's sources item) is presented in ``hello``,
-        or with a ``ticket`` request on a reused connection that has not
-        presented it yet.
+        is Unavailable ("refused: ...").  *ticket* (from the tracker's sources
+        item) is presented in ``hello``, or with a ``ticket`` request on a
+        reused connection that has not presented it yet.
 
         *watch* is called with the connection before the greeting (so its
         queue position can be shown); *queue_timeout* bounds the wait in the

@@ -59,13 +59,13 @@ class OnlineHost:
     where: str = ""
     #: A secret given at login that lets the same peer take its own stale session back.
     session: str = ""
+    #: This session's key for the download tickets other hosts present to it (see fileshare.tickets).
+    ticket_key: bytes = attrs.field(factory=tickets.new_key, repr=False)
     #: The certificate fingerprint of the host's TLS connection to the tracker (None with --no-tls):
     #: read from the connection, never claimed, so fetchers and tickets can bind to it.
     fingerprint: Fingerprint | None = None
     #: What fetchers are told: ``PinnedAddress.to_wire()`` (host, port, fingerprint), or host and port alone.
     transfer_address: dict[str, object] = attrs.field(factory=dict)
-    #: This session's key for the download tickets other hosts present to it (see fileshare.tickets).
-    ticket_key: bytes = attrs.field(factory=tickets.new_key, repr=False)
 
 
 @attrs.frozen

@@ -175,7 +175,7 @@ async def raw_exchange(port: int, data: bytes, replies: int) -> bytes:
 
 
 def hello_with_ticket(net, source: str, root: str, fetcher: str = "mallory", issued: float | None = None) -> bytes:
-    """A ``hello`` with the ticket the tracker would issue the raw TLS client (``RAW_CLIENT``) for *root* at *source*."""
+    """A ``hello`` with the ticket the tracker would issue the raw test client (its TLS key) for *root* at *source*."""
     key = net.tracker.directory.online[source].ticket_key
     now = reactor.seconds() if issued is None else issued
     ticket = tickets.issue(key, fetcher, str(RAW_CLIENT.fingerprint), root, source, now)
