@@ -70,7 +70,22 @@ class _PlainGuard(ProtocolWrapper):
         if looks_like_tls(first):
             self.factory.tls_seen(self)
             return
-        super().dataReceived(first)
+        self._step_aside()
+        self.wrappedProtocol.dataReceived(first)
+
+    def _step_aside(self) -> None:
+        """
+        Plain text it is: connect the wrapped protocol to the socket itself.
+
+        The upload service sends files with ``sendfile`` only on a bare TCP
+        transport, so a ``--no-tls`` peer keeps that fast path.
+        """
+        transport = self.transport
+        if getattr(transport, "protocol", None) is not self:
+            return
+        self.factory.unregisterProtocol(self)
+        transport.protocol = self.wrappedProtocol
+        self.wrappedProtocol.transport = transport
 
 
 class PlainGuardFactory(WrappingFactory):

@@ -115,3 +115,13 @@ def test_plain_text_passes_the_guard_whole_even_one_byte_at_a_time():
         guard.dataReceived(bytes([byte]))
 
     assert inner.received == b'{"op":"hello"}\n' and seen == [] and not transport.disconnecting
+
+
+def test_after_plain_text_the_guard_steps_aside_for_the_socket():
+    guard, transport, inner, seen = guarded(answer=True)
+    transport.protocol = guard  # as a TCP connection dispatches to its protocol
+
+    guard.dataReceived(b'{"op":"hello"}\n')
+
+    assert transport.protocol is inner and inner.transport is transport
+    assert inner.received == b'{"op":"hello"}\n' and guard.factory.protocols == {}

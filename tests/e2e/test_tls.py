@@ -7,6 +7,7 @@ import pytest_twisted
 from twisted.internet.endpoints import connectProtocol
 from twisted.logger import capturedLogs, formatEvent
 
+from fileshare.peer.senders import plain_socket
 from fileshare.tls import generate
 
 from .harness import raw_endpoint
@@ -184,13 +185,16 @@ async def test_a_tls_peer_meeting_a_plain_text_tracker_is_told_to_use_no_tls(net
 @pytest_twisted.ensureDeferred
 async def test_with_no_tls_on_both_sides_everything_works_in_plain_text(net, tmp_path):
     tracker = await net.start_tracker(no_tls=True)
-    _, alice = await net.user("alice", no_tls=True)
+    alice_peer, alice = await net.user("alice", no_tls=True)
     _, bob = await net.user("bob", no_tls=True)
     f = tmp_path / "a.txt"
     f.write_text("plain")
     assert (await alice.command(f"publish {f} a.txt")).ok
 
     assert (await bob.command("fetch a.txt")).ok
+    # The fetcher keeps its connection a moment; the source serves it on the bare socket (sendfile).
+    uploads = list(alice_peer.uploads.connections)
+    assert uploads and all(plain_socket(p.transport) for p in uploads)
     assert tracker.directory.online["alice"].fingerprint is None
     assert not (tmp_path / "alice" / ".fileshare" / "peer-key.pem").exists()
     # A raw plain-text client is answered as before.
