@@ -279,7 +279,10 @@ class Download:
         else:
             if self.part.opened and not self.saved:
                 # No record says what is in it: remove it rather than leave it orphaned.
-                await self.repository.drop_partial(self.digest.root)
+                try:
+                    await self.repository.drop_partial(self.digest.root)
+                except Exception as e:  # the file went first; a stray record is dropped on next look
+                    log.warn("could not forget the partial {fname}: {why}", fname=self.fname, why=e)
             self._move(State.PAUSED)
         return False
 

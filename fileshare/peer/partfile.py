@@ -124,7 +124,7 @@ def sync_data(fd: int) -> None:
     os.fdatasync(fd)
 
 
-@_reported("completing", 1)
+@_reported("completing", 2)
 def finish(fd: int, part: str, final: str, size: int) -> os.stat_result:
     """Make the verified file durable and give it its real name, never clobbering one.
 

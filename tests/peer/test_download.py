@@ -6,13 +6,14 @@ import random
 from types import SimpleNamespace
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 
 from fileshare.errors import Conflict, DiskError, Unavailable
 from fileshare.peer import download as download_module
 from fileshare.peer import partfile
 from fileshare.peer.download import Cancelled, Download, Source, State
 from fileshare.pieces import Digest, root_of
+from fileshare.storage.sqlite import DatabaseError
 
 from .fakes import FakeConnection, FakePool, FakeReactor, FakeRepository, QueuedThreadPool, digest_of
 
@@ -458,3 +459,21 @@ def test_a_full_disk_midway_records_the_pieces_written_before_it(tmp_path, monke
     assert result_of(d).check(DiskError)
     assert t.repo.saved[t.digest.root][2] == b"\x01" * 2 + b"\x00" * 8
     assert read(t.part) == DATA[:2000]
+
+
+def test_a_save_that_fails_on_a_full_database_ends_the_fetch_and_leaves_no_part_file(tmp_path):
+    t = build(tmp_path)
+    a = source(t, "a", auto=False)
+    t.repo.save_partial = lambda fname, digest, verified: fail(DatabaseError("database or disk is full"))
+    d = start(t)
+    a.serve()
+    t.threads.run()
+
+    t.reactor.advance(1)  # the periodic save
+    t.threads.run()
+
+    failure = result_of(d)
+    assert failure.check(DiskError)
+    assert failure.value.message == "could not record the progress of 'data.bin': database or disk is full"
+    assert t.download.state is State.PAUSED and not t.download.saved
+    assert t.repo.calls[-1] == ("drop_partial", t.digest.root) and not os.path.exists(t.part)

@@ -202,3 +202,32 @@ def test_a_symlink_planted_as_the_part_file_is_refused_and_nothing_is_written_th
 
     assert e.value.message == f"{part} is a symbolic link; refusing to write through it"
     assert target.read_bytes() == b"precious" and part.is_symlink()
+
+
+def test_naming_a_file_in_an_unwritable_directory_is_an_error_naming_the_file(tmp_path, monkeypatch):
+    part, final = tmp_path / "x.part", tmp_path / "x"
+    fd = partfile.open_part(str(part), 4)
+    os.write(fd, b"abcd")
+
+    def denied(*args):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(partfile.os, "link", denied)
+    with pytest.raises(DiskError) as e:
+        partfile.finish(fd, str(part), str(final), 4)
+
+    assert e.value.message == f"permission denied completing {final}"
+    assert part.read_bytes() == b"abcd"  # kept, with its record, for a retry
+
+
+def test_a_read_only_file_system_is_named_as_such(tmp_path, monkeypatch):
+    part = tmp_path / "x.part"
+
+    def read_only(*args):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(partfile.os, "open", read_only)
+    with pytest.raises(DiskError) as e:
+        partfile.open_part(str(part), 8)
+
+    assert e.value.message == f"read-only file system opening {part}"
