@@ -106,6 +106,15 @@ class TicketUnverifiable(TicketError):
     code = "ticket-unverifiable"
 
 
+class DiskError(FileshareError):
+    """The peer's disk refused a write: full, read-only, no permission, or a planted symlink.
+
+    Its message names the cause and the path, so the operator can act on it.
+    """
+
+    code = "disk"
+
+
 class RemoteError(FileshareError):
     """The other side answered a request with an error reply."""
 

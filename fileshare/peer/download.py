@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from ..errors import FileshareError, Unavailable
+from ..errors import DiskError, FileshareError, Unavailable
 from ..pieces import Digest
 from . import partfile
 from .interfaces import IRepository, ISourceConnection, ISourcePool
@@ -226,9 +226,7 @@ class Download:
                 self._move(State.RUNNING)
                 self._start()
                 if not self._single:  # one piece: nothing to resume, nothing to save
-                    saver.start(SAVE_INTERVAL, now=False).addErrback(
-                        lambda f: log.failure("saving the progress of {fname} failed", f, fname=self.fname)
-                    )
+                    saver.start(SAVE_INTERVAL, now=False).addErrback(self._save_failed)
                 checker.start(1.0, now=False).addErrback(lambda f: log.failure("stall check failed", f))
             await self._running
         except Exception:
@@ -270,12 +268,21 @@ class Download:
         try:
             if self.state is not State.CANCELLING:
                 await self._save()
+        except Exception as e:
+            # The disk is full (say): the last record saved, if any, still holds.
+            log.warn("could not save the progress of {fname}: {why}", fname=self.fname, why=e)
         finally:
             self.part.close()
         if self.state is State.CANCELLING:  # also when cancelled while saving
             await self.repository.drop_partial(self.digest.root)
             self._move(State.CANCELLED)
         else:
+            if self.part.opened and not self.saved:
+                # No record says what is in it: remove it rather than leave it orphaned.
+                try:
+                    await self.repository.drop_partial(self.digest.root)
+                except Exception as e:  # the file went first; a stray record is dropped on next look
+                    log.warn("could not forget the partial {fname}: {why}", fname=self.fname, why=e)
             self._move(State.PAUSED)
         return False
 
@@ -289,14 +296,24 @@ class Download:
             # Without the piece list (a one-piece file) there is nothing to resume from.
             if self._dirty and self.digest.pieces and self.part.is_open:
                 self._dirty = False
-                self.saved = True
                 verified = self.verified_map()
                 # The pieces must be on disk before the record says they are:
                 # after a crash, resuming trusts the record without re-reading.
                 await self.part.sync()
                 await self.repository.save_partial(self.fname, self.digest, verified)
+                self.saved = True
         finally:
             self._save_lock.release()
+
+    def _save_failed(self, failure: Failure) -> None:
+        """A periodic save failed (a full disk, say): end the fetch with the reason, keeping what was saved."""
+        if not failure.check(FileshareError):
+            log.failure("saving the progress of {fname} failed", failure, fname=self.fname)
+            failure = Failure(
+                DiskError(f"could not record the progress of {self.fname!r}: {failure.getErrorMessage()}")
+            )
+        if self.state in (State.PREPARING, State.RUNNING):
+            self._end(failure)
 
     # -- what workers (fileshare.peer.workers) wait for and report
 

@@ -130,7 +130,7 @@ class IRepository(Interface):
         """Deferred: record the piece list and verified map of a partial download."""
 
     def drop_partial(root: str):
-        """Coroutine: forget a partial download and remove its part file."""
+        """Coroutine: remove a partial download's part file, then forget it; whether there was a file."""
 
 
 class IUploadService(Interface):

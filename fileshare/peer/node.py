@@ -270,10 +270,24 @@ class Peer:
                 await download.cancel()
                 return
         partials = [p for p in await self.repository.partials() if p[1] == fname]
-        if not partials:
-            raise NotFound(f"no fetch of {fname!r} in progress or paused")
         for root, *_ in partials:
             await self.repository.drop_partial(root)
+        if partials or await self._drop_unrecorded(fname):
+            return
+        raise NotFound(f"no fetch of {fname!r} in progress or paused")
+
+    async def _drop_unrecorded(self, fname: str) -> bool:
+        """Remove part files of *fname* that have no record (left by a failed write in
+        older versions); their roots come from the tracker's index.  Whether any was removed."""
+        try:
+            candidates = await self.candidates(fname, None, None)
+        except FileshareError:
+            return False
+        removed = False
+        for candidate in candidates:
+            if candidate.root not in self._claimed and await self.repository.drop_partial(candidate.root):
+                removed = True
+        return removed
 
     def stop(self) -> Deferred:
         """Interrupt every fetch; fires when they have all wound down."""

@@ -8,25 +8,74 @@ hashing): call them through :class:`PartFile`, which runs them on the
 download's thread pool, never on the reactor.
 """
 
+import errno
+import functools
 import hashlib
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from ..errors import Conflict, IntegrityError
+from ..errors import Conflict, DiskError, IntegrityError
 from ..pieces import root_of
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 
+
+def disk_error(e: OSError, doing: str, path: str) -> DiskError:
+    """A DiskError naming the cause and *path*, e.g. "no space left on device writing /x.part"."""
+    if e.errno == errno.ELOOP:
+        return DiskError(f"{path} is a symbolic link; refusing to write through it")
+    cause = os.strerror(e.errno).lower() if e.errno else str(e)
+    return DiskError(f"{cause} {doing} {path}")
+
+
+def _reported(doing: str, path_arg: int) -> Callable[[_F], _F]:
+    """Turn an OSError of the decorated helper into a DiskError naming the path.
+
+    The path is the positional argument *path_arg*, or the descriptor's
+    target when that argument is a descriptor.
+    """
+
+    def decorate(f: _F) -> _F:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return f(*args, **kwargs)
+            except DiskError:
+                raise
+            except OSError as e:
+                where = args[path_arg]
+                if isinstance(where, int):
+                    where = _fd_path(where)
+                raise disk_error(e, doing, where) from e
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _fd_path(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return f"the partial file (descriptor {fd})"
+
+
+@_reported("opening", 0)
 def open_part(path: str, size: int) -> int:
-    """Open (or create) the part file for a file of *size* bytes; its descriptor."""
+    """Open (or create) the part file for a file of *size* bytes; its descriptor.
+
+    A symlink planted at *path* is refused (O_NOFOLLOW), so nothing is
+    ever written outside the repository through it.
+    """
     # Not pre-sized: writing into a sparse file is measurably slower on ext4
     # than extending it; the last piece written sets the final size.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     if os.fstat(fd).st_size > size:
         os.ftruncate(fd, size)
     return fd
@@ -46,12 +95,13 @@ def verify(chunks: list[memoryview], expected: bytes, root: str) -> bytes | None
     return found if ok else None
 
 
+@_reported("writing", 0)
 def write(fd: int, offset: int, chunks: list[memoryview], lock: threading.Lock) -> None:
     """Write one piece at *offset*; pieces are written one at a time under *lock*."""
     with lock:
         written = os.pwritev(fd, chunks, offset) if chunks else 0
     if written != sum(len(c) for c in chunks):
-        raise OSError("short write to the partial file")
+        raise OSError(errno.ENOSPC, "short write to the partial file")
 
 
 def verify_and_write(
@@ -68,11 +118,13 @@ def verify_and_write(
     return found
 
 
+@_reported("writing", 0)
 def sync_data(fd: int) -> None:
     """Make the written pieces durable before the record of them says they are."""
     os.fdatasync(fd)
 
 
+@_reported("completing", 2)
 def finish(fd: int, part: str, final: str, size: int) -> os.stat_result:
     """Make the verified file durable and give it its real name, never clobbering one.
 
@@ -93,6 +145,7 @@ def finish(fd: int, part: str, final: str, size: int) -> os.stat_result:
     return os.stat(final)
 
 
+@_reported("writing", 0)
 def write_whole(
     part: str, final: str, chunks: list[memoryview], root: str, size: int, lock: threading.Lock
 ) -> tuple[bytes, os.stat_result] | None:
@@ -108,7 +161,7 @@ def write_whole(
         write(fd, 0, chunks, lock)
     except BaseException:
         os.close(fd)
-        os.unlink(part)
+        os.unlink(part)  # nothing to resume for one piece: never left behind
         raise
     try:
         return found, finish(fd, part, final, size)
@@ -132,6 +185,8 @@ class PartFile:
         self.size = size
         self.root = root
         self.fd: int | None = None
+        #: Whether this download opened (perhaps created) the part file.
+        self.opened = False
         self._lock = threading.Lock()
 
     @property
@@ -143,6 +198,7 @@ class PartFile:
 
     async def open(self) -> None:
         self.fd = await self._thread(open_part, self.part, self.size)
+        self.opened = True
 
     def check(self, offset: int, chunks: list[memoryview], expected: bytes) -> Deferred:
         """Deferred: the piece's digest once verified and written, or None if it is corrupt."""

@@ -220,9 +220,16 @@ class Repository:
     def save_partial(self, fname: str, digest: Digest, verified: bytes) -> Any:
         return self._store.save_partial(PartialRecord(fname, digest, verified))
 
-    async def drop_partial(self, root: str) -> None:
+    async def drop_partial(self, root: str) -> bool:
+        """Remove the part file, then its record; whether there was a part file.
+
+        The file goes first: should the database fail (a full disk), no
+        part file is left without a record, and a record without its part
+        file is dropped when next looked at (:meth:`partial_digest`).
+        """
+        removed = await self._on_metadata(_remove_quietly, self.partial_path(root))
         await self._store.drop_partial(root)
-        await self._on_metadata(_remove_quietly, self.partial_path(root))
+        return removed
 
     def close(self) -> None:
         self._store.close()
@@ -235,8 +242,9 @@ def _stat_or_none(path: str) -> os.stat_result | None:
         return None
 
 
-def _remove_quietly(path: str) -> None:
+def _remove_quietly(path: str) -> bool:
     try:
         os.remove(path)
     except FileNotFoundError:
-        pass
+        return False
+    return True

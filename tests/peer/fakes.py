@@ -281,13 +281,16 @@ class FakeRepository:
         self.saved[digest.root] = (fname, digest, verified)
         return succeed(None)
 
-    async def drop_partial(self, root: str) -> None:
+    async def drop_partial(self, root: str) -> bool:
         self.calls.append(("drop_partial", root))
-        self.saved.pop(root, None)
         try:
             os.remove(self.partial_path(root))
         except FileNotFoundError:
-            pass
+            removed = False
+        else:
+            removed = True
+        self.saved.pop(root, None)
+        return removed
 
 
 @implementer(ITrackerLink)

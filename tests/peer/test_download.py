@@ -1,16 +1,19 @@
 """Download without sockets or threads: fake sources and pool, a Clock, thread work run when the test says."""
 
+import errno
 import os
 import random
 from types import SimpleNamespace
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 
-from fileshare.errors import Conflict, Unavailable
+from fileshare.errors import Conflict, DiskError, Unavailable
 from fileshare.peer import download as download_module
+from fileshare.peer import partfile
 from fileshare.peer.download import Cancelled, Download, Source, State
 from fileshare.pieces import Digest, root_of
+from fileshare.storage.sqlite import DatabaseError
 
 from .fakes import FakeConnection, FakePool, FakeReactor, FakeRepository, QueuedThreadPool, digest_of
 
@@ -391,3 +394,86 @@ def test_a_download_refuses_a_state_change_its_life_cycle_does_not_have(tmp_path
 
     with pytest.raises(RuntimeError, match="cannot go from preparing to finished"):
         t.download._move(State.FINISHED)
+
+
+def fill_the_disk(monkeypatch, after: int) -> None:
+    """Let *after* piece writes through, then fail every write as a full disk does."""
+    real = os.pwritev
+    left = [after]
+
+    def pwritev(fd, chunks, offset):
+        if left[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        left[0] -= 1
+        return real(fd, chunks, offset)
+
+    monkeypatch.setattr(partfile.os, "pwritev", pwritev)
+
+
+def test_a_full_disk_at_the_first_piece_ends_the_fetch_with_the_cause_and_removes_the_part_file(tmp_path, monkeypatch):
+    t = build(tmp_path)
+    source(t, "a")
+    fill_the_disk(monkeypatch, after=0)
+
+    d = start(t)
+    t.threads.run()
+
+    failure = result_of(d)
+    assert failure.check(DiskError)
+    assert failure.value.message == f"no space left on device writing {t.part}"
+    assert t.download.state is State.PAUSED
+    # Nothing to record, so nothing is left behind for a record-less cancel to miss.
+    assert t.repo.saved == {} and t.repo.calls[-1] == ("drop_partial", t.digest.root)
+    assert not os.path.exists(t.part) and not os.path.exists(t.final)
+
+
+def test_a_full_disk_after_a_save_keeps_the_partial_data_with_its_record_for_resuming(tmp_path, monkeypatch):
+    t = build(tmp_path)
+    a = source(t, "a", auto=False)
+    d = start(t)
+    a.serve()  # five pieces
+    t.threads.run()
+    t.reactor.advance(1)  # the periodic save records them
+    t.threads.run()
+    fill_the_disk(monkeypatch, after=0)
+
+    a.serve_all()
+    t.threads.run()
+
+    failure = result_of(d)
+    assert failure.check(DiskError)
+    assert failure.value.message == f"no space left on device writing {t.part}"
+    assert t.download.state is State.PAUSED
+    assert t.repo.saved[t.digest.root] == ("data.bin", t.digest, b"\x01" * 5 + b"\x00" * 5)
+    assert read(t.part)[:5000] == DATA[:5000] and not os.path.exists(t.final)
+
+
+def test_a_full_disk_midway_records_the_pieces_written_before_it(tmp_path, monkeypatch):
+    t = build(tmp_path)
+    source(t, "a")
+    fill_the_disk(monkeypatch, after=2)
+
+    d = start(t)
+    t.threads.run()
+
+    assert result_of(d).check(DiskError)
+    assert t.repo.saved[t.digest.root][2] == b"\x01" * 2 + b"\x00" * 8
+    assert read(t.part) == DATA[:2000]
+
+
+def test_a_save_that_fails_on_a_full_database_ends_the_fetch_and_leaves_no_part_file(tmp_path):
+    t = build(tmp_path)
+    a = source(t, "a", auto=False)
+    t.repo.save_partial = lambda fname, digest, verified: fail(DatabaseError("database or disk is full"))
+    d = start(t)
+    a.serve()
+    t.threads.run()
+
+    t.reactor.advance(1)  # the periodic save
+    t.threads.run()
+
+    failure = result_of(d)
+    assert failure.check(DiskError)
+    assert failure.value.message == "could not record the progress of 'data.bin': database or disk is full"
+    assert t.download.state is State.PAUSED and not t.download.saved
+    assert t.repo.calls[-1] == ("drop_partial", t.digest.root) and not os.path.exists(t.part)

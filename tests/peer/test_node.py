@@ -309,6 +309,24 @@ def test_cancel_of_a_paused_fetch_drops_its_partial(tmp_path):
     assert t.repo.calls[-1] == ("drop_partial", ROOT) and t.repo.saved == {}
 
 
+def test_cancel_removes_a_part_file_that_has_no_record(tmp_path):
+    t = build(tmp_path, [item("alice")])
+    part = t.repo.partial_path(ROOT)
+    with open(part, "wb") as f:
+        f.write(DATA[:100])
+
+    assert outcome(Deferred.fromCoroutine(t.peer.cancel("data.bin"))) is None
+    assert t.repo.calls[-1] == ("drop_partial", ROOT) and not os.path.exists(part)
+
+
+def test_cancel_of_a_name_with_neither_record_nor_part_file_is_still_an_error(tmp_path):
+    t = build(tmp_path, [item("alice")])
+
+    error = error_of(Deferred.fromCoroutine(t.peer.cancel("data.bin")), NotFound)
+
+    assert error.message == "no fetch of 'data.bin' in progress or paused"
+
+
 def test_cancel_of_a_running_fetch_ends_it_and_drops_its_partial(tmp_path):
     t = build(tmp_path, [item("alice")], alice={"auto": False})
     d = fetch(t)

@@ -1,12 +1,13 @@
 """The part-file helpers, on real files in tmp_path."""
 
+import errno
 import hashlib
 import os
 import threading
 
 import pytest
 
-from fileshare.errors import Conflict, IntegrityError
+from fileshare.errors import Conflict, DiskError, IntegrityError
 from fileshare.peer import partfile
 from fileshare.pieces import root_of
 
@@ -130,3 +131,103 @@ def test_a_one_piece_file_whose_name_is_taken_leaves_no_part_file(tmp_path):
         partfile.write_whole(str(part), str(final), views(b"small"), root_of(sha(b"small")), 5, LOCK)
 
     assert final.read_bytes() == b"theirs" and not part.exists()
+
+
+def test_a_write_onto_a_full_disk_is_an_error_naming_the_cause_and_the_path(tmp_path, monkeypatch):
+    part = tmp_path / "x.part"
+    fd = partfile.open_part(str(part), 8)
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(partfile.os, "pwritev", full)
+    try:
+        with pytest.raises(DiskError) as e:
+            partfile.verify_and_write(fd, 0, views(b"efgh"), sha(b"efgh"), "unused", LOCK)
+    finally:
+        os.close(fd)
+
+    assert e.value.message == f"no space left on device writing {part}"
+    assert e.value.code == "disk"
+
+
+def test_a_short_write_is_reported_as_a_full_disk(tmp_path, monkeypatch):
+    part = tmp_path / "x.part"
+    fd = partfile.open_part(str(part), 8)
+    monkeypatch.setattr(partfile.os, "pwritev", lambda fd, chunks, offset: 1)
+    try:
+        with pytest.raises(DiskError) as e:
+            partfile.write(fd, 0, views(b"efgh"), LOCK)
+    finally:
+        os.close(fd)
+
+    assert e.value.message == f"no space left on device writing {part}"
+
+
+def test_a_one_piece_file_that_cannot_be_written_leaves_no_part_file(tmp_path, monkeypatch):
+    part, final = tmp_path / "x.part", tmp_path / "x"
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(partfile.os, "pwritev", full)
+    with pytest.raises(DiskError) as e:
+        partfile.write_whole(str(part), str(final), views(b"small"), root_of(sha(b"small")), 5, LOCK)
+
+    assert e.value.message == f"no space left on device writing {part}"
+    assert not part.exists() and not final.exists()
+
+
+def test_an_unwritable_directory_is_an_error_naming_the_cause_and_the_path(tmp_path, monkeypatch):
+    part = tmp_path / "x.part"
+
+    def denied(*args):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(partfile.os, "open", denied)
+    with pytest.raises(DiskError) as e:
+        partfile.open_part(str(part), 8)
+
+    assert e.value.message == f"permission denied opening {part}"
+
+
+def test_a_symlink_planted_as_the_part_file_is_refused_and_nothing_is_written_through_it(tmp_path):
+    target = tmp_path / "outside"
+    target.write_bytes(b"precious")
+    part = tmp_path / "x.part"
+    part.symlink_to(target)
+
+    with pytest.raises(DiskError) as e:
+        partfile.open_part(str(part), 4)
+
+    assert e.value.message == f"{part} is a symbolic link; refusing to write through it"
+    assert target.read_bytes() == b"precious" and part.is_symlink()
+
+
+def test_naming_a_file_in_an_unwritable_directory_is_an_error_naming_the_file(tmp_path, monkeypatch):
+    part, final = tmp_path / "x.part", tmp_path / "x"
+    fd = partfile.open_part(str(part), 4)
+    os.write(fd, b"abcd")
+
+    def denied(*args):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(partfile.os, "link", denied)
+    with pytest.raises(DiskError) as e:
+        partfile.finish(fd, str(part), str(final), 4)
+
+    assert e.value.message == f"permission denied completing {final}"
+    assert part.read_bytes() == b"abcd"  # kept, with its record, for a retry
+
+
+def test_a_read_only_file_system_is_named_as_such(tmp_path, monkeypatch):
+    part = tmp_path / "x.part"
+
+    def read_only(*args):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(partfile.os, "open", read_only)
+    with pytest.raises(DiskError) as e:
+        partfile.open_part(str(part), 8)
+
+    assert e.value.message == f"read-only file system opening {part}"

@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import fail
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from fileshare.errors import BadRequest, Conflict, NotFound
 from fileshare.peer.repository import Entry, Repository, Stamp
-from fileshare.peer.repository_store import SCHEMA, SQLiteRepositoryStore
+from fileshare.peer.repository_store import SCHEMA, MemoryRepositoryStore, SQLiteRepositoryStore
 from fileshare.pieces import Digest, hash_file
 from fileshare.storage.sqlite import DatabaseError
 
@@ -391,3 +392,36 @@ def test_a_database_from_a_newer_fileshare_cannot_be_opened(tmp_path):
         connection.execute("PRAGMA user_version = 99")
     with pytest.raises(DatabaseError, match=f"^the peer repository database {db} has schema version 99, newer"):
         Repository(str(tmp_path), reactor, SyncPool(), SyncPool())
+
+
+class _FullStore(MemoryRepositoryStore):
+    """A store whose database is on a full disk: dropping a record fails."""
+
+    def drop_partial(self, root: str):
+        return fail(DatabaseError("database or disk is full"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_dropping_a_partial_removes_the_part_file_before_touching_the_database(tmp_path):
+    repo = Repository(str(tmp_path / "repo"), reactor, SyncPool(), SyncPool(), store=_FullStore())
+    try:
+        await repo.save_partial("big.iso", BIG, b"\x01\x00\x00")
+        part = write(Path(repo.partial_path(BIG.root)), b"x")
+        with pytest.raises(DatabaseError):
+            await repo.drop_partial(BIG.root)
+        assert not os.path.exists(part)
+        # The record left behind has no part file: it is dropped when next looked at.
+        repo._store.drop_partial = MemoryRepositoryStore.drop_partial.__get__(repo._store)
+        assert await repo.partial_digest(BIG.root) is None
+        assert await repo.partials() == []
+    finally:
+        repo.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_dropping_a_partial_says_whether_there_was_a_part_file(tmp_path, opened):
+    repo = opened(tmp_path / "repo")
+    write(Path(repo.partial_path(BIG.root)), b"x")
+
+    assert await repo.drop_partial(BIG.root) is True
+    assert await repo.drop_partial(BIG.root) is False
