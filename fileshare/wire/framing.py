@@ -17,6 +17,9 @@ PROTOCOL_VERSION = 1
 MAX_LINE = 256 * 1024
 #: List items sent in one reply frame.
 ITEMS_PER_FRAME = 200
+#: Largest count (a ``size`` included) accepted on the wire: SQLite's largest
+#: integer, so every count a peer sends can be stored as it is.
+MAX_COUNT = (1 << 63) - 1
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -64,11 +67,13 @@ def field(message: dict[str, Any], name: str, kind: type | tuple[type, ...], def
     return value
 
 
-def count(message: dict[str, Any], name: str, default: Any = ...) -> int:
-    """A non-negative integer field."""
+def count(message: dict[str, Any], name: str, default: Any = ..., maximum: int = MAX_COUNT) -> int:
+    """A non-negative integer field, at most *maximum*."""
     value = field(message, name, int, default)
     if value is not None and value < 0:
         raise BadRequest(f"field {name!r} must not be negative")
+    if value is not None and value > maximum:
+        raise BadRequest(f"field {name!r} must be at most {maximum}")
     return value
 
 

@@ -402,6 +402,8 @@ def test_announce_with_reset_replaces_the_files():
         ({"fname": "..", "size": 1, "root": ROOT_A}, "file name '..' is not allowed"),
         ({"fname": "a", "size": -1, "root": ROOT_A}, "field 'size' must not be negative"),
         ({"fname": "a", "size": True, "root": ROOT_A}, "field 'size' has the wrong type"),
+        ({"fname": "a", "size": 1 << 63, "root": ROOT_A}, "field 'size' must be at most 9223372036854775807"),
+        ({"fname": "a", "size": 1 << 80, "root": ROOT_A}, "field 'size' must be at most 9223372036854775807"),
         ({"fname": "a", "root": ROOT_A}, "missing field 'size'"),
         ("a.txt", "each entry of 'files' must be an object"),
     ],
@@ -412,6 +414,16 @@ def test_announce_with_a_bad_record_is_refused_and_stores_nothing(record, messag
     good = {"fname": "good.txt", "size": 1, "root": ROOT_B}
     assert alice.ask("announce", files=[good, record]) == failure("bad-request", message)
     assert now(directory.store.holdings()) == []
+
+
+def test_publish_of_a_size_beyond_the_maximum_is_a_bad_request():
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    assert alice.ask("publish", fname="a.txt", size=1 << 63, root=ROOT_A) == failure(
+        "bad-request", "field 'size' must be at most 9223372036854775807"
+    )
+    assert alice.ask("publish", fname="a.txt", size=(1 << 63) - 1, root=ROOT_A) == {"ok": True}
+    assert now(directory.store.holdings()) == [Holding("alice", "a.txt", (1 << 63) - 1, ROOT_A)]
 
 
 def test_publish_and_unpublish_one_file():
