@@ -64,7 +64,25 @@ def field(message: dict[str, Any], name: str, kind: type | tuple[type, ...], def
         raise BadRequest(f"field {name!r} has the wrong type")
     if not isinstance(value, kind):
         raise BadRequest(f"field {name!r} has the wrong type")
+    if isinstance(value, str) and not is_unicode(value):
+        raise BadRequest(f"field {name!r} has a lone surrogate")
     return value
+
+
+def is_unicode(text: str) -> bool:
+    """Whether *text* can be written as UTF-8.
+
+    JSON's ``\\ud800`` escapes decode to lone surrogates, which no UTF-8
+    encoder (SQLite's, a log file's, the next peer's) accepts; refusing them
+    where fields are read keeps them out of every handler.
+    """
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def count(message: dict[str, Any], name: str, default: Any = ..., maximum: int = MAX_COUNT) -> int:

@@ -225,6 +225,30 @@ def test_count_takes_a_smaller_maximum():
     assert info.value.message == "field 'n' must be at most 10"
 
 
+@pytest.mark.parametrize("value", ["\ud800", "a\udfff", "\udc00\ud800*", "\ud800" * 3])
+def test_field_rejects_a_string_with_a_lone_surrogate(value):
+    with pytest.raises(BadRequest) as info:
+        field({"pattern": value}, "pattern", str)
+    assert info.value.message == "field 'pattern' has a lone surrogate"
+
+
+def test_a_lone_surrogate_escaped_in_json_is_refused_where_the_field_is_read():
+    message = decode(b'{"id":1,"op":"search","pattern":"\\ud800*"}')
+    with pytest.raises(BadRequest) as info:
+        field(message, "pattern", str)
+    assert info.value.message == "field 'pattern' has a lone surrogate"
+
+
+@pytest.mark.parametrize("value", ["plain", "caf\u00e9", "\U0001f3b5"])
+def test_field_accepts_any_string_utf8_can_write(value):
+    assert field({"s": value}, "s", str) == value
+
+
+def test_a_surrogate_pair_escaped_in_json_is_one_character_and_accepted():
+    message = decode(b'{"s":"\\ud83c\\udfb5*"}')
+    assert field(message, "s", str) == "\U0001f3b5*"
+
+
 @pytest.mark.parametrize("value", [-1, -(2**63)])
 def test_count_rejects_negative_integers(value):
     with pytest.raises(BadRequest) as info:
