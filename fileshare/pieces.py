@@ -65,7 +65,11 @@ class Digest:
 
     @classmethod
     def from_wire(cls, size: int, piece_size: int, pieces_hex: str, root: str) -> "Digest":
-        """Check a piece list received from another peer against the *root* we trust."""
+        """Check a piece list received from another peer against the *root* we trust.
+
+        Its piece size must be :func:`piece_size_for` its size, so a source
+        cannot make a fetcher hold more than that rule's piece in memory.
+        """
         if not (is_integer(size) and is_integer(piece_size) and isinstance(pieces_hex, str)) or size < 0:
             raise ValueError("piece list fields have the wrong types")
         try:
@@ -74,6 +78,10 @@ class Digest:
             raise ValueError("piece list is not hex") from None
         if piece_size < 1 or len(pieces) != piece_count(size, piece_size) * DIGEST_SIZE:
             raise ValueError("piece list does not fit the file size")
+        if piece_size != piece_size_for(size):
+            # The rule fixes the piece size; a larger one would make the
+            # fetcher buffer that much before it can check a single digest.
+            raise ValueError(f"piece size {piece_size} is not the {piece_size_for(size)} the file size calls for")
         if root_of(pieces) != root:
             raise ValueError("piece list does not match the root")
         return cls(size, piece_size, pieces, root)

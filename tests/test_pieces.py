@@ -182,7 +182,7 @@ def test_digest_piece_digest_and_span_address_each_piece(tmp_path, small_pieces)
 # -- Digest.from_wire -------------------------------------------------------
 
 
-def wire_parts(size: int = 2 * 1024 + 5, piece_size: int = 1024):
+def wire_parts(size: int = 2 * MiB + 5, piece_size: int = MiB):
     data = sample(size)
     piece_list = reference_pieces(data, piece_size)
     return size, piece_size, piece_list, root_of(piece_list)
@@ -242,6 +242,23 @@ def test_from_wire_rejects_a_piece_size_below_one(piece_size):
     with pytest.raises(ValueError) as info:
         Digest.from_wire(size, piece_size, piece_list.hex(), root)
     assert str(info.value) == "piece list does not fit the file size"
+
+
+@pytest.mark.parametrize("piece_size", [MiB // 2, 2 * MiB, 4 * MiB])
+def test_from_wire_rejects_a_piece_size_other_than_the_rule_gives(piece_size):
+    size, _, _, _ = wire_parts()
+    pieces = hashlib.sha256(b"x").digest() * -(-size // piece_size)
+    with pytest.raises(ValueError) as info:
+        Digest.from_wire(size, piece_size, pieces.hex(), root_of(pieces))
+    assert str(info.value) == f"piece size {piece_size} is not the {MiB} the file size calls for"
+
+
+def test_from_wire_rejects_one_piece_as_large_as_a_big_file():
+    size = 1 << 30  # the rule gives 1 MiB pieces; one 1 GiB "piece" would be buffered whole
+    pieces = hashlib.sha256(b"x").digest()
+    with pytest.raises(ValueError) as info:
+        Digest.from_wire(size, size, pieces.hex(), root_of(pieces))
+    assert str(info.value) == f"piece size {size} is not the {MiB} the file size calls for"
 
 
 def test_from_wire_rejects_a_piece_list_that_does_not_match_the_root():

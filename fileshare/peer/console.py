@@ -25,22 +25,31 @@ def format_progress(p: Progress) -> str:
     )
 
 
+FETCH_USAGE = "usage: fetch FNAME [--from HOSTNAME] [--hash PREFIX]"
+
+
 def _parse_fetch_args(args: tuple[str, ...]) -> tuple[str, str | None, str | None]:
+    """FNAME and the options, in any order; after ``--`` a word is FNAME even if it looks like an option."""
     words = list(args)
     fname = None
     options: dict[str, str] = {}
     while words:
         word = words.pop(0)
-        if word in ("--from", "--hash"):
+        if word == "--":
+            # Ends the options, so a file named "--from" can be fetched.
+            if fname is not None or len(words) != 1:
+                raise BadRequest(FETCH_USAGE)
+            fname = words.pop(0)
+        elif word in ("--from", "--hash"):
             if not words:
-                raise BadRequest(f"{word} needs a value; usage: fetch FNAME [--from HOSTNAME] [--hash PREFIX]")
+                raise BadRequest(f"{word} needs a value; {FETCH_USAGE}")
             options[word] = words.pop(0)
         elif fname is None:
             fname = word
         else:
-            raise BadRequest("usage: fetch FNAME [--from HOSTNAME] [--hash PREFIX]")
+            raise BadRequest(FETCH_USAGE)
     if fname is None:
-        raise BadRequest("usage: fetch FNAME [--from HOSTNAME] [--hash PREFIX]")
+        raise BadRequest(FETCH_USAGE)
     return fname, options.get("--from"), options.get("--hash")
 
 
@@ -168,7 +177,14 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
     table.add("unpublish", unpublish, "unpublish FNAME", "stop sharing FNAME", 1)
     table.add("files", files, "files", "list this peer's repository")
     table.add("search", search, "search [PATTERN]", "search the tracker's index (glob PATTERN)", 0, 1)
-    table.add("fetch", fetch, "fetch FNAME [--from HOST] [--hash PREFIX]", "download FNAME into the repository", 1, 5)
+    table.add(
+        "fetch",
+        fetch,
+        "fetch FNAME [--from HOST] [--hash PREFIX]",
+        "download FNAME into the repository; 'fetch [OPTIONS] -- FNAME' for a name starting with '--'",
+        1,
+        6,
+    )
     table.add("cancel", cancel, "cancel FNAME", "stop a fetch and remove its partial data", 1)
     table.add("status", status, "status", "connection, uploads and transfers in flight")
     table.add("help", help_command(table), "help", "list the commands")

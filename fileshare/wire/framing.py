@@ -17,6 +17,9 @@ PROTOCOL_VERSION = 1
 MAX_LINE = 256 * 1024
 #: List items sent in one reply frame.
 ITEMS_PER_FRAME = 200
+#: Largest count (a ``size`` included) accepted on the wire: SQLite's largest
+#: integer, so every count a peer sends can be stored as it is.
+MAX_COUNT = (1 << 63) - 1
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -61,14 +64,34 @@ def field(message: dict[str, Any], name: str, kind: type | tuple[type, ...], def
         raise BadRequest(f"field {name!r} has the wrong type")
     if not isinstance(value, kind):
         raise BadRequest(f"field {name!r} has the wrong type")
+    if isinstance(value, str) and not is_unicode(value):
+        raise BadRequest(f"field {name!r} has a lone surrogate")
     return value
 
 
-def count(message: dict[str, Any], name: str, default: Any = ...) -> int:
-    """A non-negative integer field."""
+def is_unicode(text: str) -> bool:
+    """Whether *text* can be written as UTF-8.
+
+    JSON's ``\\ud800`` escapes decode to lone surrogates, which no UTF-8
+    encoder (SQLite's, a log file's, the next peer's) accepts; refusing them
+    where fields are read keeps them out of every handler.
+    """
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def count(message: dict[str, Any], name: str, default: Any = ..., maximum: int = MAX_COUNT) -> int:
+    """A non-negative integer field, at most *maximum*."""
     value = field(message, name, int, default)
     if value is not None and value < 0:
         raise BadRequest(f"field {name!r} must not be negative")
+    if value is not None and value > maximum:
+        raise BadRequest(f"field {name!r} must be at most {maximum}")
     return value
 
 

@@ -269,6 +269,22 @@ def test_a_piece_list_for_another_size_than_the_index_says_is_skipped(tmp_path):
     assert error.message == "no source gave a valid piece list (alice: size differs from the index)"
 
 
+def test_a_piece_list_with_one_piece_as_large_as_the_file_is_refused(tmp_path):
+    # A fake source indexes DATA under a root of its own making: one "piece" of
+    # the whole file, which the fetcher would have to buffer before hashing it.
+    whole = digest_of(DATA, len(DATA))
+    t = build(tmp_path, [item("alice", whole.root)], alice={"pieces_reply": pieces_reply(whole)})
+
+    error = error_of(fetch(t), Unavailable)
+
+    assert error.message == (
+        "no source gave a valid piece list "
+        f"(alice: piece size {len(DATA)} is not the {MIN_PIECE_SIZE} the file size calls for)"
+    )
+    assert t.pool.calls == [("connect", endpoint("alice"), 10.0), ("discard", endpoint("alice"))]
+    assert t.peer.downloads == {}
+
+
 def test_a_one_piece_file_needs_no_piece_list(tmp_path):
     small = digest_of(DATA[:1000], MIN_PIECE_SIZE)
     t = build(tmp_path, [item("alice", small.root, 1000)])

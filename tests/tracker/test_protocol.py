@@ -402,6 +402,10 @@ def test_announce_with_reset_replaces_the_files():
         ({"fname": "..", "size": 1, "root": ROOT_A}, "file name '..' is not allowed"),
         ({"fname": "a", "size": -1, "root": ROOT_A}, "field 'size' must not be negative"),
         ({"fname": "a", "size": True, "root": ROOT_A}, "field 'size' has the wrong type"),
+        ({"fname": "a", "size": 1 << 63, "root": ROOT_A}, "field 'size' must be at most 9223372036854775807"),
+        ({"fname": "a", "size": 1 << 80, "root": ROOT_A}, "field 'size' must be at most 9223372036854775807"),
+        ({"fname": "a\ud800", "size": 1, "root": ROOT_A}, "field 'fname' has a lone surrogate"),
+        ({"fname": "a", "size": 1, "root": "\udfff" + "a" * 63}, "field 'root' has a lone surrogate"),
         ({"fname": "a", "root": ROOT_A}, "missing field 'size'"),
         ("a.txt", "each entry of 'files' must be an object"),
     ],
@@ -412,6 +416,32 @@ def test_announce_with_a_bad_record_is_refused_and_stores_nothing(record, messag
     good = {"fname": "good.txt", "size": 1, "root": ROOT_B}
     assert alice.ask("announce", files=[good, record]) == failure("bad-request", message)
     assert now(directory.store.holdings()) == []
+
+
+def test_publish_of_a_size_beyond_the_maximum_is_a_bad_request():
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    assert alice.ask("publish", fname="a.txt", size=1 << 63, root=ROOT_A) == failure(
+        "bad-request", "field 'size' must be at most 9223372036854775807"
+    )
+    assert alice.ask("publish", fname="a.txt", size=(1 << 63) - 1, root=ROOT_A) == {"ok": True}
+    assert now(directory.store.holdings()) == [Holding("alice", "a.txt", (1 << 63) - 1, ROOT_A)]
+
+
+@pytest.mark.parametrize("pattern", ["\ud800*", "*\udc00", "[\ud800-\udbff]"])
+def test_search_with_a_lone_surrogate_is_a_bad_request_and_reaches_no_store(pattern):
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    directory.store.calls.clear()
+    assert alice.ask("search", pattern=pattern) == failure("bad-request", "field 'pattern' has a lone surrogate")
+    assert directory.store.calls == []
+
+
+def test_search_with_a_surrogate_pair_finds_the_name():
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    assert alice.ask("publish", fname="\U0001f3b5.ogg", size=5, root=ROOT_A) == {"ok": True}
+    assert [i["fname"] for i in alice.ask("search", pattern="\ud83c\udfb5*")["items"]] == ["\U0001f3b5.ogg"]
 
 
 def test_publish_and_unpublish_one_file():

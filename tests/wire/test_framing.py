@@ -5,7 +5,17 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fileshare.errors import BadRequest
-from fileshare.wire.framing import ITEMS_PER_FRAME, MAX_LINE, chunks, count, decode, encode, field, is_integer
+from fileshare.wire.framing import (
+    ITEMS_PER_FRAME,
+    MAX_COUNT,
+    MAX_LINE,
+    chunks,
+    count,
+    decode,
+    encode,
+    field,
+    is_integer,
+)
 
 json_scalars = (
     st.none()
@@ -195,9 +205,48 @@ def test_is_integer_agrees_with_count_on_what_a_number_is(value):
     assert accepted == is_integer(value)
 
 
-@pytest.mark.parametrize("value", [0, 1, 2**63])
-def test_count_accepts_non_negative_integers(value):
+@pytest.mark.parametrize("value", [0, 1, 2**63 - 1])
+def test_count_accepts_non_negative_integers_up_to_sqlites_largest(value):
     assert count({"n": value}, "n") == value
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64, 10**400])
+def test_count_rejects_integers_beyond_the_maximum(value):
+    assert MAX_COUNT == 2**63 - 1
+    with pytest.raises(BadRequest) as info:
+        count({"n": value}, "n")
+    assert info.value.message == "field 'n' must be at most 9223372036854775807"
+
+
+def test_count_takes_a_smaller_maximum():
+    assert count({"n": 10}, "n", maximum=10) == 10
+    with pytest.raises(BadRequest) as info:
+        count({"n": 11}, "n", maximum=10)
+    assert info.value.message == "field 'n' must be at most 10"
+
+
+@pytest.mark.parametrize("value", ["\ud800", "a\udfff", "\udc00\ud800*", "\ud800" * 3])
+def test_field_rejects_a_string_with_a_lone_surrogate(value):
+    with pytest.raises(BadRequest) as info:
+        field({"pattern": value}, "pattern", str)
+    assert info.value.message == "field 'pattern' has a lone surrogate"
+
+
+def test_a_lone_surrogate_escaped_in_json_is_refused_where_the_field_is_read():
+    message = decode(b'{"id":1,"op":"search","pattern":"\\ud800*"}')
+    with pytest.raises(BadRequest) as info:
+        field(message, "pattern", str)
+    assert info.value.message == "field 'pattern' has a lone surrogate"
+
+
+@pytest.mark.parametrize("value", ["plain", "caf\u00e9", "\U0001f3b5"])
+def test_field_accepts_any_string_utf8_can_write(value):
+    assert field({"s": value}, "s", str) == value
+
+
+def test_a_surrogate_pair_escaped_in_json_is_one_character_and_accepted():
+    message = decode(b'{"s":"\\ud83c\\udfb5*"}')
+    assert field(message, "s", str) == "\U0001f3b5*"
 
 
 @pytest.mark.parametrize("value", [-1, -(2**63)])
