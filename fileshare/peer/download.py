@@ -13,6 +13,10 @@ This module is the life cycle: *preparing* (opening the part file),
 *running*, then *completing* (saving, fsync, naming) and *finished*; or
 *stopping* then *paused* (partial data kept: the peer stopped, every source
 failed) or *cancelling* then *cancelled* (partial data removed).
+
+It is a little over 400 lines on purpose: the states and the piece
+bookkeeping they guard (arrived, verified, saved) change together, and
+splitting them would spread one transition over two modules.
 """
 
 import enum

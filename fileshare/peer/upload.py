@@ -6,8 +6,9 @@ tracker (:mod:`fileshare.tickets`), waits for an upload slot
 (:mod:`fileshare.peer.slots`), then asks for piece lists and byte ranges of
 content it names by root: only roots its tickets name (:mod:`.ticket_gate`;
 more come in ``ticket`` requests, so a pooled connection serves the next
-file).  A bad ticket closes the connection; it never reaches the queue.  Only published content is served; a name or path
-never comes from the wire.  Requests are answered strictly in order, one at
+file).  A bad ticket closes the connection; it never reaches the queue.
+Only published content is served; a name or path never comes from the
+wire.  Requests are answered strictly in order, one at
 a time; each range is streamed by a producer (:mod:`fileshare.peer.senders`),
 so memory does not grow with the file, and paced by the peer-wide upload
 :class:`TokenBucket`.
@@ -19,6 +20,9 @@ that could wait (a chunk the page cache holds is read in place with
 connection's jobs run one after another (a :class:`DeferredLock`), so
 requests are checked in order and a file is not closed under a read; a
 request is checked at most one ahead of the reply being sent.
+
+The protocol and its factory stay together (a little over 400 lines): the
+factory is the protocol's shared state (slots, bucket, thread pool, key).
 """
 
 import os
