@@ -81,10 +81,14 @@ class _PlainGuard(ProtocolWrapper):
         transport, so a ``--no-tls`` peer keeps that fast path.
         """
         transport = self.transport
-        if getattr(transport, "protocol", None) is not self:
+        owner = getattr(transport, "protocol", None)
+        if owner is self:
+            transport.protocol = self.wrappedProtocol
+        elif getattr(owner, "wrappedProtocol", None) is self:
+            owner.wrappedProtocol = self.wrappedProtocol  # a fileshare.limits.LimitedConnection in front
+        else:
             return
         self.factory.unregisterProtocol(self)
-        transport.protocol = self.wrappedProtocol
         self.wrappedProtocol.transport = transport
 
 

@@ -10,6 +10,7 @@ from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
 from ..errors import BadRequest
+from ..limits import CONSOLE_CAPS, PEER_CAPS, Caps, LimitingFactory
 from ..secure import fingerprint_option, server_factory, tcp_host_and_port
 from ..services import CallbackService, ListeningService, Program, ThreadPoolService, first_failure
 from ..storage.sqlite import DatabaseError
@@ -69,6 +70,9 @@ class Options(usage.Options):
             "Demand this certificate fingerprint (sha256:...) of the tracker; replaces the pin from first contact.",
         ],
         ["tracker-ca", None, None, "PEM file of CA certificates: check the tracker's certificate and host name."],
+        ["max-connections", None, PEER_CAPS.total, "Connections --listen holds at once.", _count],
+        ["max-per-address", None, PEER_CAPS.per_address, "Connections to --listen from one address.", _count],
+        ["max-pending", None, PEER_CAPS.pending, "Connections to --listen without a valid ticket yet.", _count],
     ]
     optFlags = [
         ["no-tls", None, "Speak plain text to the tracker and other peers (debugging, benchmarks)."],
@@ -139,7 +143,18 @@ class PeerService(service.MultiService):
             self.repository, reactor, options["max-uploads"], options["upload-rate"], uploading
         )
         self.identity = _identity(options, self.repository.state_dir)
-        uploads = server_factory(self.uploads, self.identity, reactor, "fetcher", "peer")
+        caps = Caps(
+            total=options.get("max-connections", PEER_CAPS.total),
+            per_address=options.get("max-per-address", PEER_CAPS.per_address),
+            pending=options.get("max-pending", PEER_CAPS.pending),
+        )
+        uploads = LimitingFactory(
+            server_factory(self.uploads, self.identity, reactor, "fetcher", "peer"),
+            caps,
+            reactor,
+            "upload port",
+            pending="without a valid ticket yet",
+        )
         self.listener = ListeningService(reactor, options["listen"], uploads, "peer uploads", "--listen")
         self.listener.setServiceParent(self)
         self.tracker_endpoint = _tracker_endpoint(options, reactor, self.identity, self.repository.state_dir)
@@ -155,7 +170,13 @@ class PeerService(service.MultiService):
             self.repository, self.tracker, self.uploads, self.pool, reactor, hashers, options["max-sources"]
         )
         self.control = ListeningService(
-            reactor, options["control"], PeerConsoleFactory(self.peer, reactor), "peer console", "--control"
+            reactor,
+            options["control"],
+            LimitingFactory(
+                PeerConsoleFactory(self.peer, reactor), CONSOLE_CAPS, reactor, "peer console", options=False
+            ),
+            "peer console",
+            "--control",
         )
         self.control.setServiceParent(self)
         self.started: Deferred | None = None

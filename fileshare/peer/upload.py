@@ -42,6 +42,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from ..errors import BadRequest, FileshareError, TicketError
+from ..limits import admitted
 from ..tickets import TicketKey
 from ..wire.framing import field
 from ..wire.lines import MessageReceiver
@@ -165,6 +166,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
     def hello(self, message: dict[str, Any]) -> None:
         self._greeting = check_hello(message, "this peer")
         self.tickets.admit(message.get("ticket"), self.transport)  # before the queue: no ticket, no slot
+        admitted(self.transport)  # no longer counts against --max-pending
         self.state = "waiting"
         self.setTimeout(None)  # waiting for a slot is not idling
         self.service.slots.request(self)

@@ -11,7 +11,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..errors import BadRequest, NotLoggedIn, Unavailable
+from ..limits import admitted
 from ..names import check_fname
+from ..ratelog import RateLimitedLog
 from ..tickets import client_binding
 from ..tls import Fingerprint, PinnedAddress, peer_fingerprint
 from ..wire.framing import count, field
@@ -19,6 +21,7 @@ from ..wire.messages import SOFTWARE, check_hello, hello_required
 from ..wire.rpc import RPCProtocol
 from .directory import Directory
 from .store import FileRecord
+from .timeouts import Deadlines, Timeouts
 
 log = Logger()
 
@@ -68,11 +71,22 @@ def where_for(address: Any, port: int) -> str:
 
 
 class TrackerServerProtocol(RPCProtocol):
-    def __init__(self, directory: Directory) -> None:
+    """
+    One peer's connection.  With *timeouts* (as :class:`TrackerFactory`
+    gives) it must say hello and log in in time and answer ``ping`` when
+    idle (:mod:`.timeouts`); without, it has no deadlines.
+    """
+
+    def __init__(
+        self, directory: Directory, timeouts: Timeouts | None = None, warnings: RateLimitedLog | None = None
+    ) -> None:
         super().__init__(directory.clock)
         self.directory = directory
         self.host: str | None = None
         self.greeted = False
+        self.deadlines: Deadlines | None = None
+        if timeouts is not None:
+            self.deadlines = Deadlines(self, timeouts, directory.clock, warnings or RateLimitedLog(log, self.clock))
         self.handlers.update(
             hello=self.hello,
             register=self.register,
@@ -85,6 +99,16 @@ class TrackerServerProtocol(RPCProtocol):
             search=self.search,
             sources=self.sources,
         )
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        if self.deadlines is not None:
+            self.deadlines.connected()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.deadlines is not None:
+            self.deadlines.received()
+        super().dataReceived(data)
 
     # RPCProtocol's HostChannel half, used by the directory.
     def disconnect(self) -> None:
@@ -111,6 +135,8 @@ class TrackerServerProtocol(RPCProtocol):
     def hello(self, message: dict[str, Any]) -> dict[str, Any]:
         reply = check_hello(message, "tracker")
         self.greeted = True
+        if self.deadlines is not None:
+            self.deadlines.greeted()
         return {**reply, "software": SOFTWARE}
 
     async def register(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +173,9 @@ class TrackerServerProtocol(RPCProtocol):
         if self.host is not None and self.host != host.name:
             self.directory.logout(self.host, self)
         self.host = host.name
+        admitted(self.transport)  # no longer counts against --max-pending
+        if self.deadlines is not None:
+            self.deadlines.logged_in()
         return {
             "host": host.name,
             "endpoint": host.endpoint,
@@ -209,6 +238,8 @@ class TrackerServerProtocol(RPCProtocol):
         }
 
     def connectionLost(self, reason: Failure) -> None:
+        if self.deadlines is not None:
+            self.deadlines.lost()
         if self.factory is not None:
             self.factory.connections.discard(self)
         if self.host is not None:
@@ -223,12 +254,15 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 class TrackerFactory(Factory):
-    def __init__(self, directory: Directory) -> None:
+    def __init__(self, directory: Directory, timeouts: Timeouts | None = None) -> None:
         self.directory = directory
+        self.timeouts = timeouts or Timeouts()
+        #: One line a minute per kind of timeout, however many connections meet it.
+        self.warnings = RateLimitedLog(log, directory.clock)
         self.connections: set[TrackerServerProtocol] = set()
 
     def buildProtocol(self, addr: Any) -> TrackerServerProtocol:
-        p = TrackerServerProtocol(self.directory)
+        p = TrackerServerProtocol(self.directory, self.timeouts, self.warnings)
         p.factory = self
         self.connections.add(p)
         return p

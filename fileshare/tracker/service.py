@@ -8,6 +8,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
+from ..limits import CONSOLE_CAPS, TRACKER_CAPS, Caps, LimitingFactory, count_option, seconds_option
 from ..secure import server_factory
 from ..services import CallbackService, ListeningService, Program, ThreadPoolService, first_failure
 from ..storage.sqlite import DatabaseError
@@ -18,6 +19,7 @@ from .database import open_database
 from .directory import Directory
 from .protocol import TrackerFactory
 from .store import SQLiteTrackerStore
+from .timeouts import IDLE_TIMEOUT, LOGIN_TIMEOUT, Timeouts
 
 log = Logger()
 
@@ -31,6 +33,11 @@ class Options(usage.Options):
         ["db", None, "fileshare-tracker.db", "SQLite database of accounts and the file index."],
         ["tls-cert", None, None, "PEM certificate (chain) from your own CA, instead of the self-signed one."],
         ["tls-key", None, None, "PEM private key of --tls-cert (unencrypted)."],
+        ["max-connections", None, TRACKER_CAPS.total, "Connections --listen holds at once.", count_option],
+        ["max-per-address", None, TRACKER_CAPS.per_address, "Connections to --listen from one address.", count_option],
+        ["max-pending", None, TRACKER_CAPS.pending, "Connections to --listen not yet logged in.", count_option],
+        ["login-timeout", None, LOGIN_TIMEOUT, "Seconds from connecting to a successful login.", seconds_option],
+        ["idle-timeout", None, IDLE_TIMEOUT, "Seconds of silence before a logged-in peer is pinged.", seconds_option],
     ]
     optFlags = [
         [
@@ -89,12 +96,36 @@ class TrackerService(service.MultiService):
         store = SQLiteTrackerStore(database.path, reactor, prepared=True)
         CallbackService(store.close).setServiceParent(self)
         self.directory = Directory(store, reactor, reactor, pool)
-        self.peers = TrackerFactory(self.directory)
-        listening = server_factory(self.peers, self.identity, reactor, "peer", "peer")
+        timeouts = Timeouts(
+            login=options.get("login-timeout", LOGIN_TIMEOUT), idle=options.get("idle-timeout", IDLE_TIMEOUT)
+        )
+        self.peers = TrackerFactory(self.directory, timeouts)
+        caps = Caps(
+            total=options.get("max-connections", TRACKER_CAPS.total),
+            per_address=options.get("max-per-address", TRACKER_CAPS.per_address),
+            pending=options.get("max-pending", TRACKER_CAPS.pending),
+        )
+        listening = LimitingFactory(
+            server_factory(self.peers, self.identity, reactor, "peer", "peer"),
+            caps,
+            reactor,
+            "tracker port",
+            pending="not yet logged in",
+        )
         self.listener = ListeningService(reactor, options["listen"], listening, "tracker", "--listen")
         self.listener.setServiceParent(self)
         self.admin = ListeningService(
-            reactor, options["admin"], AdminConsoleFactory(self.directory, self.identity), "admin console", "--admin"
+            reactor,
+            options["admin"],
+            LimitingFactory(
+                AdminConsoleFactory(self.directory, self.identity),
+                CONSOLE_CAPS,
+                reactor,
+                "admin console",
+                options=False,
+            ),
+            "admin console",
+            "--admin",
         )
         self.admin.setServiceParent(self)
 
