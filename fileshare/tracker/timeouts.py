@@ -129,6 +129,7 @@ class Deadlines:
         )
 
     def _close(self, key: str, error: Timeout, format: str, **fields: Any) -> None:
+        self.lost()  # one deadline closes, once
         transport = self.channel.transport
         self.warnings.warn(key, format, address=_host(transport.getPeer()), **fields)
         self.channel.sendError(error, re=None)
