@@ -1,6 +1,9 @@
 """Connection caps on a listening port: per address, in total, and not yet authenticated."""
 
+import json
+
 import pytest
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
@@ -23,7 +26,14 @@ from fileshare.limits import (
 from fileshare.peer.service import Options as PeerOptions
 from fileshare.ratelog import RateLimitedLog
 from fileshare.secure import PlainGuardFactory
+from fileshare.tracker import directory as directory_module
+from fileshare.tracker import passwords
+from fileshare.tracker.directory import Directory
+from fileshare.tracker.memory_store import MemoryTrackerStore
+from fileshare.tracker.protocol import TrackerFactory
 from fileshare.tracker.service import Options as TrackerOptions
+from tests.peer.test_upload import build_service
+from tests.peer.test_upload import hello as upload_hello
 
 
 class App(Protocol):
@@ -202,3 +212,48 @@ def test_the_tracker_timeouts_are_options():
     assert (parsed["login-timeout"], parsed["idle-timeout"]) == (5.0, 60.5)
     with pytest.raises(UsageError):
         TrackerOptions().parseOptions(["--idle-timeout", "0"])
+
+
+# -- who says "authenticated"
+
+
+def upload_port(tmp_path) -> tuple[Port, object]:
+    service, _, _, _ = build_service(tmp_path)
+    return Port(Caps(total=10, per_address=10, pending=1), service), service
+
+
+def test_a_fetcher_s_valid_ticket_hello_takes_its_connection_out_of_the_pending_count(tmp_path):
+    port, service = upload_port(tmp_path)
+    limited, _ = port.connect()
+
+    limited.dataReceived(upload_hello(service))
+
+    assert limited.admitted and port.factory.pending == 0
+    assert port.connect("192.0.2.8") is not None
+
+
+def test_a_hello_without_a_valid_ticket_leaves_its_connection_pending(tmp_path):
+    port, _ = upload_port(tmp_path)
+    limited, transport = port.connect()
+
+    limited.dataReceived(b'{"op":"hello","versions":[1]}\n')
+
+    assert transport.disconnecting and not limited.admitted and port.factory.pending == 1
+    assert port.connect("192.0.2.8") is None
+
+
+def test_a_successful_tracker_login_takes_its_connection_out_of_the_pending_count(monkeypatch):
+    monkeypatch.setattr(directory_module, "deferToThreadPool", lambda r, t, f, *a: defer.maybeDeferred(f, *a))
+    directory = Directory(MemoryTrackerStore(), Clock(), reactor=None, threadpool=None)
+    defer.ensureDeferred(directory.store.create_account("alice", passwords.hash_password("pw", n=16, r=1, p=1)))
+    port = Port(Caps(total=10, per_address=10, pending=1), TrackerFactory(directory))
+    limited, transport = port.connect()
+
+    limited.dataReceived(b'{"id":1,"op":"hello","versions":[1]}\n')
+    limited.dataReceived(b'{"id":2,"op":"login","name":"alice","password":"wrong","port":7710}\n')
+    assert not limited.admitted
+    limited.dataReceived(b'{"id":3,"op":"login","name":"alice","password":"pw","port":7710}\n')
+
+    assert limited.admitted and port.factory.pending == 0
+    replies = [json.loads(line) for line in transport.value().splitlines()]
+    assert [(r["re"], r["ok"]) for r in replies] == [(1, True), (2, False), (3, True)]
