@@ -15,7 +15,7 @@ from ..tls import Identity, IdentityError, load_or_create
 from ..tls.ca import load_identity
 from .admin import AdminConsoleFactory
 from .database import open_database
-from .directory import Directory
+from .directory import MAX_RECORDS, PAGE_SIZE, Directory
 from .protocol import TrackerFactory
 from .store import SQLiteTrackerStore
 
@@ -31,6 +31,8 @@ class Options(usage.Options):
         ["db", None, "fileshare-tracker.db", "SQLite database of accounts and the file index."],
         ["tls-cert", None, None, "PEM certificate (chain) from your own CA, instead of the self-signed one."],
         ["tls-key", None, None, "PEM private key of --tls-cert (unencrypted)."],
+        ["max-records", None, MAX_RECORDS, "Files one host may have in the index.", int],
+        ["page-size", None, PAGE_SIZE, "Files per search reply; the reply says how to ask for the next page.", int],
     ]
     optFlags = [
         [
@@ -47,6 +49,9 @@ class Options(usage.Options):
             raise usage.UsageError("--tls-cert and --tls-key go together")
         if self["no-tls"] and self["tls-cert"]:
             raise usage.UsageError("--tls-cert and --tls-key need TLS; drop --no-tls")
+        for name in ("max-records", "page-size"):
+            if self[name] < 1:
+                raise usage.UsageError(f"--{name} must be at least 1")
 
 
 def identity_paths(db: str) -> tuple[str, str]:
@@ -88,7 +93,14 @@ class TrackerService(service.MultiService):
         ThreadPoolService(pool).setServiceParent(self)
         store = SQLiteTrackerStore(database.path, reactor, prepared=True)
         CallbackService(store.close).setServiceParent(self)
-        self.directory = Directory(store, reactor, reactor, pool)
+        self.directory = Directory(
+            store,
+            reactor,
+            reactor,
+            pool,
+            max_records=options.get("max-records", MAX_RECORDS),
+            page_size=options.get("page-size", PAGE_SIZE),
+        )
         self.peers = TrackerFactory(self.directory)
         listening = server_factory(self.peers, self.identity, reactor, "peer", "peer")
         self.listener = ListeningService(reactor, options["listen"], listening, "tracker", "--listen")
