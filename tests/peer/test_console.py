@@ -164,3 +164,10 @@ def test_help_lists_search_and_more():
     lines = Console(IndexPeer([]))("help")
     assert [line.split()[0] for line in lines if line.split()[0] in ("search", "more")] == ["more", "search"]
     assert any(line.startswith("more ") and "the next page of the last 'search'" in line for line in lines)
+
+
+def test_a_new_search_that_fits_one_page_leaves_nothing_for_more():
+    console = Console(IndexPeer(["a1", "a2", "a3", "b1"]))
+    console("search a*")
+    assert console("search b*") == [found("b1"), "OK 1 file match 'b*'"]
+    assert console("more")[0].startswith("ERR nothing more to list")
