@@ -7,6 +7,7 @@ from twisted.internet.task import LoopingCall
 
 from .. import __version__
 from ..console.grammar import human_bytes, quote
+from ..console.paging import Pager, more_command
 from ..console.protocol import CommandTable, ConsoleProtocol, Session, help_command, quit_command
 from ..errors import BadRequest
 from .download import Download, Progress
@@ -53,8 +54,25 @@ def _parse_fetch_args(args: tuple[str, ...]) -> tuple[str, str | None, str | Non
     return fname, options.get("--from"), options.get("--hash")
 
 
+def show_found(session: Session, item: Any) -> None:
+    """One ``search`` item as a data line."""
+    item = item if isinstance(item, dict) else {}
+    session.data(
+        f"{quote(str(item.get('fname')))} {item.get('size')} {item.get('root')} "
+        f"online={item.get('online')} holders={item.get('holders')}"
+    )
+
+
+def files_match(pattern: str) -> Any:
+    def describe(count: int, first: bool) -> str:
+        return f"{count}{'' if first else ' more'} file{'s' if count != 1 else ''} match {pattern!r}"
+
+    return describe
+
+
 def peer_commands(peer: Peer, clock: Any) -> CommandTable:
     table = CommandTable()
+    pager = Pager()
 
     async def register(session: Session, name: str, password: str) -> str:
         await peer.register(name, password)
@@ -96,13 +114,7 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
         return f"{len(entries)} file{'s' if len(entries) != 1 else ''} in the repository"
 
     async def search(session: Session, pattern: str = "*") -> str:
-        items = await peer.search(pattern)
-        for item in items:
-            session.data(
-                f"{quote(str(item.get('fname')))} {item.get('size')} {item.get('root')} "
-                f"online={item.get('online')} holders={item.get('holders')}"
-            )
-        return f"{len(items)} file{'s' if len(items) != 1 else ''} match {pattern!r}"
+        return await pager.start(session, lambda after: peer.search(pattern, after), show_found, files_match(pattern))
 
     async def fetch(session: Session, *args: str) -> str:
         fname, from_host, hash_prefix = _parse_fetch_args(args)
@@ -176,7 +188,10 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
     table.add("publish", publish, "publish LNAME FNAME", "share the local file LNAME under the name FNAME", 2)
     table.add("unpublish", unpublish, "unpublish FNAME", "stop sharing FNAME", 1)
     table.add("files", files, "files", "list this peer's repository")
-    table.add("search", search, "search [PATTERN]", "search the tracker's index (glob PATTERN)", 0, 1)
+    table.add(
+        "search", search, "search [PATTERN]", "search the tracker's index (glob PATTERN), one page at a time", 0, 1
+    )
+    table.add("more", more_command(pager), "more", "the next page of the last 'search'")
     table.add(
         "fetch",
         fetch,

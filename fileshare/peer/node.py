@@ -26,6 +26,9 @@ from .repository import Entry
 log = Logger()
 
 
+#: The tracker's error code for a host over its ``--max-records`` limit.
+TOO_MANY_FILES = "too-many-files"
+
 #: How long getting a piece list waits in one source's upload queue before trying the next.
 PIECE_LIST_QUEUE_TIMEOUT = 10.0
 
@@ -105,12 +108,21 @@ class Peer:
     # -- the repository
 
     async def publish(self, local_path: str, fname: str) -> tuple[Entry, bool]:
-        """Publish a local file; the bool says whether the tracker was told now."""
+        """Publish a local file; the bool says whether the tracker was told now.
+
+        A tracker that refuses it for its ``--max-records`` limit gets it
+        unpublished again, so the ``ERR`` leaves the repository as it was.
+        """
+        new = fname not in self.repository.by_name
         entry = await self.repository.publish(local_path, fname)
         try:
             told = await self.tracker.publish(entry)
         except Unavailable:
             told = False  # announced with everything else on the next login
+        except FileshareError as e:
+            if e.code == TOO_MANY_FILES and new:
+                await self.repository.unpublish(fname)
+            raise
         return entry, told
 
     async def unpublish(self, fname: str) -> Entry:
@@ -121,9 +133,16 @@ class Peer:
             pass
         return entry
 
-    async def search(self, pattern: str) -> list[dict[str, Any]]:
-        reply = await self.tracker.authed_call("search", pattern=pattern)
-        return reply.get("items", [])
+    async def search(self, pattern: str, after: Any = None) -> tuple[list[dict[str, Any]], Any]:
+        """One page of the tracker's index: its items, and the cursor of the next page (None on the last).
+
+        *after* is the cursor a previous page gave; the tracker checks it.
+        """
+        fields: dict[str, Any] = {"pattern": pattern}
+        if after is not None:
+            fields["after"] = after
+        reply = await self.tracker.authed_call("search", **fields)
+        return reply.get("items", []), reply.get("next")
 
     # -- fetching
 

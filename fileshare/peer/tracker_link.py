@@ -44,6 +44,8 @@ ANNOUNCE_BATCH = 200
 #: Backoff between re-login attempts on one connection: 1 s doubling to 60 s.
 RELOGIN_INITIAL_DELAY = 1.0
 RELOGIN_MAX_DELAY = 60.0
+#: The tracker's refusal of an announce past its ``--max-records`` limit.
+TOO_MANY_FILES = "too-many-files"
 #: Re-login refusals that retrying cannot fix: stop and tell the user.
 FINAL_REFUSALS = frozenset({"banned", "online-elsewhere"})
 
@@ -299,7 +301,7 @@ class TrackerLink:
         password: str,
         replace: bool = False,
         session: str | None = None,
-    ) -> None:
+    ) -> int:
         extra: dict[str, Any] = {}
         if replace:
             extra["replace"] = True
@@ -315,13 +317,13 @@ class TrackerLink:
         self.ended_reason = None
         self.relogin_error = None
         self._relogin_failures = 0
-        await self.announce_all(protocol)
+        return await self.announce_all(protocol)
 
     async def login(self, name: str, password: str, replace: bool = False) -> int:
+        """Log in and announce the repository; how many files the tracker took."""
         protocol = await self.channel()
         self._cancel_retry()
-        await self._login(protocol, name, password, replace=replace)
-        return len(self.repository.by_name)
+        return await self._login(protocol, name, password, replace=replace)
 
     async def passwd(self, old: str, new: str) -> None:
         """Change the account's password; re-logins use the new one from now on."""
@@ -339,10 +341,32 @@ class TrackerLink:
         finally:
             self._forget()
 
-    async def announce_all(self, protocol: TrackerClientProtocol) -> None:
+    async def announce_all(self, protocol: TrackerClientProtocol) -> int:
+        """Announce the whole repository in batches; how many files the tracker took.
+
+        A batch the tracker refuses for its ``--max-records`` limit ends the
+        announcement with a warning, not the login: the batches before it
+        stay indexed (if the first is refused, an empty reset clears what an
+        earlier session left), and the log says why the rest are not.
+        """
         entries = [file_fields(e) for e in self.repository.entries()]
         for i, batch in enumerate(framing.chunks(entries, ANNOUNCE_BATCH)):
-            await protocol.call("announce", timeout=CALL_TIMEOUT, files=batch, reset=(i == 0))
+            try:
+                await protocol.call("announce", timeout=CALL_TIMEOUT, files=batch, reset=(i == 0))
+            except FileshareError as e:
+                if e.code != TOO_MANY_FILES:
+                    raise
+                if i == 0:
+                    # The refused reset left the last session's records; clear them, or they would be offered.
+                    await protocol.call("announce", timeout=CALL_TIMEOUT, files=[], reset=True)
+                log.warn(
+                    "the tracker indexed only {announced} of this peer's {total} files: {why}",
+                    announced=i * ANNOUNCE_BATCH,
+                    total=len(entries),
+                    why=e.message,
+                )
+                return i * ANNOUNCE_BATCH
+        return len(entries)
 
     async def publish(self, entry: Entry) -> bool:
         """Tell the tracker about a new file; False if not logged in (it is sent at login)."""

@@ -7,6 +7,7 @@ from twisted.internet.protocol import Factory
 
 from .. import __version__
 from ..console.grammar import quote
+from ..console.paging import Pager, more_command
 from ..console.protocol import CommandTable, ConsoleProtocol, Session, help_command, quit_command
 from ..names import check_account
 from .directory import Directory
@@ -14,6 +15,7 @@ from .directory import Directory
 
 def admin_commands(directory: Directory, identity: Any = None) -> CommandTable:
     table = CommandTable()
+    pager = Pager()
 
     async def fingerprint(session: Session) -> str:
         if identity is None:
@@ -27,10 +29,17 @@ def admin_commands(directory: Directory, identity: Any = None) -> CommandTable:
         return f"{n} host{'s' if n != 1 else ''} online"
 
     async def files(session: Session, pattern: str = "*") -> str:
-        found = await directory.search(pattern)
-        for s in found:
+        async def page(after: Any) -> tuple[list[Any], Any]:
+            found = await directory.search(pattern, after)
+            return found.items, found.next
+
+        def show(session: Session, s: Any) -> None:
             session.data(f"{quote(s.fname)} {s.size} {s.root} holders={s.holders} online={s.online}")
-        return f"{len(found)} file{'s' if len(found) != 1 else ''} indexed"
+
+        def describe(count: int, first: bool) -> str:
+            return f"{count}{'' if first else ' more'} file{'s' if count != 1 else ''} indexed"
+
+        return await pager.start(session, page, show, describe)
 
     async def discover(session: Session, hostname: str) -> str:
         check_account(hostname)
@@ -77,7 +86,8 @@ def admin_commands(directory: Directory, identity: Any = None) -> CommandTable:
         return "stats listed"
 
     table.add("peers", peers, "peers", "list online hosts with their address and file count")
-    table.add("files", files, "files [PATTERN]", "list the file index (glob PATTERN)", 0, 1)
+    table.add("files", files, "files [PATTERN]", "list the file index (glob PATTERN), one page at a time", 0, 1)
+    table.add("more", more_command(pager), "more", "the next page of the last 'files'")
     table.add("discover", discover, "discover HOSTNAME", "ask HOSTNAME live for the files it holds", 1)
     table.add("ping", ping, "ping HOSTNAME", "check HOSTNAME live and print the round-trip time", 1)
     table.add("kick", kick, "kick HOSTNAME", "end HOSTNAME's session (it is told why and may log in again)", 1)

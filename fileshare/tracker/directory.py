@@ -27,16 +27,22 @@ from ..errors import (
     Unavailable,
 )
 from ..names import check_account, check_fname, check_password
+from ..ratelog import RateLimitedLog
 from ..tls import Fingerprint
 from . import passwords
+from .glob import check_pattern
 from .stats import TrackerStats
-from .store import FileRecord, Holding, ITrackerStore
+from .store import Cursor, FileRecord, FileSummary, Holding, ITrackerStore, TooManyFiles
 from .throttle import ACCOUNT_LIMITS, ADDRESS_LIMITS, Gate, Limits, Throttle, seconds_text
 
 log = Logger()
 
 #: How long ``ping`` and ``discover`` wait for a host to answer.
 LIVE_TIMEOUT = 5.0
+#: Files one host may have in the index (``--max-records``).
+MAX_RECORDS = 10_000
+#: Items per ``search`` reply (``--page-size``); the reply's ``next`` cursor asks for the following page.
+PAGE_SIZE = 500
 
 
 class HostChannel(Protocol):
@@ -69,12 +75,11 @@ class OnlineHost:
 
 
 @attrs.frozen
-class FileSummary:
-    fname: str
-    size: int
-    root: str
-    online: int
-    holders: int
+class SearchPage:
+    """One page of ``search``; *next* is the cursor of the following page, None on the last."""
+
+    items: list[FileSummary]
+    next: Cursor | None
 
 
 class Directory:
@@ -97,6 +102,8 @@ class Directory:
         account_limits: Limits = ACCOUNT_LIMITS,
         address_limits: Limits = ADDRESS_LIMITS,
         gate: Gate | None = None,
+        max_records: int = MAX_RECORDS,
+        page_size: int = PAGE_SIZE,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -107,6 +114,9 @@ class Directory:
         self.by_address = Throttle(clock, address_limits)
         self.gate = gate if gate is not None else Gate()
         self.stats = TrackerStats(clock)
+        self.max_records = max_records
+        self.page_size = page_size
+        self._limits_log = RateLimitedLog(log, clock)
 
     # -- accounts
 
@@ -281,20 +291,38 @@ class Directory:
     # -- the index
 
     async def announce(self, name: str, records: list[FileRecord], reset: bool) -> int:
-        if reset:
-            await self.store.replace_files(name, records)
-        else:
-            for record in records:
-                await self.store.add_file(name, record)
+        """Index *records* for *name* (all of its files if *reset*); over ``max_records``, nothing is stored."""
+        try:
+            if reset:
+                await self.store.replace_files(name, records, self.max_records)
+            else:
+                await self.store.add_files(name, records, self.max_records)
+        except TooManyFiles as e:
+            self._too_many(e, "announce")
+            raise
         count = await self.store.count_files(name)
         if name in self.online:
             self.online[name].files = count
         return count
 
     async def publish(self, name: str, record: FileRecord) -> None:
-        count = await self.store.add_file(name, record)
+        try:
+            count = await self.store.add_file(name, record, self.max_records)
+        except TooManyFiles as e:
+            self._too_many(e, "publish")
+            raise
         if name in self.online:
             self.online[name].files = count
+
+    def _too_many(self, e: TooManyFiles, op: str) -> None:
+        self._limits_log.warn(
+            ("too-many-files", e.host),
+            "refused {op} from {host}: it would hold {count} files in the index, over --max-records {limit}",
+            op=op,
+            host=e.host,
+            count=e.count,
+            limit=e.limit,
+        )
 
     async def unpublish(self, name: str, fname: str) -> None:
         check_fname(fname)
@@ -303,14 +331,19 @@ class Directory:
         if name in self.online:
             self.online[name].files = max(0, self.online[name].files - 1)
 
-    async def search(self, pattern: str = "*") -> list[FileSummary]:
-        """Files whose names match the glob *pattern*, with how many holders are online."""
-        summaries: dict[tuple[str, str], FileSummary] = {}
-        for h in await self.store.holdings(pattern=pattern):
-            key = (h.fname, h.root)
-            s = summaries.get(key) or FileSummary(h.fname, h.size, h.root, 0, 0)
-            summaries[key] = attrs.evolve(s, holders=s.holders + 1, online=s.online + (h.host in self.online))
-        return sorted(summaries.values(), key=lambda s: (s.fname, s.root))
+    async def search(self, pattern: str = "*", after: Cursor | None = None) -> SearchPage:
+        """One page of the files whose names match the glob *pattern*, with how many holders are online.
+
+        At most ``page_size`` summaries, sorted by fname then root, after the
+        cursor *after*; the store is asked for one more to learn whether
+        another page follows, so *next* is None exactly on the last page.
+        """
+        check_pattern(pattern)
+        found = await self.store.search(pattern, after, self.page_size + 1, self.online.keys())
+        if len(found) <= self.page_size:
+            return SearchPage(found, None)
+        last = found[self.page_size - 1]
+        return SearchPage(found[: self.page_size], (last.fname, last.root))
 
     async def sources(self, fname: str, asking: str | None) -> list[tuple[Holding, OnlineHost]]:
         """Online hosts other than *asking* that hold *fname*."""

@@ -24,8 +24,25 @@ from bisect import bisect_right
 
 import attrs
 
+from ..errors import BadRequest
+
 STAR = "*"
 ANY = "?"
+
+#: The longest pattern ``search`` takes, in characters: names are at most 255 bytes, so a
+#: longer pattern only makes every row's match slower.
+MAX_PATTERN = 1024
+
+
+def check_pattern(pattern: str) -> str:
+    """*pattern* if ``search`` takes it, else BadRequest: checked before any store sees it."""
+    if len(pattern) > MAX_PATTERN:
+        raise BadRequest(f"search pattern longer than {MAX_PATTERN} characters")
+    try:
+        pattern.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("search pattern has a lone surrogate") from None
+    return pattern
 
 
 @attrs.frozen

@@ -6,13 +6,15 @@ runs the same tests over all of them).  It keeps nothing across restarts, so it
 suits tests and trials, not a tracker people rely on.
 """
 
+from collections.abc import Collection
+from heapq import nsmallest
 from typing import Any
 
 from zope.interface import implementer
 
 from ..errors import Conflict, NotFound
 from .glob import compile_glob
-from .store import Ban, FileRecord, Holding, ITrackerStore
+from .store import Ban, Cursor, FileRecord, FileSummary, Holding, ITrackerStore, TooManyFiles
 
 
 @implementer(ITrackerStore)
@@ -49,13 +51,26 @@ class MemoryTrackerStore:
     async def bans(self) -> list[Ban]:
         return [self._bans[name] for name in sorted(self._bans)]
 
-    async def replace_files(self, host: str, files: list[FileRecord]) -> None:
-        self._files[host] = {f.fname: f for f in files}
+    async def replace_files(self, host: str, files: list[FileRecord], limit: int | None = None) -> None:
+        self._files[host] = self._checked(host, {}, files, limit)
 
-    async def add_file(self, host: str, record: FileRecord) -> int:
-        held = self._files.setdefault(host, {})
-        held[record.fname] = record
+    async def add_file(self, host: str, record: FileRecord, limit: int | None = None) -> int:
+        return await self.add_files(host, [record], limit)
+
+    async def add_files(self, host: str, files: list[FileRecord], limit: int | None = None) -> int:
+        held = self._checked(host, self._files.get(host, {}), files, limit)
+        self._files[host] = held
         return len(held)
+
+    @staticmethod
+    def _checked(
+        host: str, held: dict[str, FileRecord], files: list[FileRecord], limit: int | None
+    ) -> dict[str, FileRecord]:
+        """*held* with *files* added, as a new dict, or TooManyFiles (nothing changed) if over *limit*."""
+        updated = {**held, **{f.fname: f for f in files}}
+        if limit is not None and len(updated) > limit:
+            raise TooManyFiles(host, limit, len(updated))
+        return updated
 
     async def remove_file(self, host: str, fname: str) -> bool:
         return self._files.get(host, {}).pop(fname, None) is not None
@@ -74,6 +89,28 @@ class MemoryTrackerStore:
             if wanted(f.fname)
         ]
         return sorted(found, key=lambda h: (h.fname, h.host))
+
+    async def search(
+        self, pattern: str, after: Cursor | None, limit: int, online: Collection[str] = ()
+    ) -> list[FileSummary]:
+        matches = compile_glob(pattern).matches
+        groups: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        for host, held in self._files.items():
+            for f in held.values():
+                key = (f.fname, f.root)
+                if (after is None or key > tuple(after)) and matches(f.fname):
+                    groups.setdefault(key, []).append((host, f.size))
+        online = set(online)
+        return [
+            FileSummary(
+                fname,
+                min(size for _, size in holders),
+                root,
+                sum(host in online for host, _ in holders),
+                len(holders),
+            )
+            for (fname, root), holders in ((key, groups[key]) for key in nsmallest(max(limit, 0), groups))
+        ]
 
     async def count_files(self, host: str) -> int:
         return len(self._files.get(host, {}))

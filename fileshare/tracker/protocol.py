@@ -34,6 +34,16 @@ def record_from(message: dict[str, Any]) -> FileRecord:
     return FileRecord(fname, count(message, "size"), root)
 
 
+def cursor_from(message: dict[str, Any]) -> tuple[str, str] | None:
+    """The ``after`` of a ``search``: null or absent for the first page, else the ``next`` of the page before."""
+    after = message.get("after")
+    if after is None:
+        return None
+    if not isinstance(after, dict) or set(after) != {"fname", "root"}:
+        raise BadRequest("field 'after' must be null or the 'next' of a search reply (an object of 'fname' and 'root')")
+    return field(after, "fname", str), field(after, "root", str)
+
+
 def endpoint_for(address: Any, port: int) -> str:
     """The client endpoint string other peers use to reach a host."""
     if isinstance(address, IPv6Address):
@@ -212,12 +222,13 @@ class TrackerServerProtocol(RPCProtocol):
 
     async def search(self, message: dict[str, Any]) -> dict[str, Any]:
         self._logged_in()
-        found = await self.directory.search(field(message, "pattern", str, "*"))
+        page = await self.directory.search(field(message, "pattern", str, "*"), cursor_from(message))
         return {
             "items": [
                 {"fname": s.fname, "size": s.size, "root": s.root, "online": s.online, "holders": s.holders}
-                for s in found
-            ]
+                for s in page.items
+            ],
+            "next": None if page.next is None else {"fname": page.next[0], "root": page.next[1]},
         }
 
     async def sources(self, message: dict[str, Any]) -> dict[str, Any]:

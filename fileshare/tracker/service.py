@@ -16,7 +16,7 @@ from ..tls import Identity, IdentityError, load_or_create
 from ..tls.ca import load_identity
 from .admin import AdminConsoleFactory
 from .database import open_database
-from .directory import Directory
+from .directory import MAX_RECORDS, PAGE_SIZE, Directory
 from .protocol import TrackerFactory
 from .store import SQLiteTrackerStore
 from .timeouts import IDLE_TIMEOUT, LOGIN_TIMEOUT, Timeouts
@@ -38,6 +38,8 @@ class Options(usage.Options):
         ["max-pending", None, TRACKER_CAPS.pending, "Connections to --listen not yet logged in.", count_option],
         ["login-timeout", None, LOGIN_TIMEOUT, "Seconds from connecting to a successful login.", seconds_option],
         ["idle-timeout", None, IDLE_TIMEOUT, "Seconds of silence before a logged-in peer is pinged.", seconds_option],
+        ["max-records", None, MAX_RECORDS, "Files one host may have in the index.", int],
+        ["page-size", None, PAGE_SIZE, "Files per search reply; the reply says how to ask for the next page.", int],
     ]
     optFlags = [
         [
@@ -54,6 +56,9 @@ class Options(usage.Options):
             raise usage.UsageError("--tls-cert and --tls-key go together")
         if self["no-tls"] and self["tls-cert"]:
             raise usage.UsageError("--tls-cert and --tls-key need TLS; drop --no-tls")
+        for name in ("max-records", "page-size"):
+            if self[name] < 1:
+                raise usage.UsageError(f"--{name} must be at least 1")
 
 
 def identity_paths(db: str) -> tuple[str, str]:
@@ -95,7 +100,14 @@ class TrackerService(service.MultiService):
         ThreadPoolService(pool).setServiceParent(self)
         store = SQLiteTrackerStore(database.path, reactor, prepared=True)
         CallbackService(store.close).setServiceParent(self)
-        self.directory = Directory(store, reactor, reactor, pool)
+        self.directory = Directory(
+            store,
+            reactor,
+            reactor,
+            pool,
+            max_records=options.get("max-records", MAX_RECORDS),
+            page_size=options.get("page-size", PAGE_SIZE),
+        )
         timeouts = Timeouts(
             login=options.get("login-timeout", LOGIN_TIMEOUT), idle=options.get("idle-timeout", IDLE_TIMEOUT)
         )

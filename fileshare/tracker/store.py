@@ -5,14 +5,16 @@ The tracker's persistent state behind one small interface.
 replace SQLite later (for several trackers) without touching them.
 """
 
+import json
 import sqlite3
+from collections.abc import Collection
 from typing import Any
 
 import attrs
 from twisted.enterprise import adbapi
 from zope.interface import Interface, implementer
 
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, FileshareError, NotFound
 from ..storage.sqlite import Schema, open_pool, prepare
 from .glob import compile_glob
 
@@ -34,6 +36,44 @@ class Holding:
     fname: str
     size: int
     root: str
+
+
+@attrs.frozen
+class FileSummary:
+    """One distinct content under a name, as ``search`` lists it.
+
+    *holders* counts the hosts that indexed ``(fname, root)``, *online* those
+    of them online now; *size* is the smallest size they announced (they
+    agree unless one of them lies, and the root decides what is fetched).
+    """
+
+    fname: str
+    size: int
+    root: str
+    online: int
+    holders: int
+
+
+#: A position in the index for paged search: ``(fname, root)`` of the last summary a page held.
+Cursor = tuple[str, str]
+
+
+class TooManyFiles(FileshareError):
+    """A request that would leave a host with more files in the index than the tracker allows.
+
+    The store refuses it whole: nothing of it is stored.
+    """
+
+    code = "too-many-files"
+
+    def __init__(self, host: str, limit: int, count: int) -> None:
+        super().__init__(
+            f"host {host} may hold at most {limit} files in the index (--max-records); "
+            f"this request would make it {count}, so nothing of it was stored"
+        )
+        self.host = host
+        self.limit = limit
+        self.count = count
 
 
 @attrs.frozen
@@ -75,11 +115,25 @@ class ITrackerStore(Interface):
     def bans() -> Any:
         """Every ban, sorted by name."""
 
-    def replace_files(host: str, files: list[FileRecord]) -> Any:
-        """Make *files* the whole announced repository of *host*."""
+    def replace_files(host: str, files: list[FileRecord], limit: int | None = None) -> Any:
+        """Make *files* the whole announced repository of *host*.
 
-    def add_file(host: str, record: FileRecord) -> Any:
-        """Add or update one file of *host*; fires with how many files *host* now has."""
+        Fails with :class:`TooManyFiles`, changing nothing, if *host* would
+        then hold more than *limit* files (a name repeated in *files* counts once).
+        """
+
+    def add_file(host: str, record: FileRecord, limit: int | None = None) -> Any:
+        """Add or update one file of *host*; fires with how many files *host* now has.
+
+        Fails with :class:`TooManyFiles`, changing nothing, if that would be more than *limit*.
+        """
+
+    def add_files(host: str, files: list[FileRecord], limit: int | None = None) -> Any:
+        """Add or update many files of *host* at once, like :meth:`add_file` each; fires with the new count.
+
+        All or nothing: :class:`TooManyFiles`, changing nothing, if *host*
+        would then hold more than *limit* files.
+        """
 
     def remove_file(host: str, fname: str) -> Any:
         """Forget one file of *host*; fires with True if it was there."""
@@ -88,6 +142,16 @@ class ITrackerStore(Interface):
         """Holdings of one file name, or of names matching a glob *pattern*, or all; sorted by name and host.
 
         The pattern rule is :mod:`fileshare.tracker.glob`'s, the same for every store.
+        """
+
+    def search(pattern: str, after: Cursor | None, limit: int, online: Collection[str] = ()) -> Any:
+        """One page of ``search``: at most *limit* :class:`FileSummary`, one per ``(fname, root)``.
+
+        Names match the glob *pattern*; summaries are sorted by fname then
+        root and start strictly after the key *after* (None: from the
+        start), so a page costs what it holds, not what came before it, and
+        paging on is stable while the index changes.  *online* names the
+        hosts online now, for :attr:`FileSummary.online`.
         """
 
     def count_files(host: str) -> Any:
@@ -153,26 +217,18 @@ class SQLiteTrackerStore:
         rows = await self._pool.runQuery("SELECT name, reason, since FROM bans ORDER BY name")
         return [Ban(*row) for row in rows]
 
-    def replace_files(self, host: str, files: list[FileRecord]) -> Any:
+    def replace_files(self, host: str, files: list[FileRecord], limit: int | None = None) -> Any:
         def replace(cursor: sqlite3.Cursor) -> None:
             cursor.execute("DELETE FROM files WHERE host = ?", (host,))
-            cursor.executemany(
-                "INSERT OR REPLACE INTO files (host, fname, size, root) VALUES (?, ?, ?, ?)",
-                [(host, f.fname, f.size, f.root) for f in files],
-            )
+            _insert(cursor, host, files, limit)
 
         return self._pool.runInteraction(replace)
 
-    def add_file(self, host: str, record: FileRecord) -> Any:
-        def add(cursor: sqlite3.Cursor) -> int:
-            cursor.execute(
-                "INSERT OR REPLACE INTO files (host, fname, size, root) VALUES (?, ?, ?, ?)",
-                (host, record.fname, record.size, record.root),
-            )
-            cursor.execute("SELECT COUNT(*) FROM files WHERE host = ?", (host,))
-            return cursor.fetchone()[0]
+    def add_file(self, host: str, record: FileRecord, limit: int | None = None) -> Any:
+        return self.add_files(host, [record], limit)
 
-        return self._pool.runInteraction(add)
+    def add_files(self, host: str, files: list[FileRecord], limit: int | None = None) -> Any:
+        return self._pool.runInteraction(_insert, host, files, limit)
 
     def remove_file(self, host: str, fname: str) -> Any:
         def remove(cursor: sqlite3.Cursor) -> bool:
@@ -191,6 +247,12 @@ class SQLiteTrackerStore:
             rows = await self._pool.runQuery(query + " ORDER BY fname, host")
         return [Holding(*row) for row in rows]
 
+    async def search(
+        self, pattern: str, after: Cursor | None, limit: int, online: Collection[str] = ()
+    ) -> list[FileSummary]:
+        rows = await self._pool.runInteraction(_search_page, pattern, after, limit, json.dumps(sorted(online)))
+        return [FileSummary(*row) for row in rows]
+
     async def count_files(self, host: str) -> int:
         rows = await self._pool.runQuery("SELECT COUNT(*) FROM files WHERE host = ?", (host,))
         return rows[0][0]
@@ -199,16 +261,67 @@ class SQLiteTrackerStore:
         self._pool.close()
 
 
-def _search(cursor: sqlite3.Cursor, pattern: str) -> list[tuple[str, str, int, str]]:
-    """Rows whose name matches *pattern*, filtered by SQLite's GLOB where it can (in the pool's thread)."""
-    query = "SELECT host, fname, size, root FROM files"
+def _insert(cursor: sqlite3.Cursor, host: str, files: list[FileRecord], limit: int | None) -> int:
+    """Add or update *files* of *host* and answer its new count; over *limit*, raise (the pool rolls back)."""
+    cursor.executemany(
+        "INSERT OR REPLACE INTO files (host, fname, size, root) VALUES (?, ?, ?, ?)",
+        [(host, f.fname, f.size, f.root) for f in files],
+    )
+    cursor.execute("SELECT COUNT(*) FROM files WHERE host = ?", (host,))
+    count = cursor.fetchone()[0]
+    if limit is not None and count > limit:
+        raise TooManyFiles(host, limit, count)
+    return count
+
+
+#: The SQL function that matches a pattern too long for SQLite's GLOB (see :func:`_glob_filter`).
+_MATCHES = "fileshare_glob_matches"
+
+
+def _glob_filter(cursor: sqlite3.Cursor, pattern: str) -> tuple[str, tuple[str, ...]] | None:
+    """The WHERE term (and its parameters) matching names against *pattern*; None if nothing can match.
+
+    SQLite's own GLOB does the work unless the pattern is longer than SQLite
+    takes (it would fail "pattern too complex"); then the reference matcher
+    runs inside the query as an SQL function, so LIMIT still stops the scan.
+    """
     glob = compile_glob(pattern)
     translated = glob.sqlite()
     if translated is None:
-        return []
+        return None
     if len(translated.encode("utf-8")) <= cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH):
-        cursor.execute(query + " WHERE fname GLOB ? ORDER BY fname, host", (translated,))
-        return cursor.fetchall()
-    # Longer than SQLite accepts (it would fail "pattern too complex"): filter here instead.
-    cursor.execute(query + " ORDER BY fname, host")
-    return [row for row in cursor.fetchall() if glob.matches(row[1])]
+        return "fname GLOB ?", (translated,)
+    cursor.connection.create_function(_MATCHES, 1, glob.matches, deterministic=True)
+    return f"{_MATCHES}(fname)", ()
+
+
+def _search(cursor: sqlite3.Cursor, pattern: str) -> list[tuple[str, str, int, str]]:
+    """Rows whose name matches *pattern* (in the pool's thread)."""
+    found = _glob_filter(cursor, pattern)
+    if found is None:
+        return []
+    term, params = found
+    cursor.execute(f"SELECT host, fname, size, root FROM files WHERE {term} ORDER BY fname, host", params)
+    return cursor.fetchall()
+
+
+def _search_page(
+    cursor: sqlite3.Cursor, pattern: str, after: Cursor | None, limit: int, online: str
+) -> list[tuple[str, int, str, int, int]]:
+    """One page of summaries: keyset pagination on the ``files_by_name_root`` index, LIMIT in SQL.
+
+    *online* is a JSON array of host names; SQLite reads it once per query.
+    """
+    found = _glob_filter(cursor, pattern)
+    if found is None or limit <= 0:
+        return []
+    term, params = found
+    if after is not None:
+        term += " AND (fname, root) > (?, ?)"
+        params += tuple(after)
+    cursor.execute(
+        "SELECT fname, MIN(size), root, SUM(host IN (SELECT value FROM json_each(?))), COUNT(*) FROM files "
+        f"WHERE {term} GROUP BY fname, root ORDER BY fname, root LIMIT ?",
+        (online, *params, limit),
+    )
+    return cursor.fetchall()

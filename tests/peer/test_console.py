@@ -1,11 +1,13 @@
-"""The peer console's ``fetch`` arguments, over StringTransport with a peer that only notes what it is asked."""
+"""The peer console's ``fetch`` arguments and ``search``/``more``, over StringTransport with fake peers."""
+
+from fnmatch import fnmatchcase
 
 import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from fileshare.console.protocol import ConsoleProtocol
-from fileshare.errors import NotFound
+from fileshare.errors import NotFound, Unavailable
 from fileshare.peer.console import peer_commands
 
 
@@ -56,3 +58,116 @@ def test_fetch_of_a_name_like_an_option_without_double_dash_still_reads_it_as_th
     assert console_reply("fetch --from") == [
         "ERR --from needs a value; usage: fetch FNAME [--from HOSTNAME] [--hash PREFIX]"
     ]
+
+
+# -- search, one page at a time, and 'more'
+
+ROOT = "a" * 64
+
+
+class IndexPeer:
+    """Pages over a fixed index like the tracker does (cursor: the last fname), noting every search."""
+
+    def __init__(self, names: list[str], page_size: int = 2) -> None:
+        self.names = sorted(names)
+        self.page_size = page_size
+        self.asked: list[tuple[str, object]] = []
+        self.fail_next: Exception | None = None
+
+    async def search(self, pattern: str, after: object = None):
+        self.asked.append((pattern, after))
+        if self.fail_next is not None:
+            failure, self.fail_next = self.fail_next, None
+            raise failure
+        matching = [n for n in self.names if fnmatchcase(n, pattern)]
+        rest = [n for n in matching if after is None or n > after["fname"]]
+        page = rest[: self.page_size]
+        items = [{"fname": n, "size": 1, "root": ROOT, "online": 1, "holders": 2} for n in page]
+        more = len(rest) > self.page_size
+        return items, ({"fname": page[-1], "root": ROOT} if more else None)
+
+
+class Console:
+    def __init__(self, peer: object) -> None:
+        self.protocol = ConsoleProtocol(peer_commands(peer, Clock()), "test console")
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def __call__(self, line: str) -> list[str]:
+        self.transport.clear()
+        self.protocol.dataReceived(line.encode("utf-8") + b"\n")
+        return self.transport.value().decode("utf-8").splitlines()
+
+
+def found(name: str) -> str:
+    return f"{name} 1 {ROOT} online=1 holders=2"
+
+
+def test_search_lists_the_first_page_and_says_how_to_get_the_next():
+    console = Console(IndexPeer(["a", "b", "c", "d", "e"]))
+    assert console("search") == [found("a"), found("b"), "OK 2 files match '*'; type 'more' for the next page"]
+
+
+def test_more_lists_the_following_pages_and_says_which_is_the_last():
+    peer = IndexPeer(["a", "b", "c", "d", "e"])
+    console = Console(peer)
+    console("search")
+    assert console("more") == [found("c"), found("d"), "OK 2 more files match '*'; type 'more' for the next page"]
+    assert console("more") == [found("e"), "OK 1 more file match '*'; that was the last page"]
+    assert peer.asked == [("*", None), ("*", {"fname": "b", "root": ROOT}), ("*", {"fname": "d", "root": ROOT})]
+
+
+def test_a_search_that_fits_one_page_reads_as_before_and_leaves_nothing_for_more():
+    console = Console(IndexPeer(["minutes.txt", "report.pdf"]))
+    assert console("search 'min*'") == [found("minutes.txt"), "OK 1 file match 'min*'"]
+    assert console("more") == [
+        "ERR nothing more to list; use 'more' after a listing that says \"type 'more' for the next page\""
+    ]
+
+
+def test_more_after_the_last_page_or_before_any_search_is_an_error():
+    console = Console(IndexPeer(["a", "b", "c"]))
+    assert console("more")[0].startswith("ERR nothing more to list")
+    console("search")
+    console("more")
+    assert console("more")[0].startswith("ERR nothing more to list")
+
+
+def test_a_new_search_replaces_the_one_more_was_going_on_with():
+    peer = IndexPeer(["a1", "a2", "a3", "b1", "b2", "b3"])
+    console = Console(peer)
+    console("search a*")
+    assert console("search b*") == [found("b1"), found("b2"), "OK 2 files match 'b*'; type 'more' for the next page"]
+    assert console("more") == [found("b3"), "OK 1 more file match 'b*'; that was the last page"]
+
+
+def test_each_console_connection_pages_on_its_own():
+    peer = IndexPeer(["a", "b", "c", "d", "e"])
+    first, second = Console(peer), Console(peer)
+    first("search")
+    assert second("more")[0].startswith("ERR nothing more to list")
+    second("search [c-e]")
+    assert first("more")[:2] == [found("c"), found("d")]
+    assert second("more") == [found("e"), "OK 1 more file match '[c-e]'; that was the last page"]
+
+
+def test_a_failed_more_keeps_the_place_so_it_can_be_tried_again():
+    peer = IndexPeer(["a", "b", "c"])
+    console = Console(peer)
+    console("search")
+    peer.fail_next = Unavailable("cannot reach the tracker; is it running?")
+    assert console("more") == ["ERR cannot reach the tracker; is it running?"]
+    assert console("more") == [found("c"), "OK 1 more file match '*'; that was the last page"]
+
+
+def test_help_lists_search_and_more():
+    lines = Console(IndexPeer([]))("help")
+    assert [line.split()[0] for line in lines if line.split()[0] in ("search", "more")] == ["more", "search"]
+    assert any(line.startswith("more ") and "the next page of the last 'search'" in line for line in lines)
+
+
+def test_a_new_search_that_fits_one_page_leaves_nothing_for_more():
+    console = Console(IndexPeer(["a1", "a2", "a3", "b1"]))
+    console("search a*")
+    assert console("search b*") == [found("b1"), "OK 1 file match 'b*'"]
+    assert console("more")[0].startswith("ERR nothing more to list")

@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from fileshare import __version__
@@ -423,3 +424,55 @@ def test_the_ticket_key_is_dropped_at_logout():
     endpoint.last.reply(logout["id"])
     assert d.called
     assert link.ticket_key is None
+
+
+TOO_MANY = (
+    "host alice may hold at most 300 files in the index (--max-records); "
+    "this request would make it 400, so nothing of it was stored"
+)
+
+
+def indexed_only(events: list[dict[str, Any]]) -> list[str]:
+    """The warnings about a partial announcement (the fake tracker's login reply draws another one)."""
+    return [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn and "indexed only" in e["log_format"]]
+
+
+def test_an_announce_batch_refused_for_max_records_ends_the_announcement_with_a_warning_not_the_login():
+    files = entries(3 * ANNOUNCE_BATCH)
+    link, endpoint, _ = build_greeted(files)
+    with capturedLogs() as events:
+        d = start(link.login("alice", "s3cret"))
+        endpoint.last.sent()
+        endpoint.last.reply(2, host="alice")
+        endpoint.last.sent()
+        endpoint.last.reply(3, count=ANNOUNCE_BATCH)
+        (second,) = endpoint.last.sent()
+        endpoint.last.refuse(second["id"], "too-many-files", TOO_MANY)
+    assert endpoint.last.sent() == []
+    assert result_of(d) == ANNOUNCE_BATCH
+    assert link.credentials == ("alice", "s3cret")
+    assert indexed_only(events) == [f"the tracker indexed only 200 of this peer's 600 files: {TOO_MANY}"]
+
+
+def test_a_first_announce_batch_refused_for_max_records_is_followed_by_an_empty_reset():
+    link, endpoint, _ = build_greeted(entries(ANNOUNCE_BATCH))
+    with capturedLogs() as events:
+        d = start(link.login("alice", "s3cret"))
+        endpoint.last.sent()
+        endpoint.last.reply(2, host="alice")
+        endpoint.last.sent()
+        endpoint.last.refuse(3, "too-many-files", TOO_MANY)
+        assert endpoint.last.sent() == [{"id": 4, "op": "announce", "files": [], "reset": True}]
+        endpoint.last.reply(4, count=0)
+    assert result_of(d) == 0
+    assert indexed_only(events) == [f"the tracker indexed only 0 of this peer's 200 files: {TOO_MANY}"]
+
+
+def test_another_announce_failure_still_fails_the_login():
+    link, endpoint, _ = build_greeted(entries(2))
+    d = start(link.login("alice", "s3cret"))
+    endpoint.last.sent()
+    endpoint.last.reply(2, host="alice")
+    endpoint.last.sent()
+    endpoint.last.refuse(3, "bad-request", "field 'root' must be 64 lowercase hex digits")
+    assert outcome(d).value.message == "field 'root' must be 64 lowercase hex digits"

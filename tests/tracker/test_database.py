@@ -137,7 +137,7 @@ def test_a_0_1_0_database_is_upgraded_given_an_id_and_said_so(tmp_path):
     shutil.copy(FIXTURE, path)
     with capturedLogs() as events:
         opened = open_database(str(path))
-    assert (opened.prepared.created, opened.prepared.old_version, opened.prepared.version) == (False, 0, 3)
+    assert (opened.prepared.created, opened.prepared.old_version, opened.prepared.version) == (False, 0, 4)
     assert (tmp_path / "tracker.db.id").read_text() == opened.id + "\n"
     assert table_rows(path, "SELECT name FROM accounts ORDER BY name") == [("alice",), ("bob",)]
     assert [e["log_format"] for e in events] == [

@@ -464,6 +464,7 @@ def test_search_counts_holders_and_online_holders():
     assert alice.ask("search", pattern="*.ogg") == {
         "ok": True,
         "items": [{"fname": "song.ogg", "size": 9, "root": ROOT_A, "online": 1, "holders": 2}],
+        "next": None,
     }
     assert [i["fname"] for i in alice.ask("search")["items"]] == ["notes.txt", "song.ogg"]
 

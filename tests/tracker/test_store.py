@@ -15,7 +15,7 @@ from twisted.internet import reactor
 from fileshare import __version__
 from fileshare.storage.sqlite import DatabaseError
 from fileshare.tracker.passwords import verify_password
-from fileshare.tracker.store import SCHEMA, FileRecord, Holding, SQLiteTrackerStore
+from fileshare.tracker.store import SCHEMA, FileRecord, Holding, SQLiteTrackerStore, _search_page
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "tracker-0.1.0.db"
 ROOT_A = "a" * 64
@@ -63,7 +63,7 @@ async def test_a_0_1_0_database_opens_with_its_accounts_and_files_and_is_upgrade
         assert await store.count_files("alice") == 2
     finally:
         store.close()
-    assert user_version(path) == SCHEMA.version == 3
+    assert user_version(path) == SCHEMA.version == 4
 
 
 def test_a_database_newer_than_this_code_is_refused_naming_both_versions(tmp_path):
@@ -121,3 +121,39 @@ def test_a_damaged_database_is_refused_with_its_first_problem_on_one_line(tmp_pa
         f"the tracker database {path} is damaged (On tree page 3 cell 1: Offset 65535 out of range 4079..4092, "
         "and 1 more problem); restore it from a backup"
     )
+
+
+class RecordingCursor:
+    """A cursor that notes the last statement run, so its query plan can be asked for."""
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+        self.last: tuple[str, tuple] = ("", ())
+
+    def execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        self.last = (sql, tuple(params))
+        return self._cursor.execute(sql, params)
+
+    def __getattr__(self, name: str):
+        return getattr(self._cursor, name)
+
+
+@pytest.mark.parametrize(("pattern", "after"), [("*", None), ("f*", None), ("*", ("f05000", ROOT_A))])
+def test_a_search_page_walks_the_name_and_root_index_from_the_cursor_and_stops_at_the_limit(tmp_path, pattern, after):
+    path = tmp_path / "tracker.db"
+    SQLiteTrackerStore(str(path), reactor).close()
+    connection = sqlite3.connect(path)
+    connection.execute("INSERT INTO accounts (name, password_hash) VALUES ('alice', 'h')")
+    connection.executemany(
+        "INSERT INTO files (host, fname, size, root) VALUES ('alice', ?, 1, ?)",
+        [(f"f{i:05d}", ROOT_A) for i in range(10_000)],
+    )
+    cursor = RecordingCursor(connection.cursor())
+    rows = _search_page(cursor, pattern, after, 3, '["alice"]')
+    assert [r[0] for r in rows] == (["f00000", "f00001", "f00002"] if after is None else ["f05001", "f05002", "f05003"])
+    sql, params = cursor.last
+    plan = [row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    # No temporary B-tree for GROUP BY or ORDER BY: rows come in index order and LIMIT ends the scan.
+    assert not [step for step in plan if "TEMP B-TREE" in step]
+    assert any(" files USING INDEX files_by_name_root" in step for step in plan), plan
+    connection.close()

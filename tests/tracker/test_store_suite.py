@@ -16,7 +16,15 @@ from zope.interface.verify import verifyObject
 
 from fileshare.errors import Conflict, NotFound
 from fileshare.tracker.memory_store import MemoryTrackerStore
-from fileshare.tracker.store import Ban, FileRecord, Holding, ITrackerStore, SQLiteTrackerStore
+from fileshare.tracker.store import (
+    Ban,
+    FileRecord,
+    FileSummary,
+    Holding,
+    ITrackerStore,
+    SQLiteTrackerStore,
+    TooManyFiles,
+)
 
 ROOT_A = "a" * 64
 ROOT_B = "b" * 64
@@ -339,3 +347,172 @@ async def test_a_ban_leaves_the_account_and_its_files_alone(store):
     await store.add_ban("alice", "why", 1.0)
     assert await store.password_hash("alice") == "hash-of-alice"
     assert await store.holdings() == [Holding("alice", "a.txt", 1, ROOT_A)]
+
+
+# -- search: one page of (fname, root) summaries, keyset-paged
+
+
+async def pages(store: Any, pattern: str, size: int, online: tuple[str, ...] = ()) -> list[list[FileSummary]]:
+    """Every page of a search, each asked for after the last key of the one before, until one comes back short."""
+    found: list[list[FileSummary]] = []
+    after = None
+    while True:
+        page = await store.search(pattern, after, size, online)
+        found.append(page)
+        if len(page) < size:
+            return found
+        after = (page[-1].fname, page[-1].root)
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_summarises_each_name_and_root_with_its_holders_and_those_online(store):
+    await indexed(store)
+    assert await store.search("*", None, 10, online=("bob", "carol", "dave")) == [
+        FileSummary("a.pdf", 1, ROOT_A, online=1, holders=2),
+        FileSummary("a.pdf", 5, ROOT_B, online=1, holders=1),
+        FileSummary("b.pdf", 2, ROOT_B, online=1, holders=1),
+        FileSummary("c.txt", 3, ROOT_C, online=0, holders=1),
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_gives_the_smallest_size_when_holders_of_one_root_disagree(store):
+    await with_hosts(store, "alice", "bob")
+    await store.add_file("alice", rec("a", 7, ROOT_A))
+    await store.add_file("bob", rec("a", 3, ROOT_A))
+    assert await store.search("a", None, 10) == [FileSummary("a", 3, ROOT_A, online=0, holders=2)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_pages_are_at_most_the_limit_and_chain_over_every_summary_once(store):
+    await with_hosts(store, "alice", "bob")
+    names = ["ab", "abc", "abcd", "ab c", "ab-", "a", "abd", "abc d"]
+    await store.replace_files("alice", [rec(n) for n in names])
+    await store.replace_files("bob", [rec(n, 1, ROOT_B) for n in names])
+    found = await pages(store, "a*", 3)
+    assert [len(p) for p in found] == [3, 3, 3, 3, 3, 1]
+    assert [(s.fname, s.root) for p in found for s in p] == [(n, r) for n in sorted(names) for r in (ROOT_A, ROOT_B)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_page_may_end_between_two_roots_of_one_name_and_the_next_goes_on_from_there(store):
+    await with_hosts(store, "alice", "bob", "carol")
+    for host, root in (("alice", ROOT_C), ("bob", ROOT_A), ("carol", ROOT_B)):
+        await store.add_file(host, rec("same", 1, root))
+    assert [[s.root for s in p] for p in await pages(store, "*", 2)] == [[ROOT_A, ROOT_B], [ROOT_C]]
+    assert await store.search("*", ("same", ROOT_A), 5) == [
+        FileSummary("same", 1, ROOT_B, 0, 1),
+        FileSummary("same", 1, ROOT_C, 0, 1),
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_pages_through_unicode_names_by_code_point(store):
+    await with_hosts(store, "alice")
+    names = ["é", "e", "\U0001f3b5.ogg", "€", "z", "éa", "\u4e2d\u6587", "E"]
+    await store.replace_files("alice", [rec(n) for n in names])
+    found = await pages(store, "*", 2)
+    assert [s.fname for p in found for s in p] == ["E", "e", "z", "é", "éa", "€", "\u4e2d\u6587", "\U0001f3b5.ogg"]
+    assert [len(p) for p in found] == [2, 2, 2, 2, 0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_page_boundary_exactly_at_the_limit_leaves_an_empty_next_page(store):
+    await with_hosts(store, "alice")
+    await store.replace_files("alice", [rec(f"f{i}") for i in range(4)])
+    first = await store.search("f*", None, 4)
+    assert [s.fname for s in first] == ["f0", "f1", "f2", "f3"]
+    assert await store.search("f*", ("f3", ROOT_A), 4) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_of_an_empty_index_or_an_unmatched_pattern_is_empty(store):
+    assert await store.search("*", None, 10) == []
+    await indexed(store)
+    assert await store.search("*.iso", None, 10) == []
+    assert await store.search("x\x00*", None, 10) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cursor_past_the_end_gives_an_empty_page(store):
+    await indexed(store)
+    assert await store.search("*", ("c.txt", ROOT_C), 10) == []
+    assert await store.search("*", ("\U0010ffff", ""), 10) == []
+    assert await store.search("*", ("zzz", ""), 10) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cursor_need_not_be_a_key_in_the_index(store):
+    await indexed(store)
+    assert [s.fname for s in await store.search("*", ("b", ""), 10)] == ["b.pdf", "c.txt"]
+    assert [s.fname for s in await store.search("*", ("a.pdf", ROOT_A), 1)] == ["a.pdf"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_search_page_with_a_pattern_longer_than_sqlite_takes_still_stops_at_the_limit(store):
+    await with_hosts(store, "alice")
+    await store.replace_files("alice", [rec(n) for n in ["w", "x", "y", "z"]])
+    members = "".join(chr(0x1000 + 2 * i) for i in range(20_000))
+    assert [s.fname for s in await store.search(f"[{members}xyz]", None, 2)] == ["x", "y"]
+    assert [s.fname for s in await store.search(f"[{members}xyz]", ("y", ROOT_A), 2)] == ["z"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_page_reflects_changes_made_between_pages_without_repeating_or_skipping_kept_names(store):
+    await with_hosts(store, "alice")
+    await store.replace_files("alice", [rec(n) for n in ["a", "c", "e", "g"]])
+    first = await store.search("*", None, 2)
+    await store.add_file("alice", rec("b"))  # before the cursor: not seen on later pages
+    await store.add_file("alice", rec("f"))  # after it: seen
+    await store.remove_file("alice", "e")
+    rest = await store.search("*", (first[-1].fname, first[-1].root), 10)
+    assert [s.fname for s in first + rest] == ["a", "c", "f", "g"]
+
+
+# -- records per host: over the limit, refused whole
+
+
+@pytest_twisted.ensureDeferred
+async def test_replacing_with_more_files_than_the_limit_is_refused_and_keeps_the_old_list(store):
+    await with_hosts(store, "alice")
+    await store.replace_files("alice", [rec("old")], limit=3)
+    with pytest.raises(TooManyFiles) as info:
+        await store.replace_files("alice", [rec(n) for n in "abcd"], limit=3)
+    assert info.value.code == "too-many-files"
+    assert info.value.message == (
+        "host alice may hold at most 3 files in the index (--max-records); "
+        "this request would make it 4, so nothing of it was stored"
+    )
+    assert await store.holdings() == [Holding("alice", "old", 1, ROOT_A)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_replacement_of_exactly_the_limit_is_stored_and_repeated_names_count_once(store):
+    await with_hosts(store, "alice")
+    await store.replace_files("alice", [rec("a"), rec("b"), rec("a", 2), rec("c")], limit=3)
+    assert await store.count_files("alice") == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_adding_files_past_the_limit_is_refused_whole(store):
+    await with_hosts(store, "alice", "bob")
+    await store.add_files("alice", [rec("a"), rec("b")], limit=3)
+    await store.add_file("bob", rec("x"), limit=3)
+    with pytest.raises(TooManyFiles, match=r"^host alice may hold at most 3 files .* would make it 5, so nothing"):
+        await store.add_files("alice", [rec("a", 9), rec("c"), rec("d"), rec("e")], limit=3)
+    assert await store.holdings() == [
+        Holding("alice", "a", 1, ROOT_A),
+        Holding("alice", "b", 1, ROOT_A),
+        Holding("bob", "x", 1, ROOT_A),
+    ]
+    assert await store.add_files("alice", [rec("a", 9), rec("c")], limit=3) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_adding_one_file_past_the_limit_is_refused_but_updating_a_held_name_is_not(store):
+    await with_hosts(store, "alice")
+    await store.add_files("alice", [rec("a"), rec("b")], limit=2)
+    with pytest.raises(TooManyFiles, match=r"would make it 3"):
+        await store.add_file("alice", rec("c"), limit=2)
+    assert await store.add_file("alice", rec("a", 7), limit=2) == 2
+    assert await store.holdings() == [Holding("alice", "a", 7, ROOT_A), Holding("alice", "b", 1, ROOT_A)]
