@@ -95,6 +95,8 @@ class PlainGuardFactory(WrappingFactory):
     first writes the advice as a line, so a TLS client sees plain text.
     """
 
+    noisy = False  # no "Starting factory" line per connection (fileshare.logfilter)
+
     protocol = _PlainGuard
 
     def __init__(self, wrapped: Any, advice: str, answer: bool, on_tls: Any = None) -> None:
@@ -143,6 +145,8 @@ class _TLSPortGuard(ProtocolWrapper):
 
 
 class _TLSPortGuardFactory(WrappingFactory):
+    noisy = False  # no "Starting factory" line per connection (fileshare.logfilter)
+
     protocol = _TLSPortGuard
 
     def __init__(self, wrapped: Any, advice: str) -> None:
@@ -271,5 +275,7 @@ class AfterHandshakeFactory(WrappingFactory):
     so a refused server never reaches it (``ClientService`` expects exactly
     that: no protocol connection before ``connect`` fires).
     """
+
+    noisy = False  # no "Starting factory" line per connection (fileshare.logfilter)
 
     protocol = _AfterHandshake

@@ -133,6 +133,7 @@ class TrackerLink:
         self._retry: Any = None
         self._end_waiters: list[Deferred] = []
         factory = Factory.forProtocol(lambda: TrackerClientProtocol(self))
+        factory.noisy = False  # no "Starting factory" line per reconnection
         self.service = ClientService(
             endpoint,
             factory,
@@ -252,6 +253,11 @@ class TrackerLink:
 
     def lost(self, protocol: TrackerClientProtocol) -> None:
         if self.protocol is protocol:
+            if self.credentials is not None and self.service.running:
+                log.info(
+                    "lost the connection to the tracker; reconnecting to log in again as {name}",
+                    name=self.credentials[0],
+                )
             self.protocol = None
             # The tracker takes the host offline and issues no more tickets
             # under this key; a re-login brings a new one.
@@ -321,6 +327,9 @@ class TrackerLink:
         protocol = await self.channel()
         self._cancel_retry()
         await self._login(protocol, name, password, replace=replace)
+        log.info(
+            "logged in to the tracker as {name}; announced {count} files", name=name, count=len(self.repository.by_name)
+        )
         return len(self.repository.by_name)
 
     async def passwd(self, old: str, new: str) -> None:

@@ -89,6 +89,8 @@ class HandshakeWatch(ProtocolWrapper):
 
 
 class HandshakeWatchFactory(WrappingFactory):
+    noisy = False  # no "Starting factory" line per connection (fileshare.logfilter)
+
     protocol = HandshakeWatch
 
     def __init__(

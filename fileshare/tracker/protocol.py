@@ -11,6 +11,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..errors import BadRequest, NotLoggedIn, Unavailable
+from ..logfilter import address_text, why_closed
 from ..names import check_fname
 from ..tickets import client_binding
 from ..tls import Fingerprint, PinnedAddress, peer_fingerprint
@@ -73,6 +74,8 @@ class TrackerServerProtocol(RPCProtocol):
         self.directory = directory
         self.host: str | None = None
         self.greeted = False
+        #: When the connection was made, for its closing log line.
+        self.opened = directory.clock.seconds()
         self.handlers.update(
             hello=self.hello,
             register=self.register,
@@ -209,6 +212,14 @@ class TrackerServerProtocol(RPCProtocol):
         }
 
     def connectionLost(self, reason: Failure) -> None:
+        log.info(
+            "connection from {address} closed after {seconds:.1f} s ({who}): {why}",
+            address=address_text(self.transport.getPeer()),
+            seconds=self.directory.clock.seconds() - self.opened,
+            who=f"host {self.host}" if self.host is not None else "not logged in",
+            host=self.host,
+            why=why_closed(reason),
+        )
         if self.factory is not None:
             self.factory.connections.discard(self)
         if self.host is not None:
@@ -223,6 +234,8 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 class TrackerFactory(Factory):
+    noisy = False  # no "Starting factory" line per connection (fileshare.logfilter)
+
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
         self.connections: set[TrackerServerProtocol] = set()
