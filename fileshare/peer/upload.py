@@ -237,6 +237,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
 
     def _delivered(self, _: object) -> None:
         self._delivering = False
+        self.replied_at = self.clock.seconds()
         retired, self._retired = self._retired, []
         for fd in retired:
             close_file(fd)

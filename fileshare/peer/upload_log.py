@@ -32,8 +32,8 @@ def log_upload_ended(protocol: Any, reason: Failure) -> None:
             why=why_closed(reason),
         )
         return
-    # Time spent serving up to the last reply: a fetcher keeps an idle connection a moment for reuse.
-    seconds = (protocol.idle_since if protocol.idle_since is not None else now) - granted
+    # From the slot to the last reply: a fetcher keeps an idle connection a moment for reuse.
+    seconds = getattr(protocol, "replied_at", granted) - granted
     by_root = protocol.service.repository.by_root
     files = sorted(repr(by_root[r].fname) if r in by_root else r[:16] + "..." for r in protocol.roots)
     log.info(
