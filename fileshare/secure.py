@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .errors import BadRequest
+from .logfilter import address_text
 from .tls import Identity, PinnedAddress, looks_like_tls, parse_fingerprint, wrap_server_factory
 from .tls.connect import check_host_and_port
 
@@ -106,7 +107,7 @@ class PlainGuardFactory(WrappingFactory):
         self.on_tls = on_tls
 
     def tls_seen(self, guard: _PlainGuard) -> None:
-        log.warn("{peer}: {advice}", peer=str(guard.transport.getPeer()), advice=self.advice)
+        log.warn("{peer}: {advice}", peer=address_text(guard.transport.getPeer()), advice=self.advice)
         if self.on_tls is not None:
             self.on_tls(self.advice)
         if self.answer:
@@ -136,7 +137,7 @@ class _TLSPortGuard(ProtocolWrapper):
         if not self._checked and data:
             self._checked = True
             if data[0] != _HANDSHAKE:
-                log.warn("{peer}: {advice}", peer=str(self.transport.getPeer()), advice=self.factory.advice)
+                log.warn("{peer}: {advice}", peer=address_text(self.transport.getPeer()), advice=self.factory.advice)
                 self.transport.write(_ALERT)
                 self.transport.loseConnection()
                 self.wrappedProtocol.dataReceived(data)  # fails the handshake, so the protocol sees why

@@ -192,3 +192,20 @@ def test_addresses_and_rates_read_well():
     assert address_text(UNIXAddress(b"/run/x.sock")) == str(UNIXAddress(b"/run/x.sock"))
     assert rate_text(3 << 20, 2.0) == "1.5 MiB/s"
     assert rate_text(1000, 0) == "-"
+
+
+def test_program_at_fileshare_log_level_warn_writes_only_warnings_and_errors():
+    publisher = LogPublisher()
+    written: list[dict] = []
+    publisher.addObserver(written.append)
+    program = Program(
+        "fileshare-peer", Main(), reactor, log_publisher=publisher, environ={"FILESHARE_LOG_LEVEL": "warn"}
+    )
+
+    program.privilegedStartService()
+    log = Logger(observer=publisher)
+    log.info("fetched it")
+    log.warn("fetch of 'a.bin' failed")
+    log.error("disk gone")
+
+    assert [formatEvent(e) for e in written] == ["fetch of 'a.bin' failed", "disk gone"]
