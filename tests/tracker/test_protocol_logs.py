@@ -1,6 +1,6 @@
 """The tracker's log: one line per login and one per connection when it closes (from where, who, why)."""
 
-from twisted.internet.address import IPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionLost
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
@@ -10,6 +10,7 @@ from .test_protocol import (
     build_directory,
     build_online,
     no_threads_and_cheap_hashing,  # noqa: F401  (autouse fixture)
+    now,
 )
 
 
@@ -61,3 +62,26 @@ def test_logout_logs_the_host_and_where_it_was():
         assert alice.ask("logout") == {"ok": True}
 
     assert lines(events) == ["host alice logged out (was at 192.0.2.7:7710)"]
+
+
+def test_a_login_refused_because_the_account_is_online_elsewhere_says_where():
+    directory = build_directory()
+    build_online(directory, "alice", port=7710)
+    second = build_connection(directory, IPv4Address("TCP", "198.51.100.3", 40002))
+
+    with capturedLogs() as events:
+        assert second.ask("login", name="alice", password="alice-secret", port=7720)["code"] == "online-elsewhere"
+
+    assert lines(events) == ["refused a second login for alice from 198.51.100.3: online from 192.0.2.7:7710"]
+
+
+def test_a_login_refused_because_the_account_is_banned_says_so():
+    directory = build_directory()
+    connection = build_connection(directory)
+    assert connection.ask("register", name="alice", password="alice-secret") == {"ok": True}
+    now(directory.ban("alice", "spam"))
+
+    with capturedLogs() as events:
+        assert connection.ask("login", name="alice", password="alice-secret", port=7710)["code"] == "banned"
+
+    assert lines(events) == ["refused a login for banned alice from 192.0.2.7"]
