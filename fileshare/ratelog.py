@@ -33,6 +33,13 @@ class RateLimitedLog:
 
     def warn(self, key: Any, format: str, **fields: Any) -> bool:
         """Write *format* with *fields* unless *key* was logged within the interval; True if written."""
+        return self._emit(self.log.warn, key, format, fields)
+
+    def info(self, key: Any, format: str, **fields: Any) -> bool:
+        """Like :meth:`warn`, at info level: for routine events that a flood could repeat."""
+        return self._emit(self.log.info, key, format, fields)
+
+    def _emit(self, emit: Any, key: Any, format: str, fields: dict[str, Any]) -> bool:
         now = self.clock.seconds()
         last = self._last.get(key)
         if last is not None and now - last < self.interval:
@@ -44,7 +51,7 @@ class RateLimitedLog:
             self._forget(now)
         if suppressed:
             format += " ({suppressed} more like this in the last {interval:g} s)"
-        self.log.warn(format, suppressed=suppressed, interval=self.interval, limit_key=str(key), **fields)
+        emit(format, suppressed=suppressed, interval=self.interval, limit_key=str(key), **fields)
         return True
 
     def _forget(self, now: float) -> None:

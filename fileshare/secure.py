@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .errors import BadRequest
+from .logfilter import address_text
 from .tls import Identity, PinnedAddress, looks_like_tls, parse_fingerprint, wrap_server_factory
 from .tls.connect import check_host_and_port
 
@@ -99,6 +100,8 @@ class PlainGuardFactory(WrappingFactory):
     first writes the advice as a line, so a TLS client sees plain text.
     """
 
+    noisy = False  # no "Starting factory" line per connection (fileshare.logfilter)
+
     protocol = _PlainGuard
 
     def __init__(self, wrapped: Any, advice: str, answer: bool, on_tls: Any = None) -> None:
@@ -108,7 +111,7 @@ class PlainGuardFactory(WrappingFactory):
         self.on_tls = on_tls
 
     def tls_seen(self, guard: _PlainGuard) -> None:
-        log.warn("{peer}: {advice}", peer=str(guard.transport.getPeer()), advice=self.advice)
+        log.warn("{peer}: {advice}", peer=address_text(guard.transport.getPeer()), advice=self.advice)
         if self.on_tls is not None:
             self.on_tls(self.advice)
         if self.answer:
@@ -138,7 +141,7 @@ class _TLSPortGuard(ProtocolWrapper):
         if not self._checked and data:
             self._checked = True
             if data[0] != _HANDSHAKE:
-                log.warn("{peer}: {advice}", peer=str(self.transport.getPeer()), advice=self.factory.advice)
+                log.warn("{peer}: {advice}", peer=address_text(self.transport.getPeer()), advice=self.factory.advice)
                 self.transport.write(_ALERT)
                 self.transport.loseConnection()
                 self.wrappedProtocol.dataReceived(data)  # fails the handshake, so the protocol sees why
@@ -147,6 +150,8 @@ class _TLSPortGuard(ProtocolWrapper):
 
 
 class _TLSPortGuardFactory(WrappingFactory):
+    noisy = False  # no "Starting factory" line per connection (fileshare.logfilter)
+
     protocol = _TLSPortGuard
 
     def __init__(self, wrapped: Any, advice: str) -> None:
@@ -275,5 +280,7 @@ class AfterHandshakeFactory(WrappingFactory):
     so a refused server never reaches it (``ClientService`` expects exactly
     that: no protocol connection before ``connect`` fires).
     """
+
+    noisy = False  # no "Starting factory" line per connection (fileshare.logfilter)
 
     protocol = _AfterHandshake

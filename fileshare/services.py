@@ -1,13 +1,16 @@
 """Small services shared by the tracker and the peer."""
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
+from twisted.logger import Logger, LogPublisher, globalLogPublisher
 from twisted.python.threadpool import ThreadPool
+
+from .logfilter import level_from_environment, quiet_twisted
 
 log = Logger()
 
@@ -55,6 +58,7 @@ class ListeningService(service.Service):
         super().stopService()
         if self.port is not None:
             port, self.port = self.port, None
+            log.info("{name} no longer listening on {address}", name=self.name, address=port.getHost())
             return port.stopListening()
         return None
 
@@ -79,15 +83,33 @@ class Program(service.MultiService):
     ``SystemExit``, which twistd turns into exit status 1.  A failure that comes
     later, with the reactor running, is logged and stops the reactor, and the
     process exits with status 1 once it has shut down.
+
+    Before anything starts, twistd's log observers get the filter of
+    :mod:`fileshare.logfilter` (Twisted's per-connection lines are debug;
+    ``FILESHARE_LOG_LEVEL`` in *environ* sets the level).
     """
 
-    def __init__(self, program: str, main: Any, reactor: Any) -> None:
+    def __init__(
+        self,
+        program: str,
+        main: Any,
+        reactor: Any,
+        log_publisher: LogPublisher = globalLogPublisher,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
         super().__init__()
         self.program = program
         self.main = main
         self.reactor = reactor
         self.exit_status = 0
+        self.log_publisher = log_publisher
+        self.environ = environ
         main.setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        # twistd has begun logging by now, and no port is open yet.
+        quiet_twisted(self.log_publisher, level_from_environment(self.environ))
+        super().privilegedStartService()
 
     def startService(self) -> None:
         super().startService()

@@ -41,3 +41,12 @@ def test_a_flood_of_distinct_keys_does_not_grow_the_table_without_bound():
         log.warn(i, "hit")
         clock.advance(0.1)
     assert len(log._last) <= 4097
+
+
+def test_info_lines_are_held_back_like_warnings_but_at_info_level():
+    events: list[dict] = []
+    clock = Clock()
+    log = RateLimitedLog(Logger(observer=events.append), clock, 60)
+    assert log.info("a", "closed")
+    assert not log.info("a", "closed")
+    assert [(formatEvent(e), e["log_level"].name) for e in events] == [("closed", "info")]

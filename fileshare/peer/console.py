@@ -208,6 +208,8 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
 
 
 class PeerConsoleFactory(Factory):
+    noisy = False  # no "Starting factory" line per connection (fileshare.logfilter)
+
     def __init__(self, peer: Peer, clock: Any) -> None:
         self.commands = peer_commands(peer, clock)
 

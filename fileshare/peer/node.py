@@ -15,11 +15,12 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from ..errors import BadRequest, Conflict, FileshareError, NotFound, Unavailable
+from ..logfilter import rate_text
 from ..names import check_account, check_fname, check_password
 from ..pieces import MIN_PIECE_SIZE, Digest, piece_size_for
 from ..secure import address_from_wire
 from ..wire.framing import is_integer
-from .download import Download, Source
+from .download import Cancelled, Download, Source
 from .interfaces import IRepository, ISourcePool, ITrackerLink, IUploadService
 from .repository import Entry
 
@@ -123,6 +124,14 @@ class Peer:
             if e.code == TOO_MANY_FILES and new:
                 await self.repository.unpublish(fname)
             raise
+        log.info(
+            "published {fname!r} ({size} bytes) from {path}{note}",
+            fname=fname,
+            size=entry.size,
+            path=local_path,
+            note="" if told else " (the tracker is told at the next login)",
+            root=entry.root,
+        )
         return entry, told
 
     async def unpublish(self, fname: str) -> Entry:
@@ -200,6 +209,16 @@ class Peer:
         if chosen.root in self._claimed:
             raise Conflict(f"{fname!r} is already being fetched")
         self._claimed.add(chosen.root)
+        began = self.reactor.seconds()
+        log.info(
+            "fetching {fname!r} ({size} bytes) from {sources} source{plural}: {hosts}",
+            fname=fname,
+            size=chosen.size,
+            sources=len(chosen.sources),
+            plural="" if len(chosen.sources) == 1 else "s",
+            hosts=", ".join(s.host for s in chosen.sources),
+            root=chosen.root,
+        )
         try:
             digest, resume = await self._digest_for(chosen)
             download = Download(
@@ -218,6 +237,9 @@ class Peer:
             if started is not None:
                 started(download)
             await download.run()
+        except Exception as e:
+            _log_fetch_failed(fname, self.reactor.seconds() - began, e)
+            raise
         finally:
             self._claimed.discard(chosen.root)
             self.downloads.pop(chosen.root, None)
@@ -231,6 +253,17 @@ class Peer:
         announced = Deferred.fromCoroutine(self.tracker.publish_fields(fname, entry.size, entry.root))
         announced.addErrback(self._announce_failed, fname)
         seconds = self.reactor.seconds() - download.started
+        log.info(
+            "fetched {fname!r} ({size} bytes) in {seconds:.2f} s at {rate} from {sources}",
+            fname=fname,
+            size=entry.size,
+            seconds=seconds,
+            rate=rate_text(download.received_bytes, seconds),
+            sources=", ".join(sorted(download.contributors)) or "no one (every piece was already here)",
+            downloaded=download.received_bytes,
+            resumed=download.resumed_bytes,
+            root=entry.root,
+        )
         return FetchResult(
             entry, seconds, download.received_bytes, download.resumed_bytes, tuple(sorted(download.contributors))
         )
@@ -311,3 +344,12 @@ class Peer:
     def stop(self) -> Deferred:
         """Interrupt every fetch; fires when they have all wound down."""
         return gatherResults([download.stop() for download in list(self.downloads.values())])
+
+
+def _log_fetch_failed(fname: str, seconds: float, error: Exception) -> None:
+    """One line for a fetch that ended without the file: cancelled (info) or why it failed (warning)."""
+    if isinstance(error, Cancelled):
+        log.info("fetch of {fname!r} cancelled after {seconds:.1f} s", fname=fname, seconds=seconds)
+        return
+    why = error.message if isinstance(error, FileshareError) else f"internal error: {error!r}"
+    log.warn("fetch of {fname!r} failed after {seconds:.1f} s: {why}", fname=fname, seconds=seconds, why=why)

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..errors import Unavailable
+from ..logfilter import address_text
 from ..secure import PlainAddress, plain_endpoint
 from ..tls import FingerprintMismatch, Identity, PinnedAddress, pinned_endpoint
 from .interfaces import ISourcePool
@@ -32,7 +33,7 @@ IDLE_TIMEOUT = 1.0
 
 def _give_up(protocol: SourceProtocol, why: str) -> None:
     if not protocol.greeted.called:
-        log.info("giving up on source {source}: it {why}", source=protocol.endpoint_name, why=why)
+        log.info("giving up on source {source}: it {why}", source=address_text(protocol.endpoint_name), why=why)
         protocol.transport.abortConnection()
 
 
@@ -97,7 +98,7 @@ class SourcePool:
         try:
             await d
         except FingerprintMismatch as e:
-            log.warn("refused source {source}: {why}", source=str(endpoint), why=e.message)
+            log.warn("refused source {source}: {why}", source=address_text(endpoint), why=e.message)
             raise Unavailable(f"refused: {e.message}") from None
         except Exception as e:
             raise Unavailable(f"cannot connect: {e.__class__.__name__}") from None

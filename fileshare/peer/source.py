@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..errors import BadRequest, Unavailable
+from ..logfilter import address_text
 from ..wire.framing import is_integer
 from ..wire.lines import MessageReceiver
 from ..wire.messages import hello_fields, reply_error
@@ -91,7 +92,11 @@ class SourceProtocol(MessageReceiver):
 
     def _ticket_refused(self, failure: Failure) -> None:
         self._refusal = failure.value
-        log.info("source {source} refused our ticket: {why}", source=self.endpoint_name, why=failure.getErrorMessage())
+        log.info(
+            "source {source} refused our ticket: {why}",
+            source=address_text(self.endpoint_name),
+            why=failure.getErrorMessage(),
+        )
 
     def _request(self, message: dict[str, Any], kind: str, sink: Any) -> Deferred:
         d: Deferred = Deferred()
@@ -186,7 +191,7 @@ class SourceProtocol(MessageReceiver):
         self._protocol_error("source sent an over-long line")
 
     def _protocol_error(self, why: str) -> None:
-        log.warn("dropping source {source}: {why}", source=self.endpoint_name, why=why)
+        log.warn("dropping source {source}: {why}", source=address_text(self.endpoint_name), why=why)
         self.transport.abortConnection()
 
     # -- flow control: several reasons may hold the connection paused at once

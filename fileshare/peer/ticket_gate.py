@@ -32,6 +32,8 @@ class TicketGate:
     def __init__(self, service: Any) -> None:
         self.service = service
         self.roots: set[str] = set()
+        #: The fetcher's host name, from its last valid ticket (for log lines).
+        self.fetcher: str | None = None
 
     def admit(self, text: Any, transport: Any) -> None:
         """Grant the root of ticket *text* to the connection on *transport*, or log and raise the TicketError."""
@@ -41,6 +43,7 @@ class TicketGate:
             self.refused(e, transport)
             raise
         self.roots.add(ticket.root)
+        self.fetcher = ticket.fetcher
 
     def authorised(self, root: str, transport: Any) -> str:
         """*root* if a ticket granted it, else log and raise ``ticket-missing``."""

@@ -135,6 +135,7 @@ class TrackerLink:
         self._retry: Any = None
         self._end_waiters: list[Deferred] = []
         factory = Factory.forProtocol(lambda: TrackerClientProtocol(self))
+        factory.noisy = False  # no "Starting factory" line per reconnection
         self.service = ClientService(
             endpoint,
             factory,
@@ -254,6 +255,11 @@ class TrackerLink:
 
     def lost(self, protocol: TrackerClientProtocol) -> None:
         if self.protocol is protocol:
+            if self.credentials is not None and self.service.running:
+                log.info(
+                    "lost the connection to the tracker; reconnecting to log in again as {name}",
+                    name=self.credentials[0],
+                )
             self.protocol = None
             # The tracker takes the host offline and issues no more tickets
             # under this key; a re-login brings a new one.
@@ -323,7 +329,9 @@ class TrackerLink:
         """Log in and announce the repository; how many files the tracker took."""
         protocol = await self.channel()
         self._cancel_retry()
-        return await self._login(protocol, name, password, replace=replace)
+        count = await self._login(protocol, name, password, replace=replace)
+        log.info("logged in to the tracker as {name}; announced {count} files", name=name, count=count)
+        return count
 
     async def passwd(self, old: str, new: str) -> None:
         """Change the account's password; re-logins use the new one from now on."""

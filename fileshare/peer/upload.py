@@ -54,6 +54,7 @@ from .repository import Entry, Repository
 from .senders import CAN_READ_CACHED, CHUNK, RangeSender, SendfileSender, plain_socket, read_cached
 from .slots import SLOT_IDLE_GRACE, UploadSlots
 from .ticket_gate import TicketGate
+from .upload_log import log_upload_ended
 
 __all__ = ["CHUNK", "IDLE_TIMEOUT", "MAX_QUEUED_REQUESTS", "SLOT_IDLE_GRACE", "UploadProtocol", "UploadService"]
 
@@ -118,6 +119,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self.peer = self.transport.getPeer()
+        self.opened_at = self.clock.seconds()
         self.setTimeout(IDLE_TIMEOUT)
 
     def blocking(self, f: Any, *args: Any) -> Deferred:
@@ -179,6 +181,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
 
     def slotGranted(self) -> None:
         self.state = "serving"
+        self.granted_at = self.clock.seconds()
         self.setTimeout(IDLE_TIMEOUT)
         self.sendMessage({"ok": True, **self._greeting})
         self._next()
@@ -236,6 +239,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
 
     def _delivered(self, _: object) -> None:
         self._delivering = False
+        self.replied_at = self.clock.seconds()
         retired, self._retired = self._retired, []
         for fd in retired:
             close_file(fd)
@@ -344,6 +348,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
     def connectionLost(self, reason: Failure) -> None:
         self.connected = False
         self.setTimeout(None)
+        log_upload_ended(self, reason)
         self.service.slots.release(self)
         self.service.connections.discard(self)
         if self._sender is not None:
@@ -373,6 +378,8 @@ class UploadService(Factory):
     in; its owner starts and stops it (a ``ThreadPoolService``).  *reactor*
     is both the clock and the reactor the threads report back to.
     """
+
+    noisy = False  # no "Starting factory" line per connection (fileshare.logfilter)
 
     #: Use sendfile() where the transport is a plain socket.
     sendfile = hasattr(os, "sendfile")

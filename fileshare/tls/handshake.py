@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..errors import FileshareError
+from ..logfilter import address_text
 
 log = Logger()
 
@@ -74,7 +75,7 @@ class HandshakeWatch(ProtocolWrapper):
         self._timer = None
         log.info(
             "TLS handshake with {peer} took over {timeout} s; closing",
-            peer=str(self.transport.getPeer()),
+            peer=address_text(self.transport.getPeer()),
             timeout=self.factory.timeout,
         )
         error = HandshakeTimeout(f"the TLS handshake took over {self.factory.timeout:g} s")
@@ -89,6 +90,8 @@ class HandshakeWatch(ProtocolWrapper):
 
 
 class HandshakeWatchFactory(WrappingFactory):
+    noisy = False  # no "Starting factory" line per connection (fileshare.logfilter)
+
     protocol = HandshakeWatch
 
     def __init__(

@@ -102,6 +102,8 @@ def admin_commands(directory: Directory, identity: Any = None) -> CommandTable:
 
 
 class AdminConsoleFactory(Factory):
+    noisy = False  # no "Starting factory" line per connection (fileshare.logfilter)
+
     def __init__(self, directory: Directory, identity: Any = None) -> None:
         self.commands = admin_commands(directory, identity)
 

@@ -195,14 +195,20 @@ class Directory:
             host.files = previous.files
         self.online[name] = host
         self.stats.logins.add()
-        log.info("host {name} online at {endpoint}", name=name, endpoint=endpoint, address=address)
+        log.info(
+            "host {name} logged in from {address}; fetchers reach it at {where}",
+            name=name,
+            address=address,
+            where=where,
+            endpoint=endpoint,
+        )
         return host
 
     def logout(self, name: str, channel: HostChannel) -> None:
         host = self.online.get(name)
         if host is not None and host.channel is channel:
             del self.online[name]
-            log.info("host {name} offline", name=name)
+            log.info("host {name} logged out (was at {where})", name=name, where=host.where)
 
     async def passwd(self, name: str, old: str, new: str, address: str = "") -> None:
         """Change *name*'s password; the old one is checked (and throttled) like a login."""

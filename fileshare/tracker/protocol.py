@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 
 from ..errors import BadRequest, NotLoggedIn, Unavailable
 from ..limits import admitted
+from ..logfilter import address_text, why_closed
 from ..names import check_fname
 from ..ratelog import RateLimitedLog
 from ..tickets import client_binding
@@ -97,6 +98,8 @@ class TrackerServerProtocol(RPCProtocol):
         self.deadlines: Deadlines | None = None
         if timeouts is not None:
             self.deadlines = Deadlines(self, timeouts, directory.clock, warnings or RateLimitedLog(log, self.clock))
+        #: When the connection was made, for its closing log line.
+        self.opened = directory.clock.seconds()
         self.handlers.update(
             hello=self.hello,
             register=self.register,
@@ -251,6 +254,20 @@ class TrackerServerProtocol(RPCProtocol):
     def connectionLost(self, reason: Failure) -> None:
         if self.deadlines is not None:
             self.deadlines.lost()
+        address = address_text(self.transport.getPeer())
+        fields = dict(
+            address=address,
+            seconds=self.directory.clock.seconds() - self.opened,
+            who=f"host {self.host}" if self.host is not None else "not logged in",
+            host=self.host,
+            why=why_closed(reason),
+        )
+        closed = "connection from {address} closed after {seconds:.1f} s ({who}): {why}"
+        if self.host is not None or self.factory is None:
+            log.info(closed, **fields)
+        else:
+            # A flood of connections that never log in writes one line per address a minute.
+            self.factory.closes.info(address_of(self.transport.getPeer()), closed, **fields)
         if self.factory is not None:
             self.factory.connections.discard(self)
         if self.host is not None:
@@ -265,11 +282,15 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 class TrackerFactory(Factory):
+    noisy = False  # no "Starting factory" line per connection (fileshare.logfilter)
+
     def __init__(self, directory: Directory, timeouts: Timeouts | None = None) -> None:
         self.directory = directory
         self.timeouts = timeouts or Timeouts()
         #: One line a minute per kind of timeout, however many connections meet it.
         self.warnings = RateLimitedLog(log, directory.clock)
+        #: Closing lines of connections that never logged in, one a minute per address.
+        self.closes = RateLimitedLog(log, directory.clock)
         self.connections: set[TrackerServerProtocol] = set()
 
     def buildProtocol(self, addr: Any) -> TrackerServerProtocol:

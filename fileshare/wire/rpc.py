@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..errors import BadRequest, FileshareError, Unavailable
+from ..logfilter import address_text
 from . import framing
 from .framing import is_integer
 from .lines import MessageReceiver
@@ -89,7 +90,7 @@ class RPCProtocol(MessageReceiver):
     def refuse(self, error: BadRequest, request_id: Any = None) -> None:
         """Answer a message that breaks the protocol; the MAX_BAD_MESSAGES-th closes the connection."""
         self._bad += 1
-        log.warn("bad message from {peer}: {reason}", peer=self.transport.getPeer(), reason=error.message)
+        log.warn("bad message from {peer}: {reason}", peer=address_text(self.transport.getPeer()), reason=error.message)
         self.sendError(error, re=request_id)
         if self._bad >= self.MAX_BAD_MESSAGES:
             self.transport.loseConnection()
