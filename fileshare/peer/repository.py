@@ -30,6 +30,7 @@ from ..names import check_fname
 from ..pieces import Digest, hash_file
 from ..storage.sqlite import DatabaseError
 from .interfaces import IRepository
+from .partfile import remove_part
 from .repository_store import Entry, IRepositoryStore, PartialRecord, SQLiteRepositoryStore, Stamp
 
 __all__ = ["STATE_DIR", "Entry", "Repository", "Stamp"]
@@ -60,7 +61,16 @@ def _stat_regular(path: str) -> os.stat_result:
 
 
 def _make_state_dirs(directory: str, partial_dir: str) -> None:
-    """Create the repository's directories, or say clearly why it cannot be used (blocking, at start)."""
+    """Create the repository's directories, or say clearly why it cannot be used (blocking, at start).
+
+    ``.fileshare`` and ``.fileshare/partial`` must be real directories: a
+    symlink would send the database and part files outside the repository.
+    """
+    for path in (os.path.dirname(partial_dir), partial_dir):
+        if os.path.islink(path):
+            raise DatabaseError(
+                f"cannot use {directory} as the repository: {path} is a symbolic link; refusing to write through it"
+            )
     try:
         os.makedirs(partial_dir, exist_ok=True)
     except OSError as e:
@@ -227,7 +237,7 @@ class Repository:
         part file is left without a record, and a record without its part
         file is dropped when next looked at (:meth:`partial_digest`).
         """
-        removed = await self._on_metadata(_remove_quietly, self.partial_path(root))
+        removed = await self._on_metadata(remove_part, self.partial_path(root))
         await self._store.drop_partial(root)
         return removed
 
@@ -240,11 +250,3 @@ def _stat_or_none(path: str) -> os.stat_result | None:
         return os.stat(path)
     except OSError:
         return None
-
-
-def _remove_quietly(path: str) -> bool:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        return False
-    return True

@@ -351,6 +351,22 @@ async def test_a_0_1_0_repository_opens_upgrades_and_keeps_its_records(tmp_path,
         store.close()
 
 
+@pytest.mark.parametrize("linked", [".fileshare", ".fileshare/partial"])
+def test_a_symlinked_state_directory_is_refused_at_start_naming_it(tmp_path, linked):
+    repo, outside = tmp_path / "repo", tmp_path / "outside"
+    (outside / "partial").mkdir(parents=True)
+    (repo / linked).parent.mkdir(parents=True)
+    (repo / linked).symlink_to(outside)
+
+    with pytest.raises(DatabaseError) as e:
+        Repository(str(repo), reactor, SyncPool(), SyncPool())
+
+    assert str(e.value) == (
+        f"cannot use {repo} as the repository: {repo / linked} is a symbolic link; refusing to write through it"
+    )
+    assert sorted(os.listdir(outside)) == ["partial"] and os.listdir(outside / "partial") == []
+
+
 def test_a_repository_path_that_is_a_file_cannot_be_opened(tmp_path):
     path = write(tmp_path / "repo", b"not a directory")
     with pytest.raises(DatabaseError, match=f"^cannot use {path} as the repository: "):
