@@ -30,7 +30,7 @@ from ..names import check_fname
 from ..pieces import Digest, hash_file
 from ..storage.sqlite import DatabaseError
 from .interfaces import IRepository
-from .partfile import remove_part
+from .partfile import open_dir_nofollow, remove_part
 from .repository_store import Entry, IRepositoryStore, PartialRecord, SQLiteRepositoryStore, Stamp
 
 __all__ = ["STATE_DIR", "Entry", "Repository", "Stamp"]
@@ -180,11 +180,34 @@ class Repository:
         self._replace(entry)
         return entry
 
-    async def add_fetched(self, fname: str, digest: Digest, st: os.stat_result) -> Entry:
-        """Record a verified download that now sits at ``DIR/FNAME`` (whose stat is *st*)."""
+    async def add_fetched(self, fname: str, digest: Digest, st: os.stat_result, resumable: bool = False) -> Entry:
+        """Record a verified download that now sits at ``DIR/FNAME`` (whose stat is *st*).
+
+        *resumable*: a partial record of the download exists (every piece
+        verified); it is forgotten once the file is recorded.  Should the
+        record fail (a full disk: DiskError), the file is not left in the
+        repository unlisted: with a partial record it goes back to being
+        the part file (the next fetch names it at once, ``cancel`` removes
+        it), without one it is removed.
+        """
         entry = Entry(fname, self.path_for(fname), Stamp.of(st), digest)
-        await self._store.put_fetched(entry)
+        try:
+            await self._store.put_fetched(entry)
+        except Exception:
+            part = self.partial_path(digest.root) if resumable else None
+            kept = await self._on_metadata(_unname, entry.path, part)
+            log.warn(
+                "could not record the fetched {fname}; {what}",
+                fname=fname,
+                what=f"kept as the partial download {part}" if kept else f"removed {entry.path}",
+            )
+            raise
         self._replace(entry)
+        if resumable:
+            try:
+                await self._store.drop_partial(digest.root)
+            except Exception as e:  # its part file is gone, so it is dropped when next looked at
+                log.warn("could not forget the partial record of {fname}: {why}", fname=fname, why=e)
         return entry
 
     async def unpublish(self, fname: str) -> Entry:
@@ -243,6 +266,27 @@ class Repository:
 
     def close(self) -> None:
         self._store.close()
+
+
+def _unname(final: str, part: str | None) -> bool:
+    """Take a fetched file that could not be recorded out of the repository: back to *part*, or removed.
+
+    Whether it was kept as the part file.  Blocking.
+    """
+    if part is not None:
+        directory = open_dir_nofollow(os.path.dirname(part))
+        try:
+            os.rename(final, os.path.basename(part), dst_dir_fd=directory)
+            return True
+        except OSError as e:
+            log.warn("could not move {final} back to {part}: {why}", final=final, part=part, why=e.strerror)
+        finally:
+            os.close(directory)
+    try:
+        os.remove(final)
+    except FileNotFoundError:
+        pass
+    return False
 
 
 def _stat_or_none(path: str) -> os.stat_result | None:
