@@ -219,6 +219,10 @@ class Repository:
         self._forget(entry)
         return entry
 
+    async def changed_entries(self) -> list[Entry]:
+        """The published entries whose file is no longer the one published (changed or gone)."""
+        return await self._on_metadata(_changed, self.entries())
+
     def servable(self, root: str) -> Entry:
         """The entry to serve for *root*; only published content is ever served."""
         entry = self.by_root.get(root)
@@ -287,6 +291,16 @@ def _unname(final: str, part: str | None) -> bool:
     except FileNotFoundError:
         pass
     return False
+
+
+def _changed(entries: list[Entry]) -> list[Entry]:
+    """Those of *entries* whose path no longer has the stamp they were published with (blocking)."""
+    found = []
+    for entry in entries:
+        st = _stat_or_none(entry.path)
+        if st is None or Stamp.of(st) != entry.stamp:
+            found.append(entry)
+    return found
 
 
 def _stat_or_none(path: str) -> os.stat_result | None:

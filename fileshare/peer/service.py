@@ -4,6 +4,7 @@ import os
 from typing import Any
 
 from twisted.application import service
+from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
@@ -19,6 +20,7 @@ from ..tls.pins import FILE_NAME as PIN_FILE
 from .console import PeerConsoleFactory
 from .node import Peer
 from .pool import SourcePool
+from .published import CHECK_INTERVAL, PublishedWatch
 from .ratelimit import TokenBucket, parse_rate
 from .repository import Repository
 from .tracker_endpoint import TrackerEndpoint
@@ -154,6 +156,12 @@ class PeerService(service.MultiService):
         self.peer = Peer(
             self.repository, self.tracker, self.uploads, self.pool, reactor, hashers, options["max-sources"]
         )
+        # A published file changed on disk leaves the index: found by an upload, or by the periodic check.
+        self.watch = PublishedWatch(self.repository, self.peer.unpublish)
+        self.uploads.on_changed = self.watch.changed
+        checks = TimerService(CHECK_INTERVAL, self.watch.check_all)
+        checks.clock = reactor
+        checks.setServiceParent(self)
         self.control = ListeningService(
             reactor, options["control"], PeerConsoleFactory(self.peer, reactor), "peer console", "--control"
         )
