@@ -8,6 +8,7 @@ import os
 
 import pytest
 import pytest_twisted
+from twisted.application.internet import TimerService
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
@@ -187,3 +188,15 @@ def test_a_peer_does_not_start_on_a_symlinked_state_directory(tmp_path, linked):
         f"cannot use {repo} as the repository: {repo / linked} is a symbolic link; refusing to write through it"
     )
     assert os.listdir(outside / "partial") == []
+
+
+def test_a_peer_checks_every_published_file_once_a_minute(tmp_path):
+    options = PeerOptions()
+    options.parseOptions(["--repo", str(tmp_path / "repo"), "--no-tls"])
+    peer = PeerService(options, reactor)
+    try:
+        (timer,) = [s for s in peer if isinstance(s, TimerService)]
+        assert timer.step == 60.0
+        assert timer.call[0] == peer.watch.check_all and peer.uploads.on_changed == peer.watch.changed
+    finally:
+        peer.repository.close()

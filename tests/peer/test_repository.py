@@ -474,6 +474,7 @@ async def test_a_fetched_file_that_cannot_be_recorded_goes_back_to_its_part_file
     with open(repo.partial_path(digest.root), "rb") as f:
         assert f.read() == b"fetched bytes"
     assert await repo.partial_digest(digest.root) == (digest, b"\x01")  # resumable: every piece verified
+    assert await repo.partials() == [(digest.root, "got.bin", digest.size, b"\x01")]  # what cancel removes
 
 
 @pytest_twisted.ensureDeferred
