@@ -17,7 +17,10 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from twisted.application import service
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..errors import BadRequest, NotFound
@@ -127,3 +130,37 @@ class PublishedWatch:
             )
         finally:
             self._dropping.discard(entry.fname)
+
+
+class PeriodicCheck(service.Service):
+    """Runs :meth:`PublishedWatch.check_all` every *interval* seconds, the first one interval after start.
+
+    A check is never waited for, nor started while one is running: stopping
+    the peer (even as it fails to start) is never held up by the disk.
+    """
+
+    def __init__(self, watch: PublishedWatch, clock: IReactorTime, interval: float = CHECK_INTERVAL) -> None:
+        self.watch = watch
+        self.interval = interval
+        self._loop = LoopingCall(self._check)
+        self._loop.clock = clock
+        self._checking = False
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self.interval, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+    def _check(self) -> None:
+        if self._checking:
+            return
+        self._checking = True
+        d = Deferred.fromCoroutine(self.watch.check_all())
+        d.addBoth(self._checked)
+
+    def _checked(self, _: object) -> None:
+        self._checking = False

@@ -4,7 +4,6 @@ import os
 from typing import Any
 
 from twisted.application import service
-from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
@@ -20,7 +19,7 @@ from ..tls.pins import FILE_NAME as PIN_FILE
 from .console import PeerConsoleFactory
 from .node import Peer
 from .pool import SourcePool
-from .published import CHECK_INTERVAL, PublishedWatch
+from .published import CHECK_INTERVAL, PeriodicCheck, PublishedWatch
 from .ratelimit import TokenBucket, parse_rate
 from .repository import Repository
 from .tracker_endpoint import TrackerEndpoint
@@ -159,9 +158,7 @@ class PeerService(service.MultiService):
         # A published file changed on disk leaves the index: found by an upload, or by the periodic check.
         self.watch = PublishedWatch(self.repository, self.peer.unpublish)
         self.uploads.on_changed = self.watch.changed
-        checks = TimerService(CHECK_INTERVAL, self.watch.check_all)
-        checks.clock = reactor
-        checks.setServiceParent(self)
+        PeriodicCheck(self.watch, reactor, CHECK_INTERVAL).setServiceParent(self)
         self.control = ListeningService(
             reactor, options["control"], PeerConsoleFactory(self.peer, reactor), "peer console", "--control"
         )

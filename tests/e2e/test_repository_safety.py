@@ -8,12 +8,12 @@ import os
 
 import pytest
 import pytest_twisted
-from twisted.application.internet import TimerService
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
 from fileshare.peer import service as peer_service
+from fileshare.peer.published import PeriodicCheck
 from fileshare.peer.service import Options as PeerOptions
 from fileshare.peer.service import PeerService
 from fileshare.pieces import hash_file
@@ -195,8 +195,8 @@ def test_a_peer_checks_every_published_file_once_a_minute(tmp_path):
     options.parseOptions(["--repo", str(tmp_path / "repo"), "--no-tls"])
     peer = PeerService(options, reactor)
     try:
-        (timer,) = [s for s in peer if isinstance(s, TimerService)]
-        assert timer.step == 60.0
-        assert timer.call[0] == peer.watch.check_all and peer.uploads.on_changed == peer.watch.changed
+        (check,) = [s for s in peer if isinstance(s, PeriodicCheck)]
+        assert check.interval == 60.0 and check.watch is peer.watch
+        assert peer.uploads.on_changed == peer.watch.changed
     finally:
         peer.repository.close()

@@ -12,10 +12,17 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
 from fileshare.errors import NotFound
-from fileshare.peer.published import PublishedFileChanged, PublishedWatch, check_published, open_range
+from fileshare.peer.published import (
+    PeriodicCheck,
+    PublishedFileChanged,
+    PublishedWatch,
+    check_published,
+    open_range,
+)
 from fileshare.peer.repository import Entry, Repository, Stamp
 from fileshare.pieces import hash_file
 
@@ -176,3 +183,43 @@ async def test_a_failing_periodic_check_is_logged_and_does_not_fail(tmp_path, re
     with capturedLogs() as events:
         await PublishedWatch(repository, broken).check_all()
     assert any("could not stop sharing shared.bin" in e["log_format"].format(**e) for e in events)
+
+
+# -- PeriodicCheck
+
+
+class CountingWatch:
+    def __init__(self) -> None:
+        self.checks = 0
+        self.running: Deferred | None = None
+
+    async def check_all(self) -> None:
+        self.checks += 1
+        self.running = Deferred()
+        await self.running
+
+
+def test_the_periodic_check_runs_one_interval_after_start_and_never_two_at_once():
+    clock = Clock()
+    watch = CountingWatch()
+    check = PeriodicCheck(watch, clock, 60.0)
+    check.startService()
+    assert watch.checks == 0  # not at start: the repository is still loading
+    clock.advance(60)
+    assert watch.checks == 1
+    clock.advance(60)  # the first one is still running
+    assert watch.checks == 1
+    watch.running.callback(None)
+    clock.advance(60)
+    assert watch.checks == 2
+
+
+def test_stopping_never_waits_for_a_running_check():
+    clock = Clock()
+    watch = CountingWatch()
+    check = PeriodicCheck(watch, clock, 60.0)
+    check.startService()
+    clock.advance(60)
+    assert check.stopService() is None
+    clock.advance(600)
+    assert watch.checks == 1
