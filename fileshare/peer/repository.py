@@ -195,12 +195,16 @@ class Repository:
             await self._store.put_fetched(entry)
         except Exception:
             part = self.partial_path(digest.root) if resumable else None
-            kept = await self._on_metadata(_unname, entry.path, part)
-            log.warn(
-                "could not record the fetched {fname}; {what}",
-                fname=fname,
-                what=f"kept as the partial download {part}" if kept else f"removed {entry.path}",
-            )
+            try:
+                kept = await self._on_metadata(_unname, entry.path, part)
+            except Exception as e:
+                log.warn("could not take the unrecorded {path} out of the repository: {why}", path=entry.path, why=e)
+            else:
+                log.warn(
+                    "could not record the fetched {fname}; {what}",
+                    fname=fname,
+                    what=f"kept as the partial download {part}" if kept else f"removed {entry.path}",
+                )
             raise
         self._replace(entry)
         if resumable:
