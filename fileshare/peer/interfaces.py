@@ -114,8 +114,12 @@ class IRepository(Interface):
     def unpublish(fname: str):
         """Coroutine: stop publishing *fname*; its Entry, or NotFound."""
 
-    def add_fetched(fname: str, digest, st):
-        """Coroutine: record a verified download at path_for(fname) whose stat is *st*; its Entry."""
+    def add_fetched(fname: str, digest, st, resumable: bool = False):
+        """Coroutine: record a verified download at path_for(fname) whose stat is *st*; its Entry.
+
+        With *resumable*, its partial record is then dropped; if recording fails, the file is
+        put back as the part file of that record (or removed without one) and the error raised.
+        """
 
     def partial_path(root: str) -> str:
         """The part file of a download of *root*."""

@@ -243,9 +243,8 @@ class Peer:
         finally:
             self._claimed.discard(chosen.root)
             self.downloads.pop(chosen.root, None)
-        if download.saved:
-            await self.repository.drop_partial(digest.root)
-        entry = await self.repository.add_fetched(fname, download.digest, download.final_stat)
+        # Recorded before its partial record is dropped: should that fail (a full disk), it is still resumable.
+        entry = await self.repository.add_fetched(fname, download.digest, download.final_stat, download.saved)
         # The file is here and ours whatever the tracker says, so the
         # announcement is not waited for; it goes out before any later
         # request on the same connection, and a failed one is logged (the

@@ -66,19 +66,77 @@ def _fd_path(fd: int) -> str:
         return f"the partial file (descriptor {fd})"
 
 
+#: Directories between the repository and its part files (``.fileshare/partial``):
+#: opened without following symlinks, so a planted link cannot send writes elsewhere.
+STATE_LEVELS = 2
+
+
+def open_dir_nofollow(path: str, levels: int = STATE_LEVELS) -> int:
+    """A descriptor of the directory *path*; its last *levels* components must not be symlinks.
+
+    Each component is opened relative to the one before (``O_NOFOLLOW``), so
+    a link swapped in between two checks is refused too.  Raises DiskError
+    naming the component that is a link (or cannot be opened).
+    """
+    names: list[str] = []
+    top = path
+    for _ in range(levels):
+        top, name = os.path.split(top)
+        names.insert(0, name)
+    try:
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise disk_error(e, "opening", top) from e
+    where = top
+    try:
+        for name in names:
+            where = os.path.join(where, name)
+            try:
+                inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(where):
+                    raise DiskError(f"{where} is a symbolic link; refusing to write through it") from None
+                raise disk_error(e, "opening", where) from e
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 @_reported("opening", 0)
 def open_part(path: str, size: int) -> int:
     """Open (or create) the part file for a file of *size* bytes; its descriptor.
 
-    A symlink planted at *path* is refused (O_NOFOLLOW), so nothing is
-    ever written outside the repository through it.
+    A symlink planted at *path*, or as one of the directories it is in
+    (``.fileshare``, ``partial``), is refused (``O_NOFOLLOW`` on each), so
+    nothing is ever written outside the repository through it.
     """
-    # Not pre-sized: writing into a sparse file is measurably slower on ext4
-    # than extending it; the last piece written sets the final size.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    directory = open_dir_nofollow(os.path.dirname(path))
+    try:
+        # Not pre-sized: writing into a sparse file is measurably slower on ext4
+        # than extending it; the last piece written sets the final size.
+        fd = os.open(os.path.basename(path), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644, dir_fd=directory)
+    finally:
+        os.close(directory)
     if os.fstat(fd).st_size > size:
         os.ftruncate(fd, size)
     return fd
+
+
+def remove_part(path: str) -> bool:
+    """Remove the part file at *path* if there is one (whether there was); never through a symlinked directory."""
+    directory = open_dir_nofollow(os.path.dirname(path))
+    try:
+        os.unlink(os.path.basename(path), dir_fd=directory)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise disk_error(e, "removing", path) from e
+    finally:
+        os.close(directory)
+    return True
 
 
 def verify(chunks: list[memoryview], expected: bytes, root: str) -> bytes | None:

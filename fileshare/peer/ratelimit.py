@@ -29,13 +29,35 @@ def parse_rate(text: str) -> int | None:
     return rate or None
 
 
+#: Seconds of the rate a full bucket holds: what an idle peer may send at once.
+BURST_SECONDS = 0.1
+#: A booking is at most this fraction of a second's worth of the rate (see :attr:`TokenBucket.grain`).
+GRAIN_FRACTION = 1 / 32
+MIN_GRAIN = 4 * 1024
+MAX_GRAIN = 1 << 20
+#: The grain of an unlimited bucket: no reason to cut reads or writes smaller.
+UNLIMITED_GRAIN = 1 << 62
+
+
 class TokenBucket:
-    """*rate* bytes per second with bursts of up to *burst* bytes (a quarter second by default)."""
+    """*rate* bytes per second with bursts of up to *burst* bytes (a tenth of a second by default).
+
+    The bucket may go into debt: a booking larger than the tokens left is
+    granted with a delay that pays the debt off.  So what moves over any
+    span of time is at most ``burst + rate x span`` plus the bookings made
+    but not yet waited out, one :attr:`grain` per connection; callers keep
+    their bookings to a grain so that this excess is a small fraction of a
+    second of the rate (a cap of 20M stays within 5% over 10 s).
+    """
 
     def __init__(self, rate: int | None, clock: IReactorTime, burst: int | None = None) -> None:
         self.rate = rate
         self.clock = clock
-        self.burst = burst if burst is not None else (max(rate // 4, 64 * 1024) if rate else 0)
+        if rate:
+            self.grain = max(MIN_GRAIN, min(MAX_GRAIN, int(rate * GRAIN_FRACTION)))
+        else:
+            self.grain = UNLIMITED_GRAIN
+        self.burst = burst if burst is not None else (max(int(rate * BURST_SECONDS), self.grain) if rate else 0)
         self._tokens = float(self.burst)
         self._stamp = clock.seconds()
 

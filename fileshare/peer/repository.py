@@ -30,6 +30,7 @@ from ..names import check_fname
 from ..pieces import Digest, hash_file
 from ..storage.sqlite import DatabaseError
 from .interfaces import IRepository
+from .partfile import open_dir_nofollow, remove_part
 from .repository_store import Entry, IRepositoryStore, PartialRecord, SQLiteRepositoryStore, Stamp
 
 __all__ = ["STATE_DIR", "Entry", "Repository", "Stamp"]
@@ -60,7 +61,16 @@ def _stat_regular(path: str) -> os.stat_result:
 
 
 def _make_state_dirs(directory: str, partial_dir: str) -> None:
-    """Create the repository's directories, or say clearly why it cannot be used (blocking, at start)."""
+    """Create the repository's directories, or say clearly why it cannot be used (blocking, at start).
+
+    ``.fileshare`` and ``.fileshare/partial`` must be real directories: a
+    symlink would send the database and part files outside the repository.
+    """
+    for path in (os.path.dirname(partial_dir), partial_dir):
+        if os.path.islink(path):
+            raise DatabaseError(
+                f"cannot use {directory} as the repository: {path} is a symbolic link; refusing to write through it"
+            )
     try:
         os.makedirs(partial_dir, exist_ok=True)
     except OSError as e:
@@ -170,11 +180,38 @@ class Repository:
         self._replace(entry)
         return entry
 
-    async def add_fetched(self, fname: str, digest: Digest, st: os.stat_result) -> Entry:
-        """Record a verified download that now sits at ``DIR/FNAME`` (whose stat is *st*)."""
+    async def add_fetched(self, fname: str, digest: Digest, st: os.stat_result, resumable: bool = False) -> Entry:
+        """Record a verified download that now sits at ``DIR/FNAME`` (whose stat is *st*).
+
+        *resumable*: a partial record of the download exists (every piece
+        verified); it is forgotten once the file is recorded.  Should the
+        record fail (a full disk: DiskError), the file is not left in the
+        repository unlisted: with a partial record it goes back to being
+        the part file (the next fetch names it at once, ``cancel`` removes
+        it), without one it is removed.
+        """
         entry = Entry(fname, self.path_for(fname), Stamp.of(st), digest)
-        await self._store.put_fetched(entry)
+        try:
+            await self._store.put_fetched(entry)
+        except Exception:
+            part = self.partial_path(digest.root) if resumable else None
+            try:
+                kept = await self._on_metadata(_unname, entry.path, part)
+            except Exception as e:
+                log.warn("could not take the unrecorded {path} out of the repository: {why}", path=entry.path, why=e)
+            else:
+                log.warn(
+                    "could not record the fetched {fname}; {what}",
+                    fname=fname,
+                    what=f"kept as the partial download {part}" if kept else f"removed {entry.path}",
+                )
+            raise
         self._replace(entry)
+        if resumable:
+            try:
+                await self._store.drop_partial(digest.root)
+            except Exception as e:  # its part file is gone, so it is dropped when next looked at
+                log.warn("could not forget the partial record of {fname}: {why}", fname=fname, why=e)
         return entry
 
     async def unpublish(self, fname: str) -> Entry:
@@ -185,6 +222,10 @@ class Repository:
         await self._store.delete_published(fname)
         self._forget(entry)
         return entry
+
+    async def changed_entries(self) -> list[Entry]:
+        """The published entries whose file is no longer the one published (changed or gone)."""
+        return await self._on_metadata(_changed, self.entries())
 
     def servable(self, root: str) -> Entry:
         """The entry to serve for *root*; only published content is ever served."""
@@ -227,7 +268,7 @@ class Repository:
         part file is left without a record, and a record without its part
         file is dropped when next looked at (:meth:`partial_digest`).
         """
-        removed = await self._on_metadata(_remove_quietly, self.partial_path(root))
+        removed = await self._on_metadata(remove_part, self.partial_path(root))
         await self._store.drop_partial(root)
         return removed
 
@@ -235,16 +276,39 @@ class Repository:
         self._store.close()
 
 
+def _unname(final: str, part: str | None) -> bool:
+    """Take a fetched file that could not be recorded out of the repository: back to *part*, or removed.
+
+    Whether it was kept as the part file.  Blocking.
+    """
+    if part is not None:
+        directory = open_dir_nofollow(os.path.dirname(part))
+        try:
+            os.rename(final, os.path.basename(part), dst_dir_fd=directory)
+            return True
+        except OSError as e:
+            log.warn("could not move {final} back to {part}: {why}", final=final, part=part, why=e.strerror)
+        finally:
+            os.close(directory)
+    try:
+        os.remove(final)
+    except FileNotFoundError:
+        pass
+    return False
+
+
+def _changed(entries: list[Entry]) -> list[Entry]:
+    """Those of *entries* whose path no longer has the stamp they were published with (blocking)."""
+    found = []
+    for entry in entries:
+        st = _stat_or_none(entry.path)
+        if st is None or Stamp.of(st) != entry.stamp:
+            found.append(entry)
+    return found
+
+
 def _stat_or_none(path: str) -> os.stat_result | None:
     try:
         return os.stat(path)
     except OSError:
         return None
-
-
-def _remove_quietly(path: str) -> bool:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        return False
-    return True

@@ -12,13 +12,16 @@ adbapi thread, on the versioned schema in ``fileshare/peer/schema/``.
 """
 
 import os
+import sqlite3
 from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from ..errors import DiskError
 from ..pieces import Digest
 from ..storage.sqlite import Schema, open_pool, prepare
 
@@ -198,16 +201,28 @@ class SQLiteRepositoryStore:
         self._db = open_pool(path, reactor)
         self._closed = False
 
+    # Every query goes through one of these three, so a full disk or an
+    # unwritable database is reported as a DiskError naming the file.
+
+    def _query(self, *args: Any) -> Deferred:
+        return self._db.runQuery(*args).addErrback(disk_error, self.path)
+
+    def _operation(self, *args: Any) -> Deferred:
+        return self._db.runOperation(*args).addErrback(disk_error, self.path)
+
+    def _interaction(self, f: Any) -> Deferred:
+        return self._db.runInteraction(f).addErrback(disk_error, self.path)
+
     def load_published(self) -> Deferred:
-        d = self._db.runQuery(f"SELECT {_PUBLISHED} FROM published ORDER BY fname")
+        d = self._query(f"SELECT {_PUBLISHED} FROM published ORDER BY fname")
         return d.addCallback(lambda rows: [_entry(*row) for row in rows])
 
     def get_published(self, fname: str) -> Deferred:
-        d = self._db.runQuery(f"SELECT {_PUBLISHED} FROM published WHERE fname = ?", (fname,))
+        d = self._query(f"SELECT {_PUBLISHED} FROM published WHERE fname = ?", (fname,))
         return d.addCallback(lambda rows: _entry(*rows[0]) if rows else None)
 
     def put_published(self, entry: Entry) -> Deferred:
-        return self._db.runOperation(
+        return self._operation(
             f"INSERT OR REPLACE INTO published ({_PUBLISHED}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _published_row(entry)
         )
 
@@ -222,13 +237,13 @@ class SQLiteRepositoryStore:
                 _published_row(entry),
             )
 
-        return self._db.runInteraction(record)
+        return self._interaction(record)
 
     def delete_published(self, fname: str) -> Deferred:
-        return self._db.runOperation("DELETE FROM published WHERE fname = ?", (fname,))
+        return self._operation("DELETE FROM published WHERE fname = ?", (fname,))
 
     def get_cached(self, path: str) -> Deferred:
-        d = self._db.runQuery(f"SELECT {_CACHED} FROM hashcache WHERE path = ?", (path,))
+        d = self._query(f"SELECT {_CACHED} FROM hashcache WHERE path = ?", (path,))
 
         def cached(rows: list[Any]) -> tuple[Stamp, Digest] | None:
             if not rows:
@@ -239,33 +254,58 @@ class SQLiteRepositoryStore:
         return d.addCallback(cached)
 
     def put_cached(self, path: str, stamp: Stamp, digest: Digest) -> Deferred:
-        return self._db.runOperation(
+        return self._operation(
             f"INSERT OR REPLACE INTO hashcache (path, {_CACHED}) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (path, *_cache_row(stamp, digest)),
         )
 
     def save_partial(self, record: PartialRecord) -> Deferred:
         d = record.digest
-        return self._db.runOperation(
+        return self._operation(
             f"INSERT OR REPLACE INTO partial ({_PARTIAL}) VALUES (?, ?, ?, ?, ?, ?)",
             (d.root, record.fname, d.size, d.piece_size, d.pieces, record.verified),
         )
 
     def get_partial(self, root: str) -> Deferred:
-        d = self._db.runQuery(f"SELECT {_PARTIAL} FROM partial WHERE root = ?", (root,))
+        d = self._query(f"SELECT {_PARTIAL} FROM partial WHERE root = ?", (root,))
         return d.addCallback(lambda rows: _partial(*rows[0]) if rows else None)
 
     def list_partials(self) -> Deferred:
-        d = self._db.runQuery(f"SELECT {_PARTIAL} FROM partial ORDER BY fname, root")
+        d = self._query(f"SELECT {_PARTIAL} FROM partial ORDER BY fname, root")
         return d.addCallback(lambda rows: [_partial(*row) for row in rows])
 
     def drop_partial(self, root: str) -> Deferred:
-        return self._db.runOperation("DELETE FROM partial WHERE root = ?", (root,))
+        return self._operation("DELETE FROM partial WHERE root = ?", (root,))
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._db.close()
+
+
+#: SQLite's primary result codes for a disk that refuses a write, and how to say so.
+_DISK_CAUSES = {
+    "SQLITE_FULL": "no space left on device writing {path}",
+    "SQLITE_READONLY": "permission denied writing {path} (the database is read-only)",
+    "SQLITE_PERM": "permission denied writing {path}",
+    "SQLITE_CANTOPEN": "cannot open {path}",
+    "SQLITE_IOERR": "input/output error writing {path}",
+}
+
+
+def disk_error(failure: Failure, path: str) -> Failure:
+    """An errback: SQLite's "database or disk is full" and its kin become a DiskError naming *path*.
+
+    Anything else (a bug) passes through unchanged, to be logged with its traceback.
+    """
+    error = failure.value
+    if isinstance(error, sqlite3.Error):
+        # Extended codes (SQLITE_IOERR_WRITE) share their primary code's prefix.
+        primary = "_".join((getattr(error, "sqlite_errorname", None) or "").split("_")[:2])
+        cause = _DISK_CAUSES.get(primary)
+        if cause is not None:
+            return Failure(DiskError(cause.format(path=path)))
+    return failure
 
 
 def _entry(

@@ -20,6 +20,7 @@ from ..tls.pins import FILE_NAME as PIN_FILE
 from .console import PeerConsoleFactory
 from .node import Peer
 from .pool import SourcePool
+from .published import CHECK_INTERVAL, PeriodicCheck, PublishedWatch
 from .ratelimit import TokenBucket, parse_rate
 from .repository import Repository
 from .tracker_endpoint import TrackerEndpoint
@@ -169,6 +170,10 @@ class PeerService(service.MultiService):
         self.peer = Peer(
             self.repository, self.tracker, self.uploads, self.pool, reactor, hashers, options["max-sources"]
         )
+        # A published file changed on disk leaves the index: found by an upload, or by the periodic check.
+        self.watch = PublishedWatch(self.repository, self.peer.unpublish)
+        self.uploads.on_changed = self.watch.changed
+        PeriodicCheck(self.watch, reactor, CHECK_INTERVAL).setServiceParent(self)
         self.control = ListeningService(
             reactor,
             options["control"],

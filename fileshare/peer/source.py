@@ -57,6 +57,8 @@ class SourceProtocol(MessageReceiver):
         self._current: Deferred | None = None
         self._length = 0
         self._pauses: set[str] = set()
+        #: The timer that lifts each timed pause: one per reason, so an earlier one cannot end a later pause.
+        self._timers: dict[str, Any] = {}
         self.received_bytes = 0
         self.last_progress = clock.seconds()
         self.endpoint_name = ""
@@ -65,7 +67,8 @@ class SourceProtocol(MessageReceiver):
         # Read up to 1 MiB per recv() instead of Twisted's 64 KiB: a quarter
         # of the Python calls per byte on the hot path.
         if hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = RECV_SIZE
+            # Under a rate cap, a read is at most the bucket's grain, so one read overshoots by little.
+            self.transport.bufferSize = min(RECV_SIZE, self.bucket.grain) if self.bucket else RECV_SIZE
         hello: dict[str, Any] = {"op": "hello", **hello_fields()}
         if self.ticket is not None:
             hello["ticket"] = self.ticket
@@ -201,13 +204,21 @@ class SourceProtocol(MessageReceiver):
             self.transport.pauseProducing()
         self._pauses.add(reason)
         if for_seconds is not None:
-            self.clock.callLater(for_seconds, self.resume, reason)
+            timer = self._timers.get(reason)
+            if timer is None or not timer.active():
+                self._timers[reason] = self.clock.callLater(for_seconds, self.resume, reason)
+            elif timer.getTime() < self.clock.seconds() + for_seconds:
+                timer.reset(for_seconds)
 
     def resume(self, reason: str) -> None:
         if reason in self._pauses:
             self._pauses.discard(reason)
             if not self._pauses and self.connected:
                 self.transport.resumeProducing()
+                if self._buffer:
+                    # LineReceiver stops delivering while our ``paused`` is true: hand on what it held,
+                    # or the last bytes of a stream (a TLS read comes in several pieces) wait forever.
+                    self.dataReceived(b"")
 
     def connectionLost(self, reason: Failure) -> None:
         self.connected = False

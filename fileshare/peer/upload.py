@@ -48,7 +48,7 @@ from ..wire.framing import field
 from ..wire.lines import MessageReceiver
 from ..wire.messages import check_hello, hello_required
 from .interfaces import IUploadService
-from .published import check_published, close_file, open_range
+from .published import PublishedFileChanged, check_published, close_file, open_range
 from .ratelimit import TokenBucket
 from .repository import Entry, Repository
 from .senders import CAN_READ_CACHED, CHUNK, RangeSender, SendfileSender, plain_socket, read_cached
@@ -254,13 +254,19 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
             return partial(self.sendMessage, {"ok": True})
         if message["op"] == "pieces":
             entry = self._entry(message)
-            return self.blocking(check_published, entry).addCallback(lambda _: partial(self._send_pieces, entry))
+            d = self.blocking(check_published, entry).addErrback(self._if_changed, entry)
+            return d.addCallback(lambda _: partial(self._send_pieces, entry))
         if message["op"] == "get":
             entry = self._entry(message)
             held = self._files.get(entry.path)
-            d = self.blocking(open_range, entry, message, held)
+            d = self.blocking(open_range, entry, message, held).addErrback(self._if_changed, entry)
             return d.addCallback(self._opened, entry.path, held)
         raise BadRequest(f"unknown op {message['op']!r}", "unknown-op")
+
+    def _if_changed(self, failure: Failure, entry: Entry) -> Failure:
+        if failure.check(PublishedFileChanged):
+            self.service.on_changed(entry)  # it leaves the index (PublishedWatch)
+        return failure
 
     def _entry(self, message: dict[str, Any]) -> Entry:
         return self.service.repository.servable(self.tickets.authorised(field(message, "root", str), self.transport))
@@ -410,6 +416,8 @@ class UploadService(Factory):
         #: peer service points it at its TrackerLink.  None: not logged in,
         #: every ticket refused.
         self.ticket_key: Callable[[], TicketKey | None] = lambda: None
+        #: Called with a published Entry whose file a request found changed on disk.
+        self.on_changed: Callable[[Entry], Any] = lambda entry: None
 
     def run_blocking(self, f: Any, *args: Any) -> Deferred:
         """``f(*args)`` in the upload threads; the Deferred fires on the reactor thread."""

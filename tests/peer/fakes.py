@@ -262,10 +262,12 @@ class FakeRepository:
             raise NotFound(f"{fname!r} is not published here")
         return self.by_name.pop(fname)
 
-    async def add_fetched(self, fname: str, digest: Digest, st: os.stat_result) -> Entry:
+    async def add_fetched(self, fname: str, digest: Digest, st: os.stat_result, resumable: bool = False) -> Entry:
         self.calls.append(("add_fetched", fname, digest.root))
         entry = Entry(fname, self.path_for(fname), Stamp.of(st), digest)
         self.by_name[fname] = entry
+        if resumable:
+            self.saved.pop(digest.root, None)
         return entry
 
     async def partial_digest(self, root: str) -> tuple[Digest, bytes] | None:

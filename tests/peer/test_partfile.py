@@ -181,8 +181,12 @@ def test_a_one_piece_file_that_cannot_be_written_leaves_no_part_file(tmp_path, m
 def test_an_unwritable_directory_is_an_error_naming_the_cause_and_the_path(tmp_path, monkeypatch):
     part = tmp_path / "x.part"
 
-    def denied(*args):
-        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+    real_open = os.open
+
+    def denied(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:  # the directories open; creating the file in them is refused
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(partfile.os, "open", denied)
     with pytest.raises(DiskError) as e:
@@ -223,11 +227,80 @@ def test_naming_a_file_in_an_unwritable_directory_is_an_error_naming_the_file(tm
 def test_a_read_only_file_system_is_named_as_such(tmp_path, monkeypatch):
     part = tmp_path / "x.part"
 
-    def read_only(*args):
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(partfile.os, "open", read_only)
     with pytest.raises(DiskError) as e:
         partfile.open_part(str(part), 8)
 
     assert e.value.message == f"read-only file system opening {part}"
+
+
+# -- the directories of the part files: .fileshare and .fileshare/partial
+
+
+def state_dirs(tmp_path):
+    """A repository's DIR/.fileshare/partial, and a directory outside it."""
+    repo, outside = tmp_path / "repo", tmp_path / "outside"
+    (repo / ".fileshare" / "partial").mkdir(parents=True)
+    outside.mkdir()
+    return repo, outside
+
+
+def test_a_symlinked_partial_directory_is_refused_and_nothing_is_written_outside(tmp_path):
+    repo, outside = state_dirs(tmp_path)
+    partial = repo / ".fileshare" / "partial"
+    partial.rmdir()
+    partial.symlink_to(outside)
+
+    with pytest.raises(DiskError) as e:
+        partfile.open_part(str(partial / "x.part"), 4)
+
+    assert e.value.message == f"{partial} is a symbolic link; refusing to write through it"
+    assert os.listdir(outside) == []
+
+
+def test_a_symlinked_state_directory_is_refused_and_nothing_is_written_outside(tmp_path):
+    repo, outside = state_dirs(tmp_path)
+    (outside / "partial").mkdir()
+    state = repo / ".fileshare"
+    (state / "partial").rmdir()
+    state.rmdir()
+    state.symlink_to(outside)
+
+    with pytest.raises(DiskError) as e:
+        partfile.open_part(str(state / "partial" / "x.part"), 4)
+
+    assert e.value.message == f"{state} is a symbolic link; refusing to write through it"
+    assert os.listdir(outside / "partial") == []
+
+
+def test_removing_a_part_file_never_goes_through_a_symlinked_partial_directory(tmp_path):
+    repo, outside = state_dirs(tmp_path)
+    (outside / "x.part").write_bytes(b"precious")
+    partial = repo / ".fileshare" / "partial"
+    partial.rmdir()
+    partial.symlink_to(outside)
+
+    with pytest.raises(DiskError) as e:
+        partfile.remove_part(str(partial / "x.part"))
+
+    assert e.value.message == f"{partial} is a symbolic link; refusing to write through it"
+    assert (outside / "x.part").read_bytes() == b"precious"
+
+
+def test_a_part_file_in_real_directories_is_created_and_removed(tmp_path):
+    repo, _ = state_dirs(tmp_path)
+    part = repo / ".fileshare" / "partial" / "x.part"
+
+    os.close(partfile.open_part(str(part), 4))
+    assert part.exists()
+
+    assert partfile.remove_part(str(part)) is True
+    assert partfile.remove_part(str(part)) is False
+    assert not part.exists()

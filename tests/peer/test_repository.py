@@ -21,7 +21,7 @@ from twisted.internet.defer import fail
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
-from fileshare.errors import BadRequest, Conflict, NotFound
+from fileshare.errors import BadRequest, Conflict, DiskError, NotFound
 from fileshare.peer.repository import Entry, Repository, Stamp
 from fileshare.peer.repository_store import SCHEMA, MemoryRepositoryStore, SQLiteRepositoryStore
 from fileshare.pieces import Digest, hash_file
@@ -351,6 +351,22 @@ async def test_a_0_1_0_repository_opens_upgrades_and_keeps_its_records(tmp_path,
         store.close()
 
 
+@pytest.mark.parametrize("linked", [".fileshare", ".fileshare/partial"])
+def test_a_symlinked_state_directory_is_refused_at_start_naming_it(tmp_path, linked):
+    repo, outside = tmp_path / "repo", tmp_path / "outside"
+    (outside / "partial").mkdir(parents=True)
+    (repo / linked).parent.mkdir(parents=True)
+    (repo / linked).symlink_to(outside)
+
+    with pytest.raises(DatabaseError) as e:
+        Repository(str(repo), reactor, SyncPool(), SyncPool())
+
+    assert str(e.value) == (
+        f"cannot use {repo} as the repository: {repo / linked} is a symbolic link; refusing to write through it"
+    )
+    assert sorted(os.listdir(outside)) == ["partial"] and os.listdir(outside / "partial") == []
+
+
 def test_a_repository_path_that_is_a_file_cannot_be_opened(tmp_path):
     path = write(tmp_path / "repo", b"not a directory")
     with pytest.raises(DatabaseError, match=f"^cannot use {path} as the repository: "):
@@ -425,3 +441,62 @@ async def test_dropping_a_partial_says_whether_there_was_a_part_file(tmp_path, o
 
     assert await repo.drop_partial(BIG.root) is True
     assert await repo.drop_partial(BIG.root) is False
+
+
+# -- recording a fetched file on a disk that refuses it
+
+
+class FetchedRefusedStore(MemoryRepositoryStore):
+    """Keeps rows in memory but, like a full disk, refuses to record a fetched file."""
+
+    def put_fetched(self, entry: Entry) -> Any:
+        return fail(DiskError("no space left on device writing /repo/.fileshare/peer.db"))
+
+
+def fetched_here(repo: Repository, data: bytes = b"fetched bytes") -> tuple[str, Digest]:
+    """A verified download named in the repository, as Download.finish leaves it."""
+    final = write(Path(repo.path_for("got.bin")), data)
+    return final, hash_file(final)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fetched_file_that_cannot_be_recorded_goes_back_to_its_part_file_with_its_record(tmp_path):
+    store = FetchedRefusedStore()
+    repo = Repository(str(tmp_path / "repo"), reactor, SyncPool(), SyncPool(), store=store)
+    final, digest = fetched_here(repo)
+    await repo.save_partial("got.bin", digest, b"\x01")
+
+    with pytest.raises(DiskError) as e:
+        await repo.add_fetched("got.bin", digest, os.stat(final), resumable=True)
+
+    assert e.value.message == "no space left on device writing /repo/.fileshare/peer.db"
+    assert not os.path.exists(final) and "got.bin" not in repo.by_name
+    with open(repo.partial_path(digest.root), "rb") as f:
+        assert f.read() == b"fetched bytes"
+    assert await repo.partial_digest(digest.root) == (digest, b"\x01")  # resumable: every piece verified
+    assert await repo.partials() == [(digest.root, "got.bin", digest.size, b"\x01")]  # what cancel removes
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fetched_file_without_a_partial_record_that_cannot_be_recorded_is_removed(tmp_path):
+    repo = Repository(str(tmp_path / "repo"), reactor, SyncPool(), SyncPool(), store=FetchedRefusedStore())
+    final, digest = fetched_here(repo)
+
+    with pytest.raises(DiskError):
+        await repo.add_fetched("got.bin", digest, os.stat(final))
+
+    assert not os.path.exists(final) and not os.path.exists(repo.partial_path(digest.root))
+    assert repo.by_name == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_recorded_fetched_file_forgets_its_partial_record(tmp_path):
+    store = MemoryRepositoryStore()
+    repo = Repository(str(tmp_path / "repo"), reactor, SyncPool(), SyncPool(), store=store)
+    final, digest = fetched_here(repo)
+    await repo.save_partial("got.bin", digest, b"\x01")
+
+    entry = await repo.add_fetched("got.bin", digest, os.stat(final), resumable=True)
+
+    assert repo.by_name == {"got.bin": entry} and store.published == {"got.bin": entry}
+    assert store.partial == {}

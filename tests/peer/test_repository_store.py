@@ -5,12 +5,15 @@ Each test runs on every backend of the ``store`` fixture; a new backend joins
 by adding one param there.  The in-memory store is the reference semantics.
 """
 
+import sqlite3
+
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.logger import capturedLogs
 from zope.interface.verify import verifyObject
 
+from fileshare.errors import DiskError
 from fileshare.peer.repository_store import (
     Entry,
     IRepositoryStore,
@@ -229,3 +232,45 @@ def test_sqlite_says_when_it_created_the_database(tmp_path):
         SQLiteRepositoryStore(path, reactor).close()
     said = [e["log_format"].format(**e) for e in events if e.get("log_namespace", "").endswith("repository_store")]
     assert said == [f"created the peer repository database {path}"]
+
+
+# -- a disk that refuses writes (SQLite only)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_disk_is_a_disk_error_naming_the_database(tmp_path):
+    store = sqlite_store(tmp_path)
+    try:
+        # SQLite's own page limit gives the very error a full disk gives: SQLITE_FULL.
+        pages = (await store._db.runQuery("PRAGMA page_count"))[0][0]
+        await store._db.runQuery(f"PRAGMA max_page_count = {pages}")
+        big = Entry("big", "/data/big", Stamp(10, 1, 7), Digest(10, 1 << 20, b"p" * 32 * 2000, "b" * 64))
+        with pytest.raises(DiskError) as e:
+            await store.put_fetched(big)
+        assert e.value.message == f"no space left on device writing {tmp_path / 'peer.db'}"
+        assert await store.get_published("big") is None  # neither row: put_fetched is all or nothing
+        assert await store.get_cached("/data/big") is None
+    finally:
+        store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_read_only_database_is_a_disk_error_naming_it(tmp_path):
+    store = sqlite_store(tmp_path)
+    try:
+        await store._db.runOperation("PRAGMA query_only = ON")
+        with pytest.raises(DiskError) as e:
+            await store.save_partial(partial("x", "a"))
+        assert e.value.message == f"permission denied writing {tmp_path / 'peer.db'} (the database is read-only)"
+    finally:
+        store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_other_database_errors_pass_unchanged_to_be_logged_as_bugs(tmp_path):
+    store = sqlite_store(tmp_path)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            await store._query("SELECT no_such_column FROM published")
+    finally:
+        store.close()

@@ -77,7 +77,7 @@ async def test_hashing_runs_on_the_hashing_pool_and_file_checks_on_the_metadata_
     finally:
         repo.close()
     assert hashing.ran == ["hash_file"]
-    assert metadata.ran == ["_stat_regular", "_stat_regular", "_stat_or_none", "_remove_quietly", "_remove_quietly"]
+    assert metadata.ran == ["_stat_regular", "_stat_regular", "_stat_or_none", "remove_part", "remove_part"]
 
 
 @pytest_twisted.ensureDeferred
