@@ -42,19 +42,30 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from ..errors import BadRequest, FileshareError, TicketError
+from ..ratelog import RateLimitedLog
 from ..tickets import TicketKey
+from ..wire import framing
 from ..wire.framing import field
 from ..wire.lines import MessageReceiver
-from ..wire.messages import check_hello, hello_required
+from ..wire.messages import check_hello, error_reply, hello_required
+from .flow import SEND_PROGRESS_FLOOR, SEND_PROGRESS_WINDOW, SEND_TIMEOUT, ReplyGate, SendWatch, unsent_bytes
 from .interfaces import IUploadService
 from .published import check_published, close_file, open_range
 from .ratelimit import TokenBucket
 from .repository import Entry, Repository
 from .senders import CAN_READ_CACHED, CHUNK, RangeSender, SendfileSender, plain_socket, read_cached
-from .slots import SLOT_IDLE_GRACE, UploadSlots
-from .ticket_gate import TicketGate
+from .slots import MAX_QUEUED_PER_ADDRESS, SLOT_IDLE_GRACE, QueueFull, UploadSlots, host_of
+from .ticket_gate import TicketGate, address_text
 
-__all__ = ["CHUNK", "IDLE_TIMEOUT", "MAX_QUEUED_REQUESTS", "SLOT_IDLE_GRACE", "UploadProtocol", "UploadService"]
+__all__ = [
+    "CHUNK",
+    "HELLO_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "MAX_QUEUED_REQUESTS",
+    "SLOT_IDLE_GRACE",
+    "UploadProtocol",
+    "UploadService",
+]
 
 log = Logger()
 
@@ -62,6 +73,9 @@ log = Logger()
 MAX_QUEUED_REQUESTS = 16
 #: A connection that sends nothing for this long while idle is closed.
 IDLE_TIMEOUT = 60.0
+#: A connection must have said ``hello`` this long after connecting (bytes
+#: trickled meanwhile do not extend it), or it is closed.
+HELLO_TIMEOUT = 10.0
 
 
 class _Answer:
@@ -107,6 +121,25 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         self.tickets = TicketGate(service)
         #: The roots this connection presented valid tickets for.
         self.roots = self.tickets.roots
+        #: Bytes of reply lines and of finished bodies handed to the transport.
+        self._handed = 0
+        #: A reply line waiting for the transport to drain before the next reply.
+        self._gate: ReplyGate | None = None
+        #: Whether this slot holder is over its address's fair share, and that share.
+        self._yield = False
+        self._share = 0
+        self._watch = SendWatch(
+            service.clock,
+            self._accepted,
+            self._owing,
+            self._blocked,
+            lambda: service.slots.others_wait(self),
+            self._send_timed_out,
+            self._too_slow,
+            service.send_timeout,
+            service.progress_window,
+            service.progress_floor,
+        )
 
     @property
     def clock(self) -> IReactorTime:
@@ -117,7 +150,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self.peer = self.transport.getPeer()
-        self.setTimeout(IDLE_TIMEOUT)
+        self.setTimeout(HELLO_TIMEOUT)  # not reset by lines until hello: see lineReceived
 
     def blocking(self, f: Any, *args: Any) -> Deferred:
         """Run ``f(*args)`` in the upload threads, after this connection's earlier jobs."""
@@ -130,7 +163,8 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         self.transport.loseConnection()
 
     def lineReceived(self, line: bytes) -> None:
-        self.resetTimeout()
+        if self.state != "hello":
+            self.resetTimeout()
         super().lineReceived(line)
 
     def badMessage(self, error: BadRequest) -> None:
@@ -147,8 +181,10 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
                 self._requests.append(message)
                 if len(self._requests) > MAX_QUEUED_REQUESTS and not self._reading_paused:
                     # A client that asks faster than it reads waits for us to catch up.
+                    # Pausing the line receiver too stops the lines already
+                    # received in the same read (or TLS record) at this one.
                     self._reading_paused = True
-                    self.transport.pauseProducing()
+                    self.pauseProducing()
                 self._next()
         except FileshareError as e:
             self._refuse(e)
@@ -167,13 +203,37 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         self.tickets.admit(message.get("ticket"), self.transport)  # before the queue: no ticket, no slot
         self.state = "waiting"
         self.setTimeout(None)  # waiting for a slot is not idling
-        self.service.slots.request(self)
+        try:
+            self.service.slots.request(self)
+        except QueueFull:
+            self.service.ratelog.warn(
+                ("queue-full", host_of(self)),
+                "refused fetcher {address}: {waiting} of its connections already wait for an upload slot"
+                " (--max-queued-per-address {limit})",
+                address=address_text(self.peer),
+                waiting=self.service.slots.queued_from(host_of(self)),
+                limit=self.service.slots.per_address,
+            )
+            self.state = "hello"
+            raise
 
     # -- the slot (called by UploadSlots)
 
     def queued(self, position: int) -> None:
         self.position = position
         self.sendMessage({"queued": position})
+
+    def must_yield(self, over_share: bool, share: int) -> None:
+        """Whether to give the slot back at the next request boundary: its address holds more than *share*."""
+        self._yield, self._share = over_share, share
+        if over_share and not self._delivering:
+            self._next()
+
+    def give_back(self) -> None:
+        """Give the slot to the next in line now and close, after what was sent already."""
+        self._aborted = True
+        self.service.slots.release(self)
+        self.transport.loseConnection()  # the send watch aborts it if the client never takes the rest
 
     def slotGranted(self) -> None:
         self.state = "serving"
@@ -191,9 +251,12 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
 
     def _next(self) -> None:
         """Check the next request ahead of time and send replies in order, one range at a time."""
-        if self._reading_paused and len(self._requests) <= MAX_QUEUED_REQUESTS // 4:
+        if self._reading_paused and len(self._requests) <= MAX_QUEUED_REQUESTS // 4 and self.connected:
             self._reading_paused = False
-            self.transport.resumeProducing()
+            self.resumeProducing()
+        if self._yield and not self._delivering and self._can_answer():
+            self._over_share()
+            return
         if self._looping:
             return  # a step finished at once; the loop below goes on
         self._looping = True
@@ -204,6 +267,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
                 if not self._delivering and self._answers and self._answers[0].checked:
                     answer = self._answers.popleft()
                     self._delivering = True
+                    self._watch.kick()
                     d = maybeDeferred(answer.deliver)
                     d.addErrback(self._failed)
                     d.addBoth(self._delivered)
@@ -245,7 +309,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
             raise message
         if message["op"] == "ticket":
             self.tickets.admit(field(message, "ticket", str), self.transport)
-            return partial(self.sendMessage, {"ok": True})
+            return partial(self._reply, {"ok": True})
         if message["op"] == "pieces":
             entry = self._entry(message)
             return self.blocking(check_published, entry).addCallback(lambda _: partial(self._send_pieces, entry))
@@ -259,9 +323,32 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
     def _entry(self, message: dict[str, Any]) -> Entry:
         return self.service.repository.servable(self.tickets.authorised(field(message, "root", str), self.transport))
 
-    def _send_pieces(self, entry: Entry) -> None:
+    def _send_pieces(self, entry: Entry) -> Deferred | None:
         d = entry.digest
-        self.sendMessage({"ok": True, "size": d.size, "piece_size": d.piece_size, "pieces": d.pieces.hex()})
+        return self._reply({"ok": True, "size": d.size, "piece_size": d.piece_size, "pieces": d.pieces.hex()})
+
+    def sendMessage(self, message: dict[str, Any]) -> None:
+        if self.connected:
+            line = framing.encode(message)
+            self._handed += len(line)
+            self.transport.write(line)
+
+    def _reply(self, message: dict[str, Any]) -> Deferred | None:
+        """Send a reply line; if it filled the transport's buffer, a Deferred that fires once it drained.
+
+        Replies go out one at a time (see ``_next``), so a client that asks
+        and never reads makes this peer hold one reply line more than the
+        transport's buffer, and no more.
+        """
+        if not self.connected:
+            return None
+        gate = ReplyGate(self.transport)
+        self.sendMessage(message)
+        drained = gate.after_write()
+        if drained is not None:
+            self._gate = gate
+            drained.addCallback(lambda _: setattr(self, "_gate", None))
+        return drained
 
     def _opened(self, opened: tuple[int, int, int], path: str, held: int | None) -> Any:
         fd, offset, length = opened
@@ -301,6 +388,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
 
     def _sent(self, _: object, length: int) -> None:
         self._sender = None
+        self._handed += length
         self.sent_bytes += length
         self.service.sent_bytes += length
         self.setTimeout(IDLE_TIMEOUT)
@@ -310,17 +398,18 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         log.info("upload to {peer} stopped: {why}", peer=self.peer, why=failure.getErrorMessage())
         self._abort()
 
-    def _failed(self, failure: Failure) -> None:
+    def _failed(self, failure: Failure) -> Deferred | None:
         if failure.check(TicketError):
             # Logged where it was found; nothing more is answered on this connection.
             self.sendError(failure.value)
             self._aborted = True
             self.transport.loseConnection()
         elif failure.check(FileshareError):
-            self.sendError(failure.value)
+            return self._reply(error_reply(failure.value))
         else:
             log.failure("serving {peer} failed", failure, peer=self.peer)
             self._abort()
+        return None
 
     def _abort(self) -> None:
         self._aborted = True
@@ -336,12 +425,75 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
             self.idle_since = None
 
     def timeoutConnection(self) -> None:
+        if self.state == "hello":
+            self.service.ratelog.warn(
+                ("hello-timeout", host_of(self)),
+                "closing upload connection from {address}: no hello within {timeout:g} s",
+                address=address_text(self.peer),
+                timeout=HELLO_TIMEOUT,
+            )
+            self.transport.abortConnection()
+            return
         log.info("closing idle upload connection from {peer}", peer=self.peer)
         self.transport.loseConnection()
+
+    # -- a client that does not take what it is sent (see fileshare.peer.flow)
+
+    def _accepted(self) -> int:
+        """Bytes the socket has taken from this connection so far."""
+        sender = self._sender
+        in_flight = sender.length - sender.remaining if sender is not None else 0
+        return self._handed + in_flight - self.service.unsent(self.transport)
+
+    def _owing(self) -> bool:
+        return self.connected and (self._delivering or self.service.unsent(self.transport) > 0)
+
+    def _blocked(self) -> bool:
+        """Whether what holds the next bytes back is the client, not the upload rate or the disk."""
+        if self._gate is not None or self.service.unsent(self.transport) > 0:
+            return True
+        sender = self._sender
+        return isinstance(sender, SendfileSender) and sender.waiting_for_socket
+
+    def _send_timed_out(self, seconds: float) -> None:
+        self.service.ratelog.warn(
+            ("send-timeout", host_of(self)),
+            "closing upload connection of {address}: it took no bytes for {seconds:g} s (--send-timeout)",
+            address=address_text(self.peer),
+            seconds=seconds,
+        )
+        self.service.slots.release(self)
+        self._abort()
+
+    def _too_slow(self, sent: int, seconds: float, waiting: int) -> None:
+        self.service.ratelog.warn(
+            ("slot-taken-back", host_of(self)),
+            "took back the upload slot of {address}: sent {sent} bytes in {seconds:g} s while {waiting} wait",
+            address=host_of(self),
+            sent=sent,
+            seconds=seconds,
+            waiting=waiting,
+        )
+        self.service.slots.release(self)
+        self._abort()
+
+    def _over_share(self) -> None:
+        held = sum(1 for p in self.service.slots.granted if host_of(p) == host_of(self))
+        self.service.ratelog.warn(
+            ("over-share", host_of(self)),
+            "took back an upload slot of {address}: it held {held} of {limit} while {waiting} wait (fair share {share})",
+            address=host_of(self),
+            held=held,
+            limit=self.service.slots.limit,
+            waiting=len(self.service.slots.waiting),
+            share=self._share,
+        )
+        self.give_back()
 
     def connectionLost(self, reason: Failure) -> None:
         self.connected = False
         self.setTimeout(None)
+        self._watch.stop()
         self.service.slots.release(self)
         self.service.connections.discard(self)
         if self._sender is not None:
@@ -388,12 +540,22 @@ class UploadService(Factory):
         max_uploads: int | None,
         upload_rate: int | None,
         threads: ThreadPool,
+        max_queued_per_address: int = MAX_QUEUED_PER_ADDRESS,
+        send_timeout: float = SEND_TIMEOUT,
     ) -> None:
         self.repository = repository
         self.reactor: IReactorThreads = reactor
         self.clock: IReactorTime = reactor
         self.threads = threads
-        self.slots = UploadSlots(max_uploads, reactor)
+        self.slots = UploadSlots(max_uploads, reactor, max_queued_per_address)
+        self.send_timeout = send_timeout
+        #: While others wait, a slot whose client took less than the floor
+        #: in the window is taken back (see fileshare.peer.flow).
+        self.progress_window = SEND_PROGRESS_WINDOW
+        self.progress_floor = SEND_PROGRESS_FLOOR
+        #: How many bytes a transport holds unsent (tests replace it).
+        self.unsent: Callable[[Any], int] = unsent_bytes
+        self.ratelog = RateLimitedLog(log, reactor)
         self.bucket = TokenBucket(upload_rate, reactor)
         self.connections: set[UploadProtocol] = set()
         self.sent_bytes = 0
