@@ -78,9 +78,8 @@ class ReplyGate:
             d.callback(None)
 
     def stopProducing(self) -> None:
-        if self.drained is not None:
-            d, self.drained = self.drained, None
-            d.callback(None)
+        """The connection is going: nothing more is sent on it, so the reply in wait stays waiting."""
+        self.drained = None
 
 
 class SendWatch:
