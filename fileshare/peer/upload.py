@@ -21,8 +21,13 @@ connection's jobs run one after another (a :class:`DeferredLock`), so
 requests are checked in order and a file is not closed under a read; a
 request is checked at most one ahead of the reply being sent.
 
-The protocol and its factory stay together (a little over 400 lines): the
-factory is the protocol's shared state (slots, bucket, thread pool, key).
+A client is held to bounds (:mod:`fileshare.peer.flow`): a reply is
+written only once the transport has drained the one before, reading stops
+while MAX_QUEUED_REQUESTS wait, and what happens when a client breaks a
+limit is in :mod:`fileshare.peer.upload_limits`.
+
+The protocol and its factory stay together (about 500 lines): the factory
+is the protocol's shared state (slots, bucket, thread pool, key).
 """
 
 import os
@@ -56,6 +61,7 @@ from .repository import Entry, Repository
 from .senders import CAN_READ_CACHED, CHUNK, RangeSender, SendfileSender, plain_socket, read_cached
 from .slots import MAX_QUEUED_PER_ADDRESS, SLOT_IDLE_GRACE, QueueFull, UploadSlots, host_of
 from .ticket_gate import TicketGate, address_text
+from .upload_limits import HELLO_TIMEOUT, UploadLimits
 
 __all__ = [
     "CHUNK",
@@ -73,9 +79,6 @@ log = Logger()
 MAX_QUEUED_REQUESTS = 16
 #: A connection that sends nothing for this long while idle is closed.
 IDLE_TIMEOUT = 60.0
-#: A connection must have said ``hello`` this long after connecting (bytes
-#: trickled meanwhile do not extend it), or it is closed.
-HELLO_TIMEOUT = 10.0
 
 
 class _Answer:
@@ -93,7 +96,7 @@ class _Answer:
             self.deliver = result
 
 
-class UploadProtocol(MessageReceiver, TimeoutMixin):
+class UploadProtocol(UploadLimits, MessageReceiver, TimeoutMixin):
     MAX_LENGTH = 4096
 
     def __init__(self, service: "UploadService") -> None:
@@ -222,18 +225,6 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
     def queued(self, position: int) -> None:
         self.position = position
         self.sendMessage({"queued": position})
-
-    def must_yield(self, over_share: bool, share: int) -> None:
-        """Whether to give the slot back at the next request boundary: its address holds more than *share*."""
-        self._yield, self._share = over_share, share
-        if over_share and not self._delivering:
-            self._next()
-
-    def give_back(self) -> None:
-        """Give the slot to the next in line now and close, after what was sent already."""
-        self._aborted = True
-        self.service.slots.release(self)
-        self.transport.loseConnection()  # the send watch aborts it if the client never takes the rest
 
     def slotGranted(self) -> None:
         self.state = "serving"
@@ -423,72 +414,6 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
                 self.service.slots.reclaim()
         elif not idle:
             self.idle_since = None
-
-    def timeoutConnection(self) -> None:
-        if self.state == "hello":
-            self.service.ratelog.warn(
-                ("hello-timeout", host_of(self)),
-                "closing upload connection from {address}: no hello within {timeout:g} s",
-                address=address_text(self.peer),
-                timeout=HELLO_TIMEOUT,
-            )
-            self.transport.abortConnection()
-            return
-        log.info("closing idle upload connection from {peer}", peer=self.peer)
-        self.transport.loseConnection()
-
-    # -- a client that does not take what it is sent (see fileshare.peer.flow)
-
-    def _accepted(self) -> int:
-        """Bytes the socket has taken from this connection so far."""
-        sender = self._sender
-        in_flight = sender.length - sender.remaining if sender is not None else 0
-        return self._handed + in_flight - self.service.unsent(self.transport)
-
-    def _owing(self) -> bool:
-        return self.connected and (self._delivering or self.service.unsent(self.transport) > 0)
-
-    def _blocked(self) -> bool:
-        """Whether what holds the next bytes back is the client, not the upload rate or the disk."""
-        if self._gate is not None or self.service.unsent(self.transport) > 0:
-            return True
-        sender = self._sender
-        return isinstance(sender, SendfileSender) and sender.waiting_for_socket
-
-    def _send_timed_out(self, seconds: float) -> None:
-        self.service.ratelog.warn(
-            ("send-timeout", host_of(self)),
-            "closing upload connection of {address}: it took no bytes for {seconds:g} s (--send-timeout)",
-            address=address_text(self.peer),
-            seconds=seconds,
-        )
-        self.service.slots.release(self)
-        self._abort()
-
-    def _too_slow(self, sent: int, seconds: float, waiting: int) -> None:
-        self.service.ratelog.warn(
-            ("slot-taken-back", host_of(self)),
-            "took back the upload slot of {address}: sent {sent} bytes in {seconds:g} s while {waiting} wait",
-            address=host_of(self),
-            sent=sent,
-            seconds=seconds,
-            waiting=waiting,
-        )
-        self.service.slots.release(self)
-        self._abort()
-
-    def _over_share(self) -> None:
-        held = sum(1 for p in self.service.slots.granted if host_of(p) == host_of(self))
-        self.service.ratelog.warn(
-            ("over-share", host_of(self)),
-            "took back an upload slot of {address}: it held {held} of {limit} while {waiting} wait (fair share {share})",
-            address=host_of(self),
-            held=held,
-            limit=self.service.slots.limit,
-            waiting=len(self.service.slots.waiting),
-            share=self._share,
-        )
-        self.give_back()
 
     def connectionLost(self, reason: Failure) -> None:
         self.connected = False
