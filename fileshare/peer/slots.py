@@ -71,6 +71,8 @@ class UploadSlots:
         self._queues: dict[str, deque[UploadProtocol]] = {}
         self._reclaim_call: Any = None
         self._keepalive_call: Any = None
+        self._changing = False
+        self._again = False
 
     @property
     def active(self) -> set["UploadProtocol"]:
@@ -128,7 +130,30 @@ class UploadSlots:
         protocol.slotGranted()
 
     def _changed(self) -> None:
-        """Fill free slots, tell the waiting their places, ask greedy addresses to give slots back."""
+        """Fill free slots, tell the waiting their places, ask greedy addresses to give slots back.
+
+        A slot given back at once (by an idle holder) calls in here again:
+        that call only asks for another pass, so each pass sees the slots as
+        they are and no more slots are taken back than others wait for.
+        """
+        if self._changing:
+            self._again = True
+            return
+        self._changing = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                self._fill()
+                for position, p in enumerate(self.waiting, 1):
+                    if p.position != position:
+                        p.queued(position)
+                self._rebalance()
+            self._schedule_keepalive()
+        finally:
+            self._changing = False
+
+    def _fill(self) -> None:
         while self._queues and self.limit is not None and len(self.granted) < self.limit:
             held = Counter(host_of(p) for p in self.granted)
             host = min(self._queues, key=lambda h: held[h])  # min() keeps the first in turn among equals
@@ -137,11 +162,6 @@ class UploadSlots:
             if queue:
                 self._queues[host] = queue  # to the back of the line
             self._grant(protocol)
-        for position, p in enumerate(self.waiting, 1):
-            if p.position != position:
-                p.queued(position)
-        self._rebalance()
-        self._schedule_keepalive()
 
     def _rebalance(self) -> None:
         held: dict[str, list[UploadProtocol]] = {}
@@ -153,6 +173,8 @@ class UploadSlots:
         for host, holders in held.items():
             over = share and len(holders) > share and any(h != host for h in self._queues)
             for i, p in enumerate(holders):
+                if self._again:
+                    return  # a slot was given back: the next pass looks again
                 p.must_yield(bool(over) and i >= share, share)
 
     def _schedule_keepalive(self) -> None:

@@ -217,3 +217,12 @@ def test_no_keepalive_is_sent_once_nobody_waits(tmp_path):
     clock.advance(QUEUE_KEEPALIVE * 3)
     assert messages(transport) == []
     assert clock.getDelayedCalls() == [] or all(c.func.__name__ != "_keep_alive" for c in clock.getDelayedCalls())
+
+
+def test_one_waiting_connection_takes_back_one_slot_not_every_slot_over_the_share(tmp_path):
+    service, _, _, _ = build_service(tmp_path, max_uploads=4)
+    holders = [greet(service, GREEDY) for _ in range(4)]  # idle: each at a request boundary
+    _, honest_transport = greet(service, MODEST)
+    assert sum(t.disconnecting for _, t in holders) == 1
+    assert messages(honest_transport) == [{"queued": 1}, GRANTED]
+    assert len(service.slots.granted) == 4
