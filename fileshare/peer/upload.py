@@ -242,7 +242,8 @@ class UploadProtocol(UploadLimits, MessageReceiver, TimeoutMixin):
 
     def _next(self) -> None:
         """Check the next request ahead of time and send replies in order, one range at a time."""
-        if self._reading_paused and len(self._requests) <= MAX_QUEUED_REQUESTS // 4 and self.connected:
+        closing = not self.connected or getattr(self.transport, "disconnecting", False)
+        if self._reading_paused and len(self._requests) <= MAX_QUEUED_REQUESTS // 4 and not closing:
             self._reading_paused = False
             self.resumeProducing()
         if self._yield and not self._delivering and self._can_answer():
