@@ -68,6 +68,8 @@ class _Sender:
         self.transport = transport
         self.fd = fd
         self.offset = offset
+        #: The range's length; the bytes handed on so far are ``length - remaining``.
+        self.length = length
         self.remaining = length
         self.clock = clock
         self.bucket = bucket
@@ -258,6 +260,11 @@ class SendfileSender(_Sender):
     _registered = False
     _timer: Any = None
     _booked = 0
+
+    @property
+    def waiting_for_socket(self) -> bool:
+        """Whether the next bytes wait for the socket to take more (not for the upload rate)."""
+        return not self._stopped and self._timer is None
 
     def start(self) -> Deferred:
         self.transport.registerProducer(self, False)

@@ -18,11 +18,13 @@ from ..tls import Identity, IdentityError, PinFileError, PinStore, load_or_creat
 from ..tls.ca import load_certificates
 from ..tls.pins import FILE_NAME as PIN_FILE
 from .console import PeerConsoleFactory
+from .flow import SEND_TIMEOUT
 from .node import Peer
 from .pool import SourcePool
 from .published import CHECK_INTERVAL, PeriodicCheck, PublishedWatch
 from .ratelimit import TokenBucket, parse_rate
 from .repository import Repository
+from .slots import MAX_QUEUED_PER_ADDRESS
 from .tracker_endpoint import TrackerEndpoint
 from .tracker_link import TrackerLink
 from .upload import UploadService
@@ -47,6 +49,16 @@ def _count(text: str) -> int:
     return n
 
 
+def _seconds(text: str) -> float:
+    try:
+        n = float(text)
+    except ValueError:
+        raise usage.UsageError(f"not a number of seconds: {text!r}") from None
+    if not n > 0 or n == float("inf"):
+        raise usage.UsageError("must be a positive number of seconds")
+    return n
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "Run a fileshare peer: a repository of files shared with other peers."
@@ -61,6 +73,20 @@ class Options(usage.Options):
         ],
         ["repo", None, "fileshare-repo", "Repository directory: fetched files land here; state in DIR/.fileshare."],
         ["max-uploads", None, 4, "Concurrent upload connections; more wait in a queue.", _count],
+        [
+            "max-queued-per-address",
+            None,
+            MAX_QUEUED_PER_ADDRESS,
+            "Upload connections from one address that may wait for a slot; more are refused (queue-full).",
+            _count,
+        ],
+        [
+            "send-timeout",
+            None,
+            SEND_TIMEOUT,
+            "Seconds an upload client may take no bytes while owed some before it is disconnected.",
+            _seconds,
+        ],
         ["upload-rate", None, None, "Upload limit in bytes/s across all uploads, K/M/G suffixes (e.g. 20M).", _rate],
         ["download-rate", None, None, "Download limit in bytes/s across all downloads, K/M/G suffixes.", _rate],
         ["max-sources", None, 4, "Sources one fetch downloads from at once.", _count],
@@ -141,7 +167,13 @@ class PeerService(service.MultiService):
         uploading = ThreadPool(minthreads=0, maxthreads=2, name="fileshare-peer-upload")
         ThreadPoolService(uploading).setServiceParent(self)
         self.uploads = UploadService(
-            self.repository, reactor, options["max-uploads"], options["upload-rate"], uploading
+            self.repository,
+            reactor,
+            options["max-uploads"],
+            options["upload-rate"],
+            uploading,
+            options.get("max-queued-per-address", MAX_QUEUED_PER_ADDRESS),
+            options.get("send-timeout", SEND_TIMEOUT),
         )
         self.identity = _identity(options, self.repository.state_dir)
         caps = Caps(

@@ -21,8 +21,13 @@ connection's jobs run one after another (a :class:`DeferredLock`), so
 requests are checked in order and a file is not closed under a read; a
 request is checked at most one ahead of the reply being sent.
 
-The protocol and its factory stay together (a little over 400 lines): the
-factory is the protocol's shared state (slots, bucket, thread pool, key).
+A client is held to bounds (:mod:`fileshare.peer.flow`): a reply is
+written only once the transport has drained the one before, reading stops
+while MAX_QUEUED_REQUESTS wait, and what happens when a client breaks a
+limit is in :mod:`fileshare.peer.upload_limits`.
+
+The protocol and its factory stay together (about 500 lines): the factory
+is the protocol's shared state (slots, bucket, thread pool, key).
 """
 
 import os
@@ -43,20 +48,32 @@ from zope.interface import implementer
 
 from ..errors import BadRequest, FileshareError, TicketError
 from ..limits import admitted
+from ..ratelog import RateLimitedLog
 from ..tickets import TicketKey
+from ..wire import framing
 from ..wire.framing import field
 from ..wire.lines import MessageReceiver
-from ..wire.messages import check_hello, hello_required
+from ..wire.messages import check_hello, error_reply, hello_required
+from .flow import SEND_PROGRESS_FLOOR, SEND_PROGRESS_WINDOW, SEND_TIMEOUT, ReplyGate, SendWatch, unsent_bytes
 from .interfaces import IUploadService
 from .published import PublishedFileChanged, check_published, close_file, open_range
 from .ratelimit import TokenBucket
 from .repository import Entry, Repository
 from .senders import CAN_READ_CACHED, CHUNK, RangeSender, SendfileSender, plain_socket, read_cached
-from .slots import SLOT_IDLE_GRACE, UploadSlots
-from .ticket_gate import TicketGate
 from .upload_log import log_upload_ended
+from .slots import MAX_QUEUED_PER_ADDRESS, SLOT_IDLE_GRACE, QueueFull, UploadSlots, host_of
+from .ticket_gate import TicketGate, address_text
+from .upload_limits import HELLO_TIMEOUT, UploadLimits
 
-__all__ = ["CHUNK", "IDLE_TIMEOUT", "MAX_QUEUED_REQUESTS", "SLOT_IDLE_GRACE", "UploadProtocol", "UploadService"]
+__all__ = [
+    "CHUNK",
+    "HELLO_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "MAX_QUEUED_REQUESTS",
+    "SLOT_IDLE_GRACE",
+    "UploadProtocol",
+    "UploadService",
+]
 
 log = Logger()
 
@@ -81,7 +98,7 @@ class _Answer:
             self.deliver = result
 
 
-class UploadProtocol(MessageReceiver, TimeoutMixin):
+class UploadProtocol(UploadLimits, MessageReceiver, TimeoutMixin):
     MAX_LENGTH = 4096
 
     def __init__(self, service: "UploadService") -> None:
@@ -109,6 +126,25 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         self.tickets = TicketGate(service)
         #: The roots this connection presented valid tickets for.
         self.roots = self.tickets.roots
+        #: Bytes of reply lines and of finished bodies handed to the transport.
+        self._handed = 0
+        #: A reply line waiting for the transport to drain before the next reply.
+        self._gate: ReplyGate | None = None
+        #: Whether this slot holder is over its address's fair share, and that share.
+        self._yield = False
+        self._share = 0
+        self._watch = SendWatch(
+            service.clock,
+            self._accepted,
+            self._owing,
+            self._blocked,
+            lambda: service.slots.others_wait(self),
+            self._send_timed_out,
+            self._too_slow,
+            service.send_timeout,
+            service.progress_window,
+            service.progress_floor,
+        )
 
     @property
     def clock(self) -> IReactorTime:
@@ -120,7 +156,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
     def connectionMade(self) -> None:
         self.peer = self.transport.getPeer()
         self.opened_at = self.clock.seconds()
-        self.setTimeout(IDLE_TIMEOUT)
+        self.setTimeout(HELLO_TIMEOUT)  # not reset by lines until hello: see lineReceived
 
     def blocking(self, f: Any, *args: Any) -> Deferred:
         """Run ``f(*args)`` in the upload threads, after this connection's earlier jobs."""
@@ -133,7 +169,8 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         self.transport.loseConnection()
 
     def lineReceived(self, line: bytes) -> None:
-        self.resetTimeout()
+        if self.state != "hello":
+            self.resetTimeout()
         super().lineReceived(line)
 
     def badMessage(self, error: BadRequest) -> None:
@@ -150,8 +187,10 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
                 self._requests.append(message)
                 if len(self._requests) > MAX_QUEUED_REQUESTS and not self._reading_paused:
                     # A client that asks faster than it reads waits for us to catch up.
+                    # Pausing the line receiver too stops the lines already
+                    # received in the same read (or TLS record) at this one.
                     self._reading_paused = True
-                    self.transport.pauseProducing()
+                    self.pauseProducing()
                 self._next()
         except FileshareError as e:
             self._refuse(e)
@@ -171,7 +210,19 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         admitted(self.transport)  # no longer counts against --max-pending
         self.state = "waiting"
         self.setTimeout(None)  # waiting for a slot is not idling
-        self.service.slots.request(self)
+        try:
+            self.service.slots.request(self)
+        except QueueFull:
+            self.service.ratelog.warn(
+                ("queue-full", host_of(self)),
+                "refused fetcher {address}: {waiting} of its connections already wait for an upload slot"
+                " (--max-queued-per-address {limit})",
+                address=address_text(self.peer),
+                waiting=self.service.slots.queued_from(host_of(self)),
+                limit=self.service.slots.per_address,
+            )
+            self.state = "hello"
+            raise
 
     # -- the slot (called by UploadSlots)
 
@@ -196,9 +247,13 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
 
     def _next(self) -> None:
         """Check the next request ahead of time and send replies in order, one range at a time."""
-        if self._reading_paused and len(self._requests) <= MAX_QUEUED_REQUESTS // 4:
+        closing = not self.connected or getattr(self.transport, "disconnecting", False)
+        if self._reading_paused and len(self._requests) <= MAX_QUEUED_REQUESTS // 4 and not closing:
             self._reading_paused = False
-            self.transport.resumeProducing()
+            self.resumeProducing()
+        if self._yield and not self._delivering and self._can_answer():
+            self._over_share()
+            return
         if self._looping:
             return  # a step finished at once; the loop below goes on
         self._looping = True
@@ -209,6 +264,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
                 if not self._delivering and self._answers and self._answers[0].checked:
                     answer = self._answers.popleft()
                     self._delivering = True
+                    self._watch.kick()
                     d = maybeDeferred(answer.deliver)
                     d.addErrback(self._failed)
                     d.addBoth(self._delivered)
@@ -251,7 +307,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
             raise message
         if message["op"] == "ticket":
             self.tickets.admit(field(message, "ticket", str), self.transport)
-            return partial(self.sendMessage, {"ok": True})
+            return partial(self._reply, {"ok": True})
         if message["op"] == "pieces":
             entry = self._entry(message)
             d = self.blocking(check_published, entry).addErrback(self._if_changed, entry)
@@ -271,9 +327,32 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
     def _entry(self, message: dict[str, Any]) -> Entry:
         return self.service.repository.servable(self.tickets.authorised(field(message, "root", str), self.transport))
 
-    def _send_pieces(self, entry: Entry) -> None:
+    def _send_pieces(self, entry: Entry) -> Deferred | None:
         d = entry.digest
-        self.sendMessage({"ok": True, "size": d.size, "piece_size": d.piece_size, "pieces": d.pieces.hex()})
+        return self._reply({"ok": True, "size": d.size, "piece_size": d.piece_size, "pieces": d.pieces.hex()})
+
+    def sendMessage(self, message: dict[str, Any]) -> None:
+        if self.connected:
+            line = framing.encode(message)
+            self._handed += len(line)
+            self.transport.write(line)
+
+    def _reply(self, message: dict[str, Any]) -> Deferred | None:
+        """Send a reply line; if it filled the transport's buffer, a Deferred that fires once it drained.
+
+        Replies go out one at a time (see ``_next``), so a client that asks
+        and never reads makes this peer hold one reply line more than the
+        transport's buffer, and no more.
+        """
+        if not self.connected:
+            return None
+        gate = ReplyGate(self.transport)
+        self.sendMessage(message)
+        drained = gate.after_write()
+        if drained is not None:
+            self._gate = gate
+            drained.addCallback(lambda _: setattr(self, "_gate", None))
+        return drained
 
     def _opened(self, opened: tuple[int, int, int], path: str, held: int | None) -> Any:
         fd, offset, length = opened
@@ -313,6 +392,7 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
 
     def _sent(self, _: object, length: int) -> None:
         self._sender = None
+        self._handed += length
         self.sent_bytes += length
         self.service.sent_bytes += length
         self.setTimeout(IDLE_TIMEOUT)
@@ -322,17 +402,18 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         log.info("upload to {peer} stopped: {why}", peer=self.peer, why=failure.getErrorMessage())
         self._abort()
 
-    def _failed(self, failure: Failure) -> None:
+    def _failed(self, failure: Failure) -> Deferred | None:
         if failure.check(TicketError):
             # Logged where it was found; nothing more is answered on this connection.
             self.sendError(failure.value)
             self._aborted = True
             self.transport.loseConnection()
         elif failure.check(FileshareError):
-            self.sendError(failure.value)
+            return self._reply(error_reply(failure.value))
         else:
             log.failure("serving {peer} failed", failure, peer=self.peer)
             self._abort()
+        return None
 
     def _abort(self) -> None:
         self._aborted = True
@@ -347,14 +428,11 @@ class UploadProtocol(MessageReceiver, TimeoutMixin):
         elif not idle:
             self.idle_since = None
 
-    def timeoutConnection(self) -> None:
-        log.info("closing idle upload connection from {peer}", peer=self.peer)
-        self.transport.loseConnection()
-
     def connectionLost(self, reason: Failure) -> None:
         self.connected = False
         self.setTimeout(None)
         log_upload_ended(self, reason)
+        self._watch.stop()
         self.service.slots.release(self)
         self.service.connections.discard(self)
         if self._sender is not None:
@@ -403,12 +481,22 @@ class UploadService(Factory):
         max_uploads: int | None,
         upload_rate: int | None,
         threads: ThreadPool,
+        max_queued_per_address: int = MAX_QUEUED_PER_ADDRESS,
+        send_timeout: float = SEND_TIMEOUT,
     ) -> None:
         self.repository = repository
         self.reactor: IReactorThreads = reactor
         self.clock: IReactorTime = reactor
         self.threads = threads
-        self.slots = UploadSlots(max_uploads, reactor)
+        self.slots = UploadSlots(max_uploads, reactor, max_queued_per_address)
+        self.send_timeout = send_timeout
+        #: While others wait, a slot whose client took less than the floor
+        #: in the window is taken back (see fileshare.peer.flow).
+        self.progress_window = SEND_PROGRESS_WINDOW
+        self.progress_floor = SEND_PROGRESS_FLOOR
+        #: How many bytes a transport holds unsent (tests replace it).
+        self.unsent: Callable[[Any], int] = unsent_bytes
+        self.ratelog = RateLimitedLog(log, reactor)
         self.bucket = TokenBucket(upload_rate, reactor)
         self.connections: set[UploadProtocol] = set()
         self.sent_bytes = 0

@@ -403,20 +403,25 @@ def test_a_queued_connection_leaving_moves_the_others_up(tmp_path):
 
 
 def test_a_freed_slot_goes_to_the_host_holding_fewest_slots(tmp_path):
-    service, _, _, _ = build_service(tmp_path, max_uploads=2)
+    service, entry, _, _ = build_service(tmp_path, max_uploads=2)
     greedy_first, _ = connect(service, "192.0.2.1")
     greedy_second, _ = connect(service, "192.0.2.1")
     greedy_third, greedy_third_transport = connect(service, "192.0.2.1")
-    modest, modest_transport = connect(service, "192.0.2.2")
-    for protocol in (greedy_first, greedy_second, greedy_third, modest):
+    service.threads.held = True
+    for protocol in (greedy_first, greedy_second, greedy_third):
         protocol.dataReceived(hello(service))
-    assert messages(greedy_third_transport) == [{"queued": 1}]
-    assert messages(modest_transport) == [{"queued": 2}]
+        request(protocol, op="get", root=entry.root, offset=0, length=10)
+    service.threads.run(2)  # both holders opened the file and wait for their read: mid-body
+    modest, modest_transport = connect(service, "192.0.2.2")
+    modest.dataReceived(hello(service))
+    # The modest host holds no slot: it is served before the greedy one's third connection.
+    assert messages(greedy_third_transport) == [{"queued": 1}, {"queued": 2}]
+    assert messages(modest_transport) == [{"queued": 1}]
 
     lose(greedy_first)
 
     assert messages(modest_transport) == [GRANTED]
-    assert messages(greedy_third_transport) == []
+    assert messages(greedy_third_transport) == [{"queued": 1}]
     assert list(service.slots.waiting) == [greedy_third]
 
 
