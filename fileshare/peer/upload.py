@@ -60,10 +60,10 @@ from .published import PublishedFileChanged, check_published, close_file, open_r
 from .ratelimit import TokenBucket
 from .repository import Entry, Repository
 from .senders import CAN_READ_CACHED, CHUNK, RangeSender, SendfileSender, plain_socket, read_cached
-from .upload_log import log_upload_ended
 from .slots import MAX_QUEUED_PER_ADDRESS, SLOT_IDLE_GRACE, QueueFull, UploadSlots, host_of
 from .ticket_gate import TicketGate, address_text
 from .upload_limits import HELLO_TIMEOUT, UploadLimits
+from .upload_log import log_upload_ended
 
 __all__ = [
     "CHUNK",
