@@ -19,15 +19,12 @@ from ..names import check_account, check_fname, check_password
 from ..pieces import MIN_PIECE_SIZE, Digest, piece_size_for
 from ..secure import address_from_wire
 from ..wire.framing import is_integer
-from .download import Download, Source
+from .download import Cancelled, Download, Source
+from .fetches import Fetch, Phase
 from .interfaces import IRepository, ISourcePool, ITrackerLink, IUploadService
 from .repository import Entry
 
 log = Logger()
-
-
-#: How long getting a piece list waits in one source's upload queue before trying the next.
-PIECE_LIST_QUEUE_TIMEOUT = 10.0
 
 
 @attrs.frozen
@@ -78,8 +75,10 @@ class Peer:
         self.reactor = reactor
         self.hashers = hashers
         self.max_sources = max_sources
-        #: Fetches in flight, by root.
+        #: Downloads running, by root.
         self.downloads: dict[str, Download] = {}
+        #: Fetches in flight from the moment they are asked for, by name.
+        self.fetches: dict[str, Fetch] = {}
         self._claimed: set[str] = set()
 
     # -- accounts
@@ -157,12 +156,43 @@ class Peer:
         from_host: str | None = None,
         hash_prefix: str | None = None,
         started: Callable[[Download], None] | None = None,
+        begun: Callable[[Fetch], None] | None = None,
     ) -> FetchResult:
+        """Fetch *fname* into the repository.
+
+        *begun* is called with the :class:`Fetch` at once (it is in
+        ``fetches``, so ``status`` shows it and ``cancel`` stops it from
+        now), *started* with the Download once the transfer starts.
+        """
         check_fname(fname)
         if from_host is not None:
             check_account(from_host)
         if hash_prefix is not None and (not hash_prefix or any(c not in "0123456789abcdefABCDEF" for c in hash_prefix)):
             raise BadRequest("--hash takes a prefix of the hex root")
+        if fname in self.fetches:
+            raise Conflict(f"{fname!r} is already being fetched")
+        job = Fetch(fname, self.reactor)
+        self.fetches[fname] = job
+        try:
+            if begun is not None:
+                begun(job)
+            job.work = Deferred.fromCoroutine(self._fetch(job, from_host, hash_prefix, started))
+            return await job.work
+        except Exception:
+            if job.stopped is not None:  # whatever the cancelled step raised
+                raise job.stopped from None
+            raise
+        finally:
+            if self.fetches.get(fname) is job:
+                del self.fetches[fname]
+            job.ended()
+
+    async def _fetch(
+        self, job: Fetch, from_host: str | None, hash_prefix: str | None, started: Callable[[Download], None] | None
+    ) -> FetchResult:
+        fname = job.fname
+        if job.stopped is not None:
+            raise job.stopped
         candidates = await self.candidates(fname, from_host, hash_prefix)
         if not candidates:
             where = f" on {from_host}" if from_host else ""
@@ -181,8 +211,12 @@ class Peer:
         if chosen.root in self._claimed:
             raise Conflict(f"{fname!r} is already being fetched")
         self._claimed.add(chosen.root)
+        job.root, job.size = chosen.root, chosen.size
         try:
-            digest, resume = await self._digest_for(chosen)
+            job.phase = Phase.PIECE_LIST
+            digest, resume = await self._digest_for(chosen, job)
+            if job.stopped is not None:
+                raise job.stopped
             download = Download(
                 fname,
                 digest,
@@ -196,6 +230,7 @@ class Peer:
             )
             download.crew.renew = lambda host: self._fresh_ticket(fname, chosen.root, host)
             self.downloads[chosen.root] = download
+            job.download, job.phase, job.source = download, Phase.TRANSFER, None
             if started is not None:
                 started(download)
             await download.run()
@@ -211,7 +246,8 @@ class Peer:
         # next login announces the whole repository again).
         announced = Deferred.fromCoroutine(self.tracker.publish_fields(fname, entry.size, entry.root))
         announced.addErrback(self._announce_failed, fname)
-        seconds = self.reactor.seconds() - download.started
+        # From the moment it was asked for: a wait in a queue is part of it.
+        seconds = self.reactor.seconds() - job.started
         return FetchResult(
             entry, seconds, download.received_bytes, download.resumed_bytes, tuple(sorted(download.contributors))
         )
@@ -222,8 +258,12 @@ class Peer:
         else:
             log.failure("announcing {fname} failed", failure, fname=fname)
 
-    async def _digest_for(self, candidate: Candidate) -> tuple[Digest, bytes | None]:
-        """The verified piece list, from a saved partial download or from a source."""
+    async def _digest_for(self, candidate: Candidate, job: Fetch) -> tuple[Digest, bytes | None]:
+        """The verified piece list, from a saved partial download or from a source.
+
+        Sources are asked in turn; each may keep us in its upload queue up to
+        the pool's queue timeout, and must answer within its request timeout.
+        """
         if candidate.size <= MIN_PIECE_SIZE:
             # One piece: its digest is checked against the root directly, so
             # the round trip for the piece list is skipped.
@@ -234,9 +274,7 @@ class Peer:
         errors = []
         for source in candidate.sources:
             try:
-                protocol = await self.pool.connect(
-                    source.address, queue_timeout=PIECE_LIST_QUEUE_TIMEOUT, ticket=source.ticket or None
-                )
+                protocol = await self.pool.connect(source.address, job.watch, ticket=source.ticket or None)
             except FileshareError as e:
                 errors.append(f"{source.host}: {e.message}")
                 continue
@@ -249,6 +287,11 @@ class Peer:
                 errors.append(f"{source.host}: {e}")
                 self.pool.discard(protocol)
                 continue
+            except BaseException:  # cancelled: the request is still outstanding
+                self.pool.discard(protocol)
+                raise
+            finally:
+                job.source = None
             self.pool.release(protocol)
             if digest.size != candidate.size:
                 errors.append(f"{source.host}: size differs from the index")
@@ -265,14 +308,17 @@ class Peer:
         return None
 
     async def cancel(self, fname: str) -> None:
-        for download in list(self.downloads.values()):
-            if download.fname == fname and not download.over:
-                await download.cancel()
+        """Stop the fetch of *fname* at whatever step it is, and remove its partial data."""
+        job = self.fetches.get(fname)
+        if job is not None and not job.over and not (job.download is not None and job.download.over):
+            before_download = job.download is None
+            await job.stop(Cancelled(f"fetch of {fname!r} cancelled"), cancel=True)
+            if not before_download:
                 return
         partials = [p for p in await self.repository.partials() if p[1] == fname]
         for root, *_ in partials:
             await self.repository.drop_partial(root)
-        if partials or await self._drop_unrecorded(fname):
+        if job is not None or partials or await self._drop_unrecorded(fname):
             return
         raise NotFound(f"no fetch of {fname!r} in progress or paused")
 
@@ -290,5 +336,10 @@ class Peer:
         return removed
 
     def stop(self) -> Deferred:
-        """Interrupt every fetch; fires when they have all wound down."""
-        return gatherResults([download.stop() for download in list(self.downloads.values())])
+        """Interrupt every fetch, at whatever step; fires when they have all wound down."""
+        return gatherResults(
+            [
+                job.stop(Unavailable(f"fetch of {job.fname!r} interrupted; fetch it again to resume"), cancel=False)
+                for job in list(self.fetches.values())
+            ]
+        )

@@ -166,12 +166,16 @@ class FakeConnection:
             self.serve()
 
     def lose(self, why: str) -> None:
+        self.drop(f"connection to source lost: {why}")
+
+    def drop(self, why: str) -> None:
+        """Give up on the source as a request timeout does: what it owed fails with *why*."""
         if not self.connected:
             return
         self.connected = False
         requests, self.requests = self.requests, deque()
         for *_, d in requests:
-            d.errback(Unavailable(f"connection to source lost: {why}"))
+            d.errback(Unavailable(why))
 
 
 def _failed(e: Exception) -> Deferred:

@@ -15,7 +15,7 @@ class AskedPeer:
     def __init__(self) -> None:
         self.downloads: dict = {}
 
-    async def fetch(self, fname, from_host, hash_prefix, started):
+    async def fetch(self, fname, from_host, hash_prefix, started, begun=None):
         raise NotFound(f"asked fname={fname!r} from={from_host!r} hash={hash_prefix!r}")
 
 

@@ -205,7 +205,7 @@ def test_the_piece_list_comes_from_a_source_and_the_fetched_file_is_published(tm
 
     assert not result.already
     assert (result.downloaded, result.resumed, result.sources) == (len(DATA), 0, ("alice",))
-    assert t.pool.calls[:2] == [("connect", endpoint("alice"), 10.0), ("release", endpoint("alice"))]
+    assert t.pool.calls[:2] == [("connect", endpoint("alice"), None), ("release", endpoint("alice"))]
     assert t.pool.made[endpoint("alice")][0].pieces_asked == [ROOT]
     with open(t.repo.path_for("data.bin"), "rb") as f:
         assert f.read() == DATA
@@ -239,9 +239,9 @@ def test_a_source_that_sends_a_bad_piece_list_is_skipped(tmp_path):
 
     assert outcome(d).sources
     assert t.pool.calls[:4] == [
-        ("connect", endpoint("alice"), 10.0),
+        ("connect", endpoint("alice"), None),
         ("discard", endpoint("alice")),
-        ("connect", endpoint("carol"), 10.0),
+        ("connect", endpoint("carol"), None),
         ("release", endpoint("carol")),
     ]
 
@@ -281,7 +281,7 @@ def test_a_piece_list_with_one_piece_as_large_as_the_file_is_refused(tmp_path):
         "no source gave a valid piece list "
         f"(alice: piece size {len(DATA)} is not the {MIN_PIECE_SIZE} the file size calls for)"
     )
-    assert t.pool.calls == [("connect", endpoint("alice"), 10.0), ("discard", endpoint("alice"))]
+    assert t.pool.calls == [("connect", endpoint("alice"), None), ("discard", endpoint("alice"))]
     assert t.peer.downloads == {}
 
 
