@@ -214,13 +214,14 @@ class Peer:
         job.root, job.size = chosen.root, chosen.size
         try:
             job.phase = Phase.PIECE_LIST
-            digest, resume = await self._digest_for(chosen, job)
+            failed: set[Source] = set()
+            digest, resume = await self._digest_for(chosen, job, failed)
             if job.stopped is not None:
                 raise job.stopped
             download = Download(
                 fname,
                 digest,
-                list(chosen.sources),
+                [s for s in chosen.sources if s not in failed],  # those that failed just now are not asked again
                 self.repository,
                 self.pool,
                 self.reactor,
@@ -258,11 +259,12 @@ class Peer:
         else:
             log.failure("announcing {fname} failed", failure, fname=fname)
 
-    async def _digest_for(self, candidate: Candidate, job: Fetch) -> tuple[Digest, bytes | None]:
+    async def _digest_for(self, candidate: Candidate, job: Fetch, failed: set[Source]) -> tuple[Digest, bytes | None]:
         """The verified piece list, from a saved partial download or from a source.
 
         Sources are asked in turn; each may keep us in its upload queue up to
         the pool's queue timeout, and must answer within its request timeout.
+        Those that failed are added to *failed*.
         """
         if candidate.size <= MIN_PIECE_SIZE:
             # One piece: its digest is checked against the root directly, so
@@ -277,6 +279,7 @@ class Peer:
                 protocol = await self.pool.connect(source.address, job.watch, ticket=source.ticket or None)
             except FileshareError as e:
                 errors.append(f"{source.host}: {e.message}")
+                failed.add(source)
                 continue
             try:
                 reply = await protocol.pieces(candidate.root)
@@ -285,6 +288,7 @@ class Peer:
                 )
             except (FileshareError, ValueError, TypeError) as e:
                 errors.append(f"{source.host}: {e}")
+                failed.add(source)
                 self.pool.discard(protocol)
                 continue
             except BaseException:  # cancelled: the request is still outstanding
@@ -295,6 +299,7 @@ class Peer:
             self.pool.release(protocol)
             if digest.size != candidate.size:
                 errors.append(f"{source.host}: size differs from the index")
+                failed.add(source)
                 continue
             return digest, None
         raise Unavailable("no source gave a valid piece list (" + "; ".join(errors) + ")")

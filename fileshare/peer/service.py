@@ -18,9 +18,10 @@ from ..tls.ca import load_certificates
 from ..tls.pins import FILE_NAME as PIN_FILE
 from .console import PeerConsoleFactory
 from .node import Peer
-from .pool import SourcePool
+from .pool import QUEUE_TIMEOUT, SourcePool
 from .ratelimit import TokenBucket, parse_rate
 from .repository import Repository
+from .source import REQUEST_TIMEOUT
 from .tracker_endpoint import TrackerEndpoint
 from .tracker_link import TrackerLink
 from .upload import UploadService
@@ -45,6 +46,16 @@ def _count(text: str) -> int:
     return n
 
 
+def _seconds(text: str) -> float:
+    try:
+        n = float(text)
+    except ValueError:
+        raise usage.UsageError(f"not a number of seconds: {text!r}") from None
+    if not 0 < n < float("inf"):
+        raise usage.UsageError("must be a positive number of seconds")
+    return n
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "Run a fileshare peer: a repository of files shared with other peers."
@@ -62,6 +73,20 @@ class Options(usage.Options):
         ["upload-rate", None, None, "Upload limit in bytes/s across all uploads, K/M/G suffixes (e.g. 20M).", _rate],
         ["download-rate", None, None, "Download limit in bytes/s across all downloads, K/M/G suffixes.", _rate],
         ["max-sources", None, 4, "Sources one fetch downloads from at once.", _count],
+        [
+            "request-timeout",
+            None,
+            REQUEST_TIMEOUT,
+            "Seconds a source may owe a reply or bytes and send nothing; then it is dropped.",
+            _seconds,
+        ],
+        [
+            "queue-timeout",
+            None,
+            QUEUE_TIMEOUT,
+            "Seconds a fetch waits in one source's upload queue for a slot before giving up on it.",
+            _seconds,
+        ],
         [
             "tracker-fingerprint",
             None,
@@ -150,7 +175,13 @@ class PeerService(service.MultiService):
             lambda: self.listener.port_number,
         )
         self.uploads.ticket_key = lambda: self.tracker.ticket_key
-        self.pool = SourcePool(reactor, TokenBucket(options["download-rate"], reactor), identity=self.identity)
+        self.pool = SourcePool(
+            reactor,
+            TokenBucket(options["download-rate"], reactor),
+            identity=self.identity,
+            request_timeout=options.get("request-timeout", REQUEST_TIMEOUT),
+            queue_timeout=options.get("queue-timeout", QUEUE_TIMEOUT),
+        )
         self.peer = Peer(
             self.repository, self.tracker, self.uploads, self.pool, reactor, hashers, options["max-sources"]
         )

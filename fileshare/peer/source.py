@@ -183,6 +183,14 @@ class SourceProtocol(MessageReceiver):
     def lineReceived(self, line: bytes) -> None:
         self.last_progress = self.clock.seconds()
         super().lineReceived(line)
+        self._settled()
+
+    def _settled(self) -> None:
+        """Nothing is owed any more: no timer runs until the next request."""
+        if not self.busy and self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
 
     def badMessage(self, error: BadRequest) -> None:
         self._protocol_error(f"source sent a bad message: {error.message}")
@@ -245,6 +253,7 @@ class SourceProtocol(MessageReceiver):
             self.setLineMode()
             sink.write(view[:take])
             d.callback(self._length)
+            self._settled()
             if take < n and self.connected:
                 self.dataReceived(data[take:])
         else:

@@ -429,3 +429,145 @@ def test_a_ticket_that_cannot_be_renewed_drops_the_source_with_its_reason(tmp_pa
     t.threads.run()
 
     assert "alice: the ticket expired 1 s ago" in outcome(d).getErrorMessage()
+
+
+# -- a fetch is visible and cancellable from its first moment
+
+
+def pending_lookup(tmp_path, **sources):
+    """A peer whose tracker has not answered ``sources`` yet (answer with t.lookup.callback)."""
+    t = build(tmp_path, **sources)
+    t.lookup = Deferred()
+    t.tracker.replies["sources"] = t.lookup
+    return t
+
+
+def queued_source(t, host: str, place: int, **options):
+    """*host* keeps us in its upload queue at *place* until t.slot fires."""
+    connection = FakeConnection(t.reactor, DATA, endpoint(host), pieces_reply=pieces_reply(), **options)
+    connection.queue_position = place
+    t.slot = Deferred()
+    t.pool.add(endpoint(host), (connection, t.slot))
+    return connection
+
+
+def test_a_fetch_is_in_flight_while_the_tracker_is_asked_for_sources(tmp_path):
+    t = pending_lookup(tmp_path)
+    seen = []
+
+    d = fetch(t, begun=seen.append)
+
+    job = t.peer.fetches["data.bin"]
+    assert seen == [job] and not d.called and t.peer.downloads == {}
+    p = job.progress()
+    assert (p.fname, p.size, p.done, p.sources, p.queued, p.phase) == ("data.bin", None, 0, 0, None, "lookup")
+
+
+def test_a_second_fetch_of_a_name_being_looked_up_is_refused_at_once(tmp_path):
+    t = pending_lookup(tmp_path)
+    first = fetch(t)
+
+    second = fetch(t)
+
+    assert error_of(second, Conflict).message == "'data.bin' is already being fetched"
+    assert not first.called and list(t.peer.fetches) == ["data.bin"]
+    assert [c for c in t.tracker.calls if c[0] == "sources"] == [("sources", {"fname": "data.bin"})]
+
+
+def test_cancel_during_the_tracker_lookup_ends_the_fetch(tmp_path):
+    t = pending_lookup(tmp_path)
+    d = fetch(t)
+
+    cancelled = Deferred.fromCoroutine(t.peer.cancel("data.bin"))
+
+    assert outcome(cancelled) is None
+    assert error_of(d, Cancelled).message == "fetch of 'data.bin' cancelled"
+    assert t.peer.fetches == {} and t.pool.calls == []
+    t.lookup.callback({"items": [item("alice")]})  # a late answer changes nothing
+    assert t.pool.calls == []
+
+
+def test_while_a_source_queues_us_for_the_piece_list_the_fetch_shows_its_place(tmp_path):
+    t = build(tmp_path, [item("alice")])
+    queued_source(t, "alice", 3)
+
+    d = fetch(t)
+    t.reactor.advance(700)  # longer than any timeout of the peer's own: the pool bounds the wait
+
+    p = t.peer.fetches["data.bin"].progress()
+    assert (p.size, p.done, p.sources, p.queued, p.phase) == (len(DATA), 0, 1, 3, "piece-list")
+    assert not d.called
+
+
+def test_the_time_a_fetch_reports_counts_its_wait_in_a_queue(tmp_path):
+    t = build(tmp_path, [item("alice")])
+    queued_source(t, "alice", 1)
+    d = fetch(t)
+
+    t.reactor.advance(42)
+    t.slot.callback(None)
+    t.threads.run()
+
+    result = outcome(d)
+    assert result.seconds == 42 and result.downloaded == len(DATA)
+
+
+def test_cancel_while_queued_for_the_piece_list_aborts_the_connection(tmp_path):
+    t = build(tmp_path, [item("alice")])
+    alice = queued_source(t, "alice", 2)
+    d = fetch(t)
+
+    cancelled = Deferred.fromCoroutine(t.peer.cancel("data.bin"))
+
+    assert outcome(cancelled) is None and alice.transport.aborted
+    assert error_of(d, Cancelled).message == "fetch of 'data.bin' cancelled"
+    assert t.peer.fetches == {} and t.peer._claimed == set()
+
+
+def test_cancel_while_the_piece_list_is_asked_for_discards_the_connection(tmp_path):
+    t = build(tmp_path, [item("alice")])
+    alice = FakeConnection(t.reactor, DATA, endpoint("alice"), pieces_reply=Deferred())
+    t.pool.add(endpoint("alice"), alice)
+    d = fetch(t)
+
+    cancelled = Deferred.fromCoroutine(t.peer.cancel("data.bin"))
+
+    assert outcome(cancelled) is None and alice.transport.aborted
+    assert ("discard", endpoint("alice")) in t.pool.calls
+    assert error_of(d, Cancelled).message == "fetch of 'data.bin' cancelled"
+
+
+def test_a_source_whose_piece_list_timed_out_is_named_in_the_error(tmp_path):
+    timeout = Unavailable("source alice:7710 sent no piece list within 30 s")
+    t = build(tmp_path, [item("alice")], alice={"pieces_reply": timeout})
+
+    error = error_of(fetch(t), Unavailable)
+
+    assert (
+        error.message == "no source gave a valid piece list (alice: source alice:7710 sent no piece list within 30 s)"
+    )
+    assert t.peer.fetches == {}
+
+
+def test_after_a_piece_list_timeout_the_next_source_is_asked_and_the_first_is_not_used_again(tmp_path):
+    timeout = Unavailable("source alice:7710 sent no piece list within 30 s")
+    t = build(tmp_path, [item("alice"), item("carol")], alice={"pieces_reply": timeout}, carol={})
+
+    d = fetch(t)
+    t.threads.run()
+
+    assert outcome(d).sources == ("carol",)
+    assert [c for c in t.pool.calls if c[:2] == ("connect", endpoint("alice"))] == [
+        ("connect", endpoint("alice"), None)
+    ]
+
+
+def test_stop_during_the_piece_list_interrupts_the_fetch(tmp_path):
+    t = build(tmp_path, [item("alice")])
+    alice = queued_source(t, "alice", 1)
+    d = fetch(t)
+
+    stopped = t.peer.stop()
+
+    assert outcome(stopped) == [None] and alice.transport.aborted
+    assert error_of(d, Unavailable).message == "fetch of 'data.bin' interrupted; fetch it again to resume"
