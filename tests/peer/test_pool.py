@@ -1,14 +1,17 @@
 """SourcePool on a MemoryReactorClock: connecting, greeting, timeouts and reuse, no sockets."""
 
+import pytest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
 from zope.interface.verify import verifyObject
 
 from fileshare.errors import Unavailable
 from fileshare.peer.interfaces import ISourceConnection, ISourcePool
 from fileshare.peer.pool import CONNECT_TIMEOUT, GREETING_TIMEOUT, IDLE_TIMEOUT, QUEUE_TIMEOUT, SourcePool
+from fileshare.peer.service import Options as PeerOptions
 from fileshare.peer.source import SourceProtocol
 from fileshare.secure import PlainAddress
 from fileshare.tls import generate
@@ -316,3 +319,28 @@ def test_a_refused_ticket_is_the_error_of_the_requests_cut_off_by_the_close():
     wrapper.connectionLost(Failure(ConnectionAborted()))
     error = outcome(asked).value
     assert (error.code, error.message) == ("ticket-expired", "the ticket expired 3 s ago")
+
+
+# -- the peer's options for them
+
+
+def test_the_peer_options_default_to_a_30_s_request_timeout_and_a_600_s_queue_timeout():
+    options = PeerOptions()
+    options.parseOptions([])
+
+    assert (options["request-timeout"], options["queue-timeout"]) == (30.0, 600.0)
+
+
+def test_the_peer_options_take_seconds_as_decimals():
+    options = PeerOptions()
+    options.parseOptions(["--request-timeout", "0.5", "--queue-timeout", "2"])
+
+    assert (options["request-timeout"], options["queue-timeout"]) == (0.5, 2.0)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
+def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused(value):
+    with pytest.raises(UsageError):
+        PeerOptions().parseOptions(["--request-timeout", value])
+    with pytest.raises(UsageError):
+        PeerOptions().parseOptions(["--queue-timeout", value])
