@@ -6,6 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from zope.interface.verify import verifyClass, verifyObject
 
 from fileshare.errors import BadRequest, Conflict, NotFound, TicketExpired, Unavailable
@@ -571,3 +574,45 @@ def test_stop_during_the_piece_list_interrupts_the_fetch(tmp_path):
 
     assert outcome(stopped) == [None] and alice.transport.aborted
     assert error_of(d, Unavailable).message == "fetch of 'data.bin' interrupted; fetch it again to resume"
+
+
+# -- the piece list behind a real pool's timers
+
+
+def real_pool_fetch(tmp_path):
+    """A fetch from alice through the real SourcePool on a MemoryReactorClock; alice queues us at place 1."""
+    t = build(tmp_path, [item("alice")])
+    t.reactor = MemoryReactorClock()
+    t.peer = Peer(t.repo, t.tracker, FakeUploads(), SourcePool(t.reactor), t.reactor, t.threads)
+    t.d = fetch(t)
+    t.source = t.reactor.tcpClients[0][2].buildProtocol(None)
+    t.transport = StringTransport()
+    t.source.makeConnection(t.transport)
+    t.source.dataReceived(b'{"queued":1}\n')
+    return t
+
+
+def test_a_fetch_waiting_for_a_slot_for_its_piece_list_waits_past_every_shorter_timeout(tmp_path):
+    t = real_pool_fetch(tmp_path)
+
+    t.reactor.pump([1.0] * 599)  # it used to give up after 10 s
+    p = t.peer.fetches["data.bin"].progress()
+    t.transport.clear()
+    t.source.dataReceived(b'{"ok":true,"version":1}\n')
+
+    assert not t.d.called and (p.queued, p.phase) == (1, "piece-list")
+    assert t.transport.value() == b'{"op":"pieces","root":"' + ROOT.encode() + b'"}\n'
+    outcome(Deferred.fromCoroutine(t.peer.cancel("data.bin")))
+    assert error_of(t.d, Cancelled).message == "fetch of 'data.bin' cancelled" and t.transport.disconnected
+
+
+def test_a_fetch_kept_in_the_queue_past_the_queue_timeout_fails_naming_the_source(tmp_path):
+    t = real_pool_fetch(tmp_path)
+
+    t.reactor.pump([1.0] * 600)
+    t.source.connectionLost(Failure(ConnectionAborted()))
+
+    assert t.transport.disconnected
+    assert error_of(t.d, Unavailable).message == (
+        "no source gave a valid piece list (alice: source alice:7710 kept us queued for 600 s)"
+    )
