@@ -318,14 +318,19 @@ class Peer:
         if job is not None and not job.over and not (job.download is not None and job.download.over):
             before_download = job.download is None
             await job.stop(Cancelled(f"fetch of {fname!r} cancelled"), cancel=True)
-            if not before_download:
-                return
+            if before_download:  # a fetch resuming a partial download may have been cancelled before it ran
+                await self._drop_partials(fname)
+            return
+        if await self._drop_partials(fname) or await self._drop_unrecorded(fname):
+            return
+        raise NotFound(f"no fetch of {fname!r} in progress or paused")
+
+    async def _drop_partials(self, fname: str) -> bool:
+        """Remove the recorded partial downloads of *fname*; whether there was any."""
         partials = [p for p in await self.repository.partials() if p[1] == fname]
         for root, *_ in partials:
             await self.repository.drop_partial(root)
-        if job is not None or partials or await self._drop_unrecorded(fname):
-            return
-        raise NotFound(f"no fetch of {fname!r} in progress or paused")
+        return bool(partials)
 
     async def _drop_unrecorded(self, fname: str) -> bool:
         """Remove part files of *fname* that have no record (left by a failed write in

@@ -616,3 +616,24 @@ def test_a_fetch_kept_in_the_queue_past_the_queue_timeout_fails_naming_the_sourc
     assert error_of(t.d, Unavailable).message == (
         "no source gave a valid piece list (alice: source alice:7710 kept us queued for 600 s)"
     )
+
+
+def test_cancel_during_the_lookup_of_a_paused_fetch_also_removes_its_partial_data(tmp_path):
+    t = pending_lookup(tmp_path)
+    t.repo.saved[ROOT] = ("data.bin", DIGEST, b"\x01\x00\x00")
+    d = fetch(t)
+
+    cancelled = Deferred.fromCoroutine(t.peer.cancel("data.bin"))
+
+    assert outcome(cancelled) is None and error_of(d, Cancelled)
+    assert t.repo.saved == {} and ("drop_partial", ROOT) in t.repo.calls
+
+
+def test_cancel_of_a_fetch_that_already_completed_its_transfer_is_not_found(tmp_path):
+    t = build(tmp_path, [item("alice")], alice={})
+    job = SimpleNamespace(over=False, download=SimpleNamespace(over=True))
+    t.peer.fetches["data.bin"] = job  # naming and recording the file: too late to cancel
+
+    error = error_of(Deferred.fromCoroutine(t.peer.cancel("data.bin")), NotFound)
+
+    assert error.message == "no fetch of 'data.bin' in progress or paused"
