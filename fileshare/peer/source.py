@@ -263,7 +263,8 @@ class SourceProtocol(MessageReceiver):
         self._protocol_error("source sent an over-long line")
 
     def _protocol_error(self, why: str) -> None:
-        log.warn("dropping source {source}: {why}", source=self.endpoint_name, why=why)
+        where_ = where(self.endpoint_name)
+        self.warnings.warn(("bad-source", where_), "dropping source {source}: {why}", source=where_, why=why)
         self.transport.abortConnection()
 
     # -- flow control: several reasons may hold the connection paused at once
