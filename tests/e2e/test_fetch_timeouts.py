@@ -181,3 +181,29 @@ async def test_a_fetch_queued_for_a_slot_longer_than_its_request_timeout_waits_s
     waiting = [line for line in reply.data if line.startswith("progress ")]
     assert waiting and waiting[0].endswith(" queued=1 phase=piece-list"), reply.data
     assert (tmp_path / "bob" / "data.bin").read_bytes() == f.read_bytes()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fetch_of_a_file_over_1_mib_waiting_for_a_real_peers_only_slot_waits_and_completes(net, tmp_path):
+    await net.start_tracker()
+    big, small = tmp_path / "big.bin", tmp_path / "small.bin"
+    big.write_bytes(os.urandom(4 * MiB))
+    small.write_bytes(os.urandom(2 * MiB))  # over 1 MiB: the fetch needs the piece list first
+    alice_peer, alice = await net.user("alice", max_uploads="1", upload_rate="1M")
+    assert (await alice.command(f"publish {big} big.bin")).ok
+    assert (await alice.command(f"publish {small} small.bin")).ok
+    _, carol = await net.user("carol")
+    # A request timeout shorter than the wait (alice's paced sending has gaps of 0.25 s, not 2 s).
+    bob_peer, bob = await net.user("bob", request_timeout="2")
+    holding = ensureDeferred(carol.command("fetch big.bin"))  # takes alice's only slot for about 4 s
+    await until(lambda: alice_peer.uploads.sent_bytes > 0)
+
+    reply = await within(bob.command("fetch small.bin"), 60)
+    held = await within(holding, 60)
+
+    assert held.ok, held
+    assert reply.status.startswith("OK fetched small.bin 2097152 bytes in "), reply
+    assert float(reply.status.split(" in ")[1].split()[0]) > 2  # it waited past its request timeout
+    waiting = [line for line in reply.data if " queued=1 " in line + " "]
+    assert waiting and waiting[0].startswith("progress small.bin 0.0% 0/2097152 bytes "), reply.data
+    assert (tmp_path / "bob" / "small.bin").read_bytes() == small.read_bytes()
