@@ -32,8 +32,8 @@ class Fetch:
         self.phase = Phase.LOOKUP
         self.size: int | None = None
         self.root: str | None = None
-        #: The connection asked for the piece list (its queue position is shown).
-        self.source: Any = None
+        #: The connections asked for the piece list (their queue places are shown).
+        self.asking: list[Any] = []
         self.download: Download | None = None
         #: The work before the download, cancelled to stop it.
         self.work: Deferred | None = None
@@ -44,14 +44,19 @@ class Fetch:
 
     def watch(self, connection: Any) -> None:
         """*connection* is being asked for the piece list (pool ``watch`` hook)."""
-        self.source = connection
+        self.asking.append(connection)
+
+    def unwatch(self, connection: Any) -> None:
+        if connection in self.asking:
+            self.asking.remove(connection)
 
     def progress(self) -> Progress:
         if self.download is not None:
             return self.download.progress()
-        source = self.source if self.source is not None and self.source.connected else None
-        queued = source.queue_position if source is not None else None
-        return Progress(self.fname, self.size, 0, 0.0, 1 if source else 0, queued, self.phase.value)
+        asking = [c for c in self.asking if c.connected]
+        places = [c.queue_position for c in asking if c.queue_position]
+        queued = min(places) if places else None
+        return Progress(self.fname, self.size, 0, 0.0, len(asking), queued, self.phase.value)
 
     def stop(self, why: FileshareError, cancel: bool) -> Deferred:
         """End the fetch with *why*; fires once it has ended.  Its Download, if any, is

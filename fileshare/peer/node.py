@@ -22,6 +22,7 @@ from ..wire.framing import is_integer
 from .download import Cancelled, Download, Source
 from .fetches import Fetch, Phase
 from .interfaces import IRepository, ISourcePool, ITrackerLink, IUploadService
+from .piece_list import PieceListRace
 from .repository import Entry
 
 log = Logger()
@@ -231,7 +232,7 @@ class Peer:
             )
             download.crew.renew = lambda host: self._fresh_ticket(fname, chosen.root, host)
             self.downloads[chosen.root] = download
-            job.download, job.phase, job.source = download, Phase.TRANSFER, None
+            job.download, job.phase = download, Phase.TRANSFER
             if started is not None:
                 started(download)
             await download.run()
@@ -262,7 +263,8 @@ class Peer:
     async def _digest_for(self, candidate: Candidate, job: Fetch, failed: set[Source]) -> tuple[Digest, bytes | None]:
         """The verified piece list, from a saved partial download or from a source.
 
-        Sources are asked in turn; each may keep us in its upload queue up to
+        Sources are asked in turn, the next one also while one keeps us in
+        its upload queue (:mod:`.piece_list`); each may keep us queued up to
         the pool's queue timeout, and must answer within its request timeout.
         Those that failed are added to *failed*.
         """
@@ -273,36 +275,10 @@ class Peer:
         saved = await self.repository.partial_digest(candidate.root)
         if saved is not None:
             return saved
-        errors = []
-        for source in candidate.sources:
-            try:
-                protocol = await self.pool.connect(source.address, job.watch, ticket=source.ticket or None)
-            except FileshareError as e:
-                errors.append(f"{source.host}: {e.message}")
-                failed.add(source)
-                continue
-            try:
-                reply = await protocol.pieces(candidate.root)
-                digest = Digest.from_wire(
-                    reply.get("size"), reply.get("piece_size"), reply.get("pieces"), candidate.root
-                )
-            except (FileshareError, ValueError, TypeError) as e:
-                errors.append(f"{source.host}: {e}")
-                failed.add(source)
-                self.pool.discard(protocol)
-                continue
-            except BaseException:  # cancelled: the request is still outstanding
-                self.pool.discard(protocol)
-                raise
-            finally:
-                job.source = None
-            self.pool.release(protocol)
-            if digest.size != candidate.size:
-                errors.append(f"{source.host}: size differs from the index")
-                failed.add(source)
-                continue
-            return digest, None
-        raise Unavailable("no source gave a valid piece list (" + "; ".join(errors) + ")")
+        race = PieceListRace(
+            self.pool, candidate.root, candidate.size, candidate.sources, failed, job.watch, job.unwatch
+        )
+        return await race.run(), None
 
     async def _fresh_ticket(self, fname: str, root: str, host: str) -> str | None:
         """A new ticket to fetch *root* from *host*, if the tracker still lists it as a source."""

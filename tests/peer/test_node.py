@@ -637,3 +637,71 @@ def test_cancel_of_a_fetch_that_already_completed_its_transfer_is_not_found(tmp_
     error = error_of(Deferred.fromCoroutine(t.peer.cancel("data.bin")), NotFound)
 
     assert error.message == "no fetch of 'data.bin' in progress or paused"
+
+
+# -- the piece list from whichever source answers first
+
+
+def slotted_source(t, host: str, place: int, **options):
+    """*host* keeps us queued at *place* until the returned slot fires."""
+    connection = FakeConnection(t.reactor, DATA, endpoint(host), pieces_reply=pieces_reply(), **options)
+    connection.queue_position = place
+    slot: Deferred = Deferred()
+    t.pool.add(endpoint(host), (connection, slot))
+    return connection, slot
+
+
+def test_while_one_source_keeps_us_queued_the_next_is_asked_and_the_first_list_wins(tmp_path):
+    t = build(tmp_path, [item("alice"), item("carol")], carol={})
+    alice, _ = slotted_source(t, "alice", 3)
+
+    d = fetch(t)
+    t.threads.run()
+
+    assert outcome(d).sources == ("carol",)
+    assert t.pool.calls[:3] == [
+        ("connect", endpoint("alice"), None),
+        ("connect", endpoint("carol"), None),
+        ("release", endpoint("carol")),
+    ]
+    assert alice.transport.aborted  # its wait is called off; the transfer asked alice again
+    assert [c[:2] for c in t.pool.calls].count(("connect", endpoint("alice"))) == 2
+
+
+def test_while_every_source_keeps_us_queued_the_fetch_shows_its_best_place_and_takes_the_first_slot(tmp_path):
+    t = build(tmp_path, [item("alice"), item("carol")])
+    alice, alice_slot = slotted_source(t, "alice", 5)
+    carol, carol_slot = slotted_source(t, "carol", 2)
+
+    d = fetch(t)
+    p = t.peer.fetches["data.bin"].progress()
+    carol_slot.callback(None)
+
+    assert (p.sources, p.queued, p.phase) == (2, 2, "piece-list")
+    assert carol.pieces_asked == [ROOT] and alice.pieces_asked == []
+    assert alice.transport.aborted and not d.called
+
+
+def test_a_source_failing_while_another_keeps_us_queued_leaves_us_waiting_for_the_queued_one(tmp_path):
+    t = build(tmp_path, [item("alice"), item("carol")])
+    alice, alice_slot = slotted_source(t, "alice", 1)  # carol: not reachable
+
+    d = fetch(t)
+    waiting = t.peer.fetches["data.bin"].progress()
+    alice_slot.callback(None)
+    t.threads.run()
+
+    assert (waiting.sources, waiting.queued) == (1, 1)
+    assert outcome(d).sources == ("alice",)
+
+
+def test_cancel_while_two_sources_keep_us_queued_aborts_both(tmp_path):
+    t = build(tmp_path, [item("alice"), item("carol")])
+    alice, _ = slotted_source(t, "alice", 1)
+    carol, _ = slotted_source(t, "carol", 1)
+    d = fetch(t)
+
+    cancelled = Deferred.fromCoroutine(t.peer.cancel("data.bin"))
+
+    assert outcome(cancelled) is None and alice.transport.aborted and carol.transport.aborted
+    assert error_of(d, Cancelled).message == "fetch of 'data.bin' cancelled"
