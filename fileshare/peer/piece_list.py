@@ -85,13 +85,21 @@ class PieceListRace:
                 hedged = True
                 self._next()
 
+        watched = []
+
         def watch(protocol: Any) -> None:
+            watched.append(protocol)
             protocol.on_queued = queued
             if protocol.queue_position:
                 queued(protocol.queue_position)
             self.watch(protocol)
 
-        protocol = await self.pool.connect(source.address, watch, ticket=source.ticket or None)
+        try:
+            protocol = await self.pool.connect(source.address, watch, ticket=source.ticket or None)
+        except BaseException:
+            for p in watched:
+                self.unwatch(p)
+            raise
         try:
             reply = await protocol.pieces(self.root)
             digest = Digest.from_wire(reply.get("size"), reply.get("piece_size"), reply.get("pieces"), self.root)

@@ -705,3 +705,16 @@ def test_cancel_while_two_sources_keep_us_queued_aborts_both(tmp_path):
 
     assert outcome(cancelled) is None and alice.transport.aborted and carol.transport.aborted
     assert error_of(d, Cancelled).message == "fetch of 'data.bin' cancelled"
+
+
+def test_a_source_given_up_while_queued_is_no_longer_shown(tmp_path):
+    t = build(tmp_path, [item("alice"), item("carol")])
+    alice, alice_slot = slotted_source(t, "alice", 1)
+    carol, carol_slot = slotted_source(t, "carol", 4)
+    d = fetch(t)
+
+    alice_slot.errback(Unavailable("source alice:7710 kept us queued for 600 s"))
+
+    p = t.peer.fetches["data.bin"].progress()
+    assert (p.sources, p.queued) == (1, 4) and t.peer.fetches["data.bin"].asking == [carol]
+    assert not d.called
