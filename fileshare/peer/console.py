@@ -11,6 +11,7 @@ from ..console.paging import Pager, more_command
 from ..console.protocol import CommandTable, ConsoleProtocol, Session, help_command, quit_command
 from ..errors import BadRequest
 from .download import Download, Progress
+from .fetches import Fetch
 from .node import AmbiguousName, Peer
 
 #: Seconds between progress lines of a running fetch.
@@ -18,11 +19,14 @@ PROGRESS_INTERVAL = 1.0
 
 
 def format_progress(p: Progress) -> str:
+    """``queued=N``: our place in a source's upload queue; ``phase=``: a step before the transfer."""
     eta = f"{p.eta:.0f}s" if p.eta is not None else "?"
+    size = p.size if p.size is not None else "?"
     queued = f" queued={p.queued}" if p.queued else ""
+    phase = f" phase={p.phase}" if p.phase else ""
     return (
-        f"progress {quote(p.fname)} {p.percent:.1f}% {p.done}/{p.size} bytes "
-        f"{human_bytes(p.rate)}/s eta {eta} sources={p.sources}{queued}"
+        f"progress {quote(p.fname)} {p.percent:.1f}% {p.done}/{size} bytes "
+        f"{human_bytes(p.rate)}/s eta {eta} sources={p.sources}{queued}{phase}"
     )
 
 
@@ -120,16 +124,19 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
         fname, from_host, hash_prefix = _parse_fetch_args(args)
         ticker: LoopingCall | None = None
 
-        def started(download: Download) -> None:
+        def begun(job: Fetch) -> None:
+            # From the first moment: the lookup and the piece list can wait too.
             nonlocal ticker
-            if download.resumed_bytes:
-                session.data(f"resuming {quote(fname)} with {download.resumed_bytes} bytes already verified")
-            ticker = LoopingCall(lambda: session.data(format_progress(download.progress())))
+            ticker = LoopingCall(lambda: session.data(format_progress(job.progress())))
             ticker.clock = clock
             ticker.start(PROGRESS_INTERVAL, now=False)
 
+        def started(download: Download) -> None:
+            if download.resumed_bytes:
+                session.data(f"resuming {quote(fname)} with {download.resumed_bytes} bytes already verified")
+
         try:
-            result = await peer.fetch(fname, from_host, hash_prefix, started)
+            result = await peer.fetch(fname, from_host, hash_prefix, started, begun)
         except AmbiguousName as e:
             for c in e.candidates:
                 session.data(f"{quote(fname)} {c.size} {c.root} hosts={','.join(s.host for s in c.sources)}")
@@ -165,14 +172,14 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
         )
         for p in slots.waiting:
             session.data(f"upload-queue {p.peer.host if hasattr(p.peer, 'host') else p.peer}")
-        for download in peer.downloads.values():
-            session.data("fetching " + format_progress(download.progress()).removeprefix("progress "))
-        inflight = {d.digest.root for d in peer.downloads.values()}
+        for job in peer.fetches.values():
+            session.data("fetching " + format_progress(job.progress()).removeprefix("progress "))
+        inflight = {job.root for job in peer.fetches.values()}
         for root, fname, _size, verified in await peer.repository.partials():
             if root not in inflight:
                 done = sum(verified)
                 session.data(f"paused {quote(fname)} {done}/{len(verified)} pieces; 'fetch' resumes, 'cancel' discards")
-        return f"{len(peer.downloads)} fetch{'es' if len(peer.downloads) != 1 else ''} in flight"
+        return f"{len(peer.fetches)} fetch{'es' if len(peer.fetches) != 1 else ''} in flight"
 
     table.add("register", register, "register NAME PASSWORD", "create an account on the tracker", 2)
     table.add(

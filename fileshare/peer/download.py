@@ -53,19 +53,25 @@ class Cancelled(FileshareError):
 @attrs.define
 class Progress:
     fname: str
-    size: int
+    #: None while the tracker has not said yet.
+    size: int | None
     done: int
     rate: float
     sources: int
-    queued: int
+    #: Our best place in a source's upload queue while waiting for a slot, else None.
+    queued: int | None
+    #: Before the transfer: "lookup" (asking the tracker) or "piece-list"; "" once it runs.
+    phase: str = ""
 
     @property
     def percent(self) -> float:
+        if self.size is None:
+            return 0.0
         return 100.0 * self.done / self.size if self.size else 100.0
 
     @property
     def eta(self) -> float | None:
-        return (self.size - self.done) / self.rate if self.rate > 0 else None
+        return (self.size - self.done) / self.rate if self.rate > 0 and self.size is not None else None
 
 
 class State(enum.Enum):
@@ -221,8 +227,6 @@ class Download:
     async def _run(self) -> None:
         saver = LoopingCall(self._save)
         saver.clock = self.clock
-        checker = LoopingCall(self.crew.check_stalls)
-        checker.clock = self.clock
         try:
             if not self._single:
                 await self.part.open()
@@ -231,10 +235,9 @@ class Download:
                 self._start()
                 if not self._single:  # one piece: nothing to resume, nothing to save
                     saver.start(SAVE_INTERVAL, now=False).addErrback(self._save_failed)
-                checker.start(1.0, now=False).addErrback(lambda f: log.failure("stall check failed", f))
             await self._running
         except Exception:
-            _stop_loops(saver, checker)
+            _stop_loops(saver)
             if self.state in (State.PREPARING, State.RUNNING):  # the part file could not be opened
                 self._move(State.STOPPING)
             self._running.addErrback(lambda _: None)
@@ -242,7 +245,7 @@ class Download:
                 return
             raise
         finally:
-            _stop_loops(saver, checker)
+            _stop_loops(saver)
         if not self._single:
             try:
                 self._dirty = True

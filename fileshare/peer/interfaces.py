@@ -83,7 +83,8 @@ class ISourcePool(Interface):
 
         *watch* is called with the connection before the greeting (so its
         queue position can be shown); *queue_timeout* bounds the wait in the
-        source's upload queue.
+        source's upload queue (None: the pool's own).  Cancelling the call
+        aborts the connection.
         """
 
     def release(connection) -> None:

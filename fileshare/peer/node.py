@@ -21,7 +21,9 @@ from ..pieces import MIN_PIECE_SIZE, Digest, piece_size_for
 from ..secure import address_from_wire
 from ..wire.framing import is_integer
 from .download import Cancelled, Download, Source
+from .fetches import Fetch, Phase
 from .interfaces import IRepository, ISourcePool, ITrackerLink, IUploadService
+from .piece_list import PieceListRace
 from .repository import Entry
 
 log = Logger()
@@ -29,9 +31,6 @@ log = Logger()
 
 #: The tracker's error code for a host over its ``--max-records`` limit.
 TOO_MANY_FILES = "too-many-files"
-
-#: How long getting a piece list waits in one source's upload queue before trying the next.
-PIECE_LIST_QUEUE_TIMEOUT = 10.0
 
 
 @attrs.frozen
@@ -82,8 +81,10 @@ class Peer:
         self.reactor = reactor
         self.hashers = hashers
         self.max_sources = max_sources
-        #: Fetches in flight, by root.
+        #: Downloads running, by root.
         self.downloads: dict[str, Download] = {}
+        #: Fetches in flight from the moment they are asked for, by name.
+        self.fetches: dict[str, Fetch] = {}
         self._claimed: set[str] = set()
 
     # -- accounts
@@ -185,12 +186,43 @@ class Peer:
         from_host: str | None = None,
         hash_prefix: str | None = None,
         started: Callable[[Download], None] | None = None,
+        begun: Callable[[Fetch], None] | None = None,
     ) -> FetchResult:
+        """Fetch *fname* into the repository.
+
+        *begun* is called with the :class:`Fetch` at once (it is in
+        ``fetches``, so ``status`` shows it and ``cancel`` stops it from
+        now), *started* with the Download once the transfer starts.
+        """
         check_fname(fname)
         if from_host is not None:
             check_account(from_host)
         if hash_prefix is not None and (not hash_prefix or any(c not in "0123456789abcdefABCDEF" for c in hash_prefix)):
             raise BadRequest("--hash takes a prefix of the hex root")
+        if fname in self.fetches:
+            raise Conflict(f"{fname!r} is already being fetched")
+        job = Fetch(fname, self.reactor)
+        self.fetches[fname] = job
+        try:
+            if begun is not None:
+                begun(job)
+            job.work = Deferred.fromCoroutine(self._fetch(job, from_host, hash_prefix, started))
+            return await job.work
+        except Exception:
+            if job.stopped is not None:  # whatever the cancelled step raised
+                raise job.stopped from None
+            raise
+        finally:
+            if self.fetches.get(fname) is job:
+                del self.fetches[fname]
+            job.ended()
+
+    async def _fetch(
+        self, job: Fetch, from_host: str | None, hash_prefix: str | None, started: Callable[[Download], None] | None
+    ) -> FetchResult:
+        fname = job.fname
+        if job.stopped is not None:
+            raise job.stopped
         candidates = await self.candidates(fname, from_host, hash_prefix)
         if not candidates:
             where = f" on {from_host}" if from_host else ""
@@ -209,7 +241,7 @@ class Peer:
         if chosen.root in self._claimed:
             raise Conflict(f"{fname!r} is already being fetched")
         self._claimed.add(chosen.root)
-        began = self.reactor.seconds()
+        job.root, job.size = chosen.root, chosen.size
         log.info(
             "fetching {fname!r} ({size} bytes) from {sources} source{plural}: {hosts}",
             fname=fname,
@@ -220,11 +252,15 @@ class Peer:
             root=chosen.root,
         )
         try:
-            digest, resume = await self._digest_for(chosen)
+            job.phase = Phase.PIECE_LIST
+            failed: set[Source] = set()
+            digest, resume = await self._digest_for(chosen, job, failed)
+            if job.stopped is not None:
+                raise job.stopped
             download = Download(
                 fname,
                 digest,
-                list(chosen.sources),
+                [s for s in chosen.sources if s not in failed],  # those that failed just now are not asked again
                 self.repository,
                 self.pool,
                 self.reactor,
@@ -234,11 +270,12 @@ class Peer:
             )
             download.crew.renew = lambda host: self._fresh_ticket(fname, chosen.root, host)
             self.downloads[chosen.root] = download
+            job.download, job.phase = download, Phase.TRANSFER
             if started is not None:
                 started(download)
             await download.run()
         except Exception as e:
-            _log_fetch_failed(fname, self.reactor.seconds() - began, e)
+            _log_fetch_failed(fname, self.reactor.seconds() - job.started, e)
             raise
         finally:
             self._claimed.discard(chosen.root)
@@ -251,7 +288,8 @@ class Peer:
         # next login announces the whole repository again).
         announced = Deferred.fromCoroutine(self.tracker.publish_fields(fname, entry.size, entry.root))
         announced.addErrback(self._announce_failed, fname)
-        seconds = self.reactor.seconds() - download.started
+        # From the moment it was asked for: a wait in a queue is part of it.
+        seconds = self.reactor.seconds() - job.started
         log.info(
             "fetched {fname!r} ({size} bytes) in {seconds:.2f} s at {rate} from {sources}",
             fname=fname,
@@ -273,8 +311,14 @@ class Peer:
         else:
             log.failure("announcing {fname} failed", failure, fname=fname)
 
-    async def _digest_for(self, candidate: Candidate) -> tuple[Digest, bytes | None]:
-        """The verified piece list, from a saved partial download or from a source."""
+    async def _digest_for(self, candidate: Candidate, job: Fetch, failed: set[Source]) -> tuple[Digest, bytes | None]:
+        """The verified piece list, from a saved partial download or from a source.
+
+        Sources are asked in turn, the next one also while one keeps us in
+        its upload queue (:mod:`.piece_list`); each may keep us queued up to
+        the pool's queue timeout, and must answer within its request timeout.
+        Those that failed are added to *failed*.
+        """
         if candidate.size <= MIN_PIECE_SIZE:
             # One piece: its digest is checked against the root directly, so
             # the round trip for the piece list is skipped.
@@ -282,30 +326,10 @@ class Peer:
         saved = await self.repository.partial_digest(candidate.root)
         if saved is not None:
             return saved
-        errors = []
-        for source in candidate.sources:
-            try:
-                protocol = await self.pool.connect(
-                    source.address, queue_timeout=PIECE_LIST_QUEUE_TIMEOUT, ticket=source.ticket or None
-                )
-            except FileshareError as e:
-                errors.append(f"{source.host}: {e.message}")
-                continue
-            try:
-                reply = await protocol.pieces(candidate.root)
-                digest = Digest.from_wire(
-                    reply.get("size"), reply.get("piece_size"), reply.get("pieces"), candidate.root
-                )
-            except (FileshareError, ValueError, TypeError) as e:
-                errors.append(f"{source.host}: {e}")
-                self.pool.discard(protocol)
-                continue
-            self.pool.release(protocol)
-            if digest.size != candidate.size:
-                errors.append(f"{source.host}: size differs from the index")
-                continue
-            return digest, None
-        raise Unavailable("no source gave a valid piece list (" + "; ".join(errors) + ")")
+        race = PieceListRace(
+            self.pool, candidate.root, candidate.size, candidate.sources, failed, job.watch, job.unwatch
+        )
+        return await race.run(), None
 
     async def _fresh_ticket(self, fname: str, root: str, host: str) -> str | None:
         """A new ticket to fetch *root* from *host*, if the tracker still lists it as a source."""
@@ -316,16 +340,24 @@ class Peer:
         return None
 
     async def cancel(self, fname: str) -> None:
-        for download in list(self.downloads.values()):
-            if download.fname == fname and not download.over:
-                await download.cancel()
-                return
+        """Stop the fetch of *fname* at whatever step it is, and remove its partial data."""
+        job = self.fetches.get(fname)
+        if job is not None and not job.over and not (job.download is not None and job.download.over):
+            before_download = job.download is None
+            await job.stop(Cancelled(f"fetch of {fname!r} cancelled"), cancel=True)
+            if before_download:  # a fetch resuming a partial download may have been cancelled before it ran
+                await self._drop_partials(fname)
+            return
+        if await self._drop_partials(fname) or await self._drop_unrecorded(fname):
+            return
+        raise NotFound(f"no fetch of {fname!r} in progress or paused")
+
+    async def _drop_partials(self, fname: str) -> bool:
+        """Remove the recorded partial downloads of *fname*; whether there was any."""
         partials = [p for p in await self.repository.partials() if p[1] == fname]
         for root, *_ in partials:
             await self.repository.drop_partial(root)
-        if partials or await self._drop_unrecorded(fname):
-            return
-        raise NotFound(f"no fetch of {fname!r} in progress or paused")
+        return bool(partials)
 
     async def _drop_unrecorded(self, fname: str) -> bool:
         """Remove part files of *fname* that have no record (left by a failed write in
@@ -341,8 +373,13 @@ class Peer:
         return removed
 
     def stop(self) -> Deferred:
-        """Interrupt every fetch; fires when they have all wound down."""
-        return gatherResults([download.stop() for download in list(self.downloads.values())])
+        """Interrupt every fetch, at whatever step; fires when they have all wound down."""
+        return gatherResults(
+            [
+                job.stop(Unavailable(f"fetch of {job.fname!r} interrupted; fetch it again to resume"), cancel=False)
+                for job in list(self.fetches.values())
+            ]
+        )
 
 
 def _log_fetch_failed(fname: str, seconds: float, error: Exception) -> None:

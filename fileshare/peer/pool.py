@@ -7,17 +7,20 @@ handshake and no upload-slot wait per file.
 
 from typing import Any
 
+from twisted.internet.defer import CancelledError
 from twisted.internet.endpoints import connectProtocol
+from twisted.internet.error import ConnectingCancelledError
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..errors import Unavailable
 from ..logfilter import address_text
+from ..ratelog import RateLimitedLog
 from ..secure import PlainAddress, plain_endpoint
 from ..tls import FingerprintMismatch, Identity, PinnedAddress, pinned_endpoint
 from .interfaces import ISourcePool
 from .ratelimit import TokenBucket
-from .source import SourceProtocol
+from .source import REQUEST_TIMEOUT, SourceProtocol, where
 
 # Declared here rather than in source.py, whose wire code is being rewritten
 # on another branch; move it to an @implementer there when they meet.
@@ -25,7 +28,11 @@ from .source import SourceProtocol
 log = Logger()
 
 CONNECT_TIMEOUT = 10.0
+#: A source must send its first line (the greeting or a ``queued``) this soon after we connect.
 GREETING_TIMEOUT = 10.0
+#: Seconds a fetcher waits in one source's upload queue before giving up on it (``--queue-timeout``).
+#: Sources queue with no timeout of their own, so this is the only bound on a wait for a slot.
+QUEUE_TIMEOUT = 600.0
 #: Kept shorter than the uploader's SLOT_IDLE_GRACE (fileshare.peer.upload),
 #: so a connection is never reused just as the source closes it.
 IDLE_TIMEOUT = 1.0
@@ -33,8 +40,7 @@ IDLE_TIMEOUT = 1.0
 
 def _give_up(protocol: SourceProtocol, why: str) -> None:
     if not protocol.greeted.called:
-        log.info("giving up on source {source}: it {why}", source=address_text(protocol.endpoint_name), why=why)
-        protocol.transport.abortConnection()
+        protocol.drop(f"source {where(protocol.endpoint_name)} {why}")
 
 
 @implementer(ISourcePool)
@@ -45,8 +51,16 @@ class SourcePool:
         bucket: TokenBucket | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
         identity: Identity | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+        queue_timeout: float | None = QUEUE_TIMEOUT,
     ) -> None:
+        """*request_timeout* bounds every request on a greeted connection (see
+        :mod:`.source`); *queue_timeout* (None: no bound) the wait for a slot."""
         self.reactor = reactor
+        self.request_timeout = request_timeout
+        self.queue_timeout = queue_timeout
+        #: One rate-limited log for every source connection's timeouts.
+        self.warnings = RateLimitedLog(log, reactor)
         #: This peer's TLS identity; None with --no-tls.
         self.identity = identity
         self.bucket = bucket
@@ -75,7 +89,8 @@ class SourcePool:
         *watch*, if given, is called with the new protocol before the greeting,
         so a caller can show that the source has put us in its upload queue.
         A source that says nothing within GREETING_TIMEOUT is given up; one
-        that queues us is waited for, up to *queue_timeout* if given.
+        that queues us is waited for, up to *queue_timeout* (default: the
+        pool's) since we connected, or until it closes the connection.
         *ticket* is presented in the ``hello`` of a new connection, or in a
         ``ticket`` request on a reused one that has not presented it.
         """
@@ -89,7 +104,7 @@ class SourcePool:
                 protocol.present(ticket)
                 return protocol
         ep = self._endpoint(endpoint)
-        protocol = SourceProtocol(self.reactor, self.bucket, ticket)
+        protocol = SourceProtocol(self.reactor, self.bucket, ticket, self.request_timeout, self.warnings)
         protocol.endpoint_name = endpoint
         if watch is not None:
             watch(protocol)
@@ -97,6 +112,10 @@ class SourcePool:
         timer = self.reactor.callLater(CONNECT_TIMEOUT, d.cancel)
         try:
             await d
+        except (CancelledError, ConnectingCancelledError):
+            if timer.called:
+                raise Unavailable(f"cannot connect: no connection within {CONNECT_TIMEOUT:g} s") from None
+            raise CancelledError() from None  # the fetch was cancelled: not a failure of this source
         except FingerprintMismatch as e:
             log.warn("refused source {source}: {why}", source=address_text(endpoint), why=e.message)
             raise Unavailable(f"refused: {e.message}") from None
@@ -105,13 +124,24 @@ class SourcePool:
         finally:
             if timer.active():
                 timer.cancel()
-        greeting = self.reactor.callLater(GREETING_TIMEOUT, _give_up, protocol, "sent no greeting")
+        greeting = self.reactor.callLater(
+            GREETING_TIMEOUT, _give_up, protocol, f"sent no greeting within {GREETING_TIMEOUT:g} s"
+        )
         protocol.on_first_line = lambda: greeting.cancel() if greeting.active() else None
+        if queue_timeout is None:
+            queue_timeout = self.queue_timeout
         queue_timer = None
         if queue_timeout is not None:
-            queue_timer = self.reactor.callLater(queue_timeout, _give_up, protocol, "kept us queued")
+            queue_timer = self.reactor.callLater(
+                queue_timeout, _give_up, protocol, f"kept us queued for {queue_timeout:g} s"
+            )
         try:
             return await protocol.greeted
+        except BaseException:
+            # Cancelled (the fetch was), or refused: nothing may stay open.
+            if protocol.connected:
+                protocol.transport.abortConnection()
+            raise
         finally:
             for timer in (greeting, queue_timer):
                 if timer is not None and timer.active():

@@ -52,6 +52,13 @@ def read_cached(fd: int, size: int, offset: int, buffer: bytearray) -> bytes | N
 CAN_READ_CACHED = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
 
 
+def paced(bucket: TokenBucket, n: int) -> int:
+    """At most one grain of a limited *bucket*: a slow upload sends a little often, not
+    4 MiB once a minute, which a fetcher's request timeout would take for a dead source
+    (and bookings of one grain keep the rate within the bucket's promise)."""
+    return min(n, bucket.grain) if bucket.rate else n
+
+
 class FileShrank(OSError):
     """The file ended before the range did: it was modified while being served."""
 
@@ -186,7 +193,7 @@ class RangeSender(_Sender):
                     self._finish()
                     return
         if self._ready is None and not self._reading and self._unread:
-            n = min(CHUNK, self._unread)
+            n = paced(self.bucket, min(CHUNK, self._unread))
             if self._paused and not self._from_disk:
                 return  # read when resumed, from the page cache most likely
             if self._read_cached is not None:
@@ -279,7 +286,7 @@ class SendfileSender(_Sender):
             self._registered = True
             self.transport.startWriting()
             return
-        n = min(SENDFILE_CHUNK, self.remaining)
+        n = paced(self.bucket, min(SENDFILE_CHUNK, self.remaining))
         if self._booked < n:
             delay = self.bucket.delay_for(n - self._booked)  # book only what is not booked yet
             self._booked = n

@@ -20,11 +20,12 @@ from ..tls.pins import FILE_NAME as PIN_FILE
 from .console import PeerConsoleFactory
 from .flow import SEND_TIMEOUT
 from .node import Peer
-from .pool import SourcePool
+from .pool import QUEUE_TIMEOUT, SourcePool
 from .published import CHECK_INTERVAL, PeriodicCheck, PublishedWatch
 from .ratelimit import TokenBucket, parse_rate
 from .repository import Repository
 from .slots import MAX_QUEUED_PER_ADDRESS
+from .source import REQUEST_TIMEOUT
 from .tracker_endpoint import TrackerEndpoint
 from .tracker_link import TrackerLink
 from .upload import UploadService
@@ -54,7 +55,7 @@ def _seconds(text: str) -> float:
         n = float(text)
     except ValueError:
         raise usage.UsageError(f"not a number of seconds: {text!r}") from None
-    if not n > 0 or n == float("inf"):
+    if not 0 < n < float("inf"):
         raise usage.UsageError("must be a positive number of seconds")
     return n
 
@@ -90,6 +91,20 @@ class Options(usage.Options):
         ["upload-rate", None, None, "Upload limit in bytes/s across all uploads, K/M/G suffixes (e.g. 20M).", _rate],
         ["download-rate", None, None, "Download limit in bytes/s across all downloads, K/M/G suffixes.", _rate],
         ["max-sources", None, 4, "Sources one fetch downloads from at once.", _count],
+        [
+            "request-timeout",
+            None,
+            REQUEST_TIMEOUT,
+            "Seconds a source may owe a reply or bytes and send nothing; then it is dropped.",
+            _seconds,
+        ],
+        [
+            "queue-timeout",
+            None,
+            QUEUE_TIMEOUT,
+            "Seconds a fetch waits in one source's upload queue for a slot before giving up on it.",
+            _seconds,
+        ],
         [
             "tracker-fingerprint",
             None,
@@ -198,7 +213,13 @@ class PeerService(service.MultiService):
             lambda: self.listener.port_number,
         )
         self.uploads.ticket_key = lambda: self.tracker.ticket_key
-        self.pool = SourcePool(reactor, TokenBucket(options["download-rate"], reactor), identity=self.identity)
+        self.pool = SourcePool(
+            reactor,
+            TokenBucket(options["download-rate"], reactor),
+            identity=self.identity,
+            request_timeout=options.get("request-timeout", REQUEST_TIMEOUT),
+            queue_timeout=options.get("queue-timeout", QUEUE_TIMEOUT),
+        )
         self.peer = Peer(
             self.repository, self.tracker, self.uploads, self.pool, reactor, hashers, options["max-sources"]
         )

@@ -4,6 +4,12 @@ The fetcher's side of the transfer protocol: one connection to one source.
 Requests are pipelined and answered in order.  A ``get`` reply header is
 followed by exactly ``length`` raw bytes, which go to the request's sink
 (``LineReceiver`` raw mode) and never through the line parser.
+
+Every request has a timeout: once greeted, a connection that owes a reply
+(or body bytes) and sends nothing for ``request_timeout`` seconds while we
+read is aborted, and what it owed fails with an :class:`Unavailable` naming
+the source and what it did not send.  Silence while reading is paused (rate,
+disk) is ours, so it does not count.
 """
 
 from collections import deque
@@ -18,6 +24,7 @@ from zope.interface import implementer
 
 from ..errors import BadRequest, Unavailable
 from ..logfilter import address_text
+from ..ratelog import RateLimitedLog
 from ..wire.framing import is_integer
 from ..wire.lines import MessageReceiver
 from ..wire.messages import hello_fields, reply_error
@@ -27,6 +34,23 @@ from .ratelimit import TokenBucket
 log = Logger()
 
 RECV_SIZE = 1 << 20
+
+#: Seconds a greeted source may owe a reply or body bytes and send nothing (``--request-timeout``).
+REQUEST_TIMEOUT = 30.0
+
+
+def where(address: Any) -> str:
+    """HOST:PORT of a source address (a PinnedAddress or PlainAddress), for messages."""
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    return f"{host}:{port}" if host is not None and port is not None else str(address)
+
+
+#: What a source did not send in time, by the kind of request it owed.
+_MISSING = {
+    "pieces": "sent no piece list within {timeout:g} s",
+    "ticket": "did not answer our ticket within {timeout:g} s",
+    "get": "sent no data for {timeout:g} s",
+}
 
 
 class Sink(Protocol):
@@ -39,8 +63,18 @@ REFUSED = "source refused the request"
 
 @implementer(ISourceConnection)
 class SourceProtocol(MessageReceiver):
-    def __init__(self, clock: IReactorTime, bucket: TokenBucket | None = None, ticket: str | None = None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        bucket: TokenBucket | None = None,
+        ticket: str | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+        warnings: RateLimitedLog | None = None,
+    ) -> None:
         self.clock = clock
+        self.request_timeout = request_timeout
+        self.warnings = warnings or RateLimitedLog(log, clock)
+        self._deadline: Any = None
         #: The ticket sent in ``hello``; every ticket sent so far.
         self.ticket = ticket
         self.presented: set[str] = {ticket} if ticket is not None else set()
@@ -106,9 +140,42 @@ class SourceProtocol(MessageReceiver):
         if not self.connected:
             d.errback(Unavailable("connection to source is closed"))
             return d
+        if not self.busy:
+            self.last_progress = self.clock.seconds()  # its time starts now, not at the last reply
         self._expect.append((kind, d, sink))
         self.sendMessage(message)
+        self._watch()
         return d
+
+    # -- the request timeout
+
+    def _watch(self) -> None:
+        """Keep a timer running while a greeted connection owes something and we read."""
+        if self._deadline is not None and self._deadline.active():
+            return
+        self._deadline = None
+        if self.greeted.called and self.busy and not self._pauses and self.connected:
+            left = self.last_progress + self.request_timeout - self.clock.seconds()
+            self._deadline = self.clock.callLater(max(0.0, left), self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        """Bytes kept coming (the timer is not moved on each chunk): look again later, or give up."""
+        self._deadline = None
+        if not (self.busy and self.connected) or self._pauses:
+            return
+        if self.clock.seconds() - self.last_progress < self.request_timeout:
+            self._watch()
+            return
+        kind = "get" if self._sink is not None else self._expect[0][0]
+        self.drop(f"source {where(self.endpoint_name)} " + _MISSING[kind].format(timeout=self.request_timeout))
+
+    def drop(self, why: str) -> None:
+        """Give up on this source: abort the connection; what it owed (its greeting too) fails with *why*."""
+        if self._refusal is None:
+            self._refusal = Unavailable(why)
+        self.warnings.warn(("source-timeout", where(self.endpoint_name)), "dropping source: {why}", why=why)
+        if self.connected:
+            self.transport.abortConnection()
 
     @property
     def busy(self) -> bool:
@@ -124,6 +191,14 @@ class SourceProtocol(MessageReceiver):
     def lineReceived(self, line: bytes) -> None:
         self.last_progress = self.clock.seconds()
         super().lineReceived(line)
+        self._settled()
+
+    def _settled(self) -> None:
+        """Nothing is owed any more: no timer runs until the next request."""
+        if not self.busy and self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
 
     def badMessage(self, error: BadRequest) -> None:
         self._protocol_error(f"source sent a bad message: {error.message}")
@@ -141,6 +216,7 @@ class SourceProtocol(MessageReceiver):
             self.queue_position = None
             if message.get("ok") is True:
                 self.greeted.callback(self)
+                self._watch()
             else:
                 self.greeted.errback(reply_error(message, REFUSED))
                 self.transport.loseConnection()
@@ -185,6 +261,7 @@ class SourceProtocol(MessageReceiver):
             self.setLineMode()
             sink.write(view[:take])
             d.callback(self._length)
+            self._settled()
             if take < n and self.connected:
                 self.dataReceived(data[take:])
         else:
@@ -194,7 +271,8 @@ class SourceProtocol(MessageReceiver):
         self._protocol_error("source sent an over-long line")
 
     def _protocol_error(self, why: str) -> None:
-        log.warn("dropping source {source}: {why}", source=address_text(self.endpoint_name), why=why)
+        where_ = where(self.endpoint_name)
+        self.warnings.warn(("bad-source", where_), "dropping source {source}: {why}", source=where_, why=why)
         self.transport.abortConnection()
 
     # -- flow control: several reasons may hold the connection paused at once
@@ -215,6 +293,8 @@ class SourceProtocol(MessageReceiver):
             self._pauses.discard(reason)
             if not self._pauses and self.connected:
                 self.transport.resumeProducing()
+                self.last_progress = self.clock.seconds()  # the silence while paused was ours
+                self._watch()
                 if self._buffer:
                     # LineReceiver stops delivering while our ``paused`` is true: hand on what it held,
                     # or the last bytes of a stream (a TLS read comes in several pieces) wait forever.
@@ -222,6 +302,8 @@ class SourceProtocol(MessageReceiver):
 
     def connectionLost(self, reason: Failure) -> None:
         self.connected = False
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
         why = self._refusal or Unavailable(f"connection to source lost: {reason.getErrorMessage()}")
         if not self.greeted.called:
             self.greeted.errback(why)

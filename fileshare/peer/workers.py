@@ -9,7 +9,8 @@ its batches from the rate it sees (a faster source simply takes more).
 
 The :class:`Crew` knows the sources: which are spare, connecting, connected
 or failed (and why), starts workers up to the connection limit, pauses and
-resumes every connection together, and drops a source that stalls.
+resumes every connection together.  A source that stops sending is
+dropped by its connection's request timeout (:mod:`.source`).
 """
 
 from collections import deque
@@ -43,10 +44,6 @@ class Source:
     address: Any
     #: The tracker's ticket for fetching this file from this source (not part of its identity).
     ticket: str = attrs.field(default="", eq=False, repr=False)
-
-
-#: A source that sends nothing for this long while it owes us bytes is dropped.
-STALL_TIMEOUT = 15.0
 
 
 class PieceSink:
@@ -171,9 +168,10 @@ class Crew:
         self.renew: Callable[[str], Awaitable[str | None]] | None = None
 
     @property
-    def queued(self) -> int:
-        """Sources whose upload queue we wait in."""
-        return sum(1 for p in self.active.values() if p is not None and p.queue_position)
+    def queued(self) -> int | None:
+        """Our best (lowest) place in the upload queue of a source we wait for, if any."""
+        places = [p.queue_position for p in self.active.values() if p is not None and p.queue_position]
+        return min(places) if places else None
 
     def top_up(self) -> None:
         """Start workers for spare sources, up to the connection limit."""
@@ -253,12 +251,3 @@ class Crew:
         """Abort every connection, those still queued at their source included."""
         for protocol in {*self.connections, *(p for p in self.active.values() if p is not None)}:
             protocol.transport.abortConnection()
-
-    def check_stalls(self) -> None:
-        """Drop every source that owes bytes but sent none for STALL_TIMEOUT (reading paused is no stall)."""
-        now = self.download.clock.seconds()
-        for protocol, source in list(self.connections.items()):
-            if protocol.busy and not protocol.paused and now - protocol.last_progress > STALL_TIMEOUT:
-                log.info("source {host} stalled", host=source.host)
-                self.failed[source] = f"stalled for {STALL_TIMEOUT:g} s"
-                protocol.transport.abortConnection()

@@ -16,7 +16,7 @@ MiB = 1024 * 1024
 
 class TricklingSource(LineReceiver):
     """Serves a file as the transfer protocol says, but sends 2 KiB of body every
-    half second: always some progress, so the 15 s stall timeout never fires."""
+    half second: always some progress, so the request timeout (30 s) never fires."""
 
     delimiter = b"\n"
     STEP = 2048

@@ -126,6 +126,8 @@ class FakeConnection:
 
     def pieces(self, root: str) -> Deferred:
         self.pieces_asked.append(root)
+        if isinstance(self.pieces_reply, Deferred):  # answered when the test says
+            return self.pieces_reply
         if isinstance(self.pieces_reply, Exception):
             return _failed(self.pieces_reply)
         return succeed(self.pieces_reply)
@@ -166,12 +168,16 @@ class FakeConnection:
             self.serve()
 
     def lose(self, why: str) -> None:
+        self.drop(f"connection to source lost: {why}")
+
+    def drop(self, why: str) -> None:
+        """Give up on the source as a request timeout does: what it owed fails with *why*."""
         if not self.connected:
             return
         self.connected = False
         requests, self.requests = self.requests, deque()
         for *_, d in requests:
-            d.errback(Unavailable(f"connection to source lost: {why}"))
+            d.errback(Unavailable(why))
 
 
 def _failed(e: Exception) -> Deferred:
@@ -212,6 +218,16 @@ class FakePool:
             raise Unavailable("cannot connect: ConnectionRefusedError")
         if isinstance(found, Exception):
             raise found
+        if isinstance(found, tuple):  # (connection, slot): watched at once, greeted when slot fires
+            connection, slot = found
+            if watch is not None:
+                watch(connection)
+            try:
+                await slot
+            except BaseException:  # cancelled, or the slot never came: as the real pool, abort
+                connection.transport.abortConnection()
+                raise
+            return connection
         if isinstance(found, Deferred):  # a connection the test completes itself
             found = await found
         elif callable(found):
@@ -309,6 +325,8 @@ class FakeTracker:
     async def call(self, op: str, **fields: Any) -> dict[str, Any]:
         self.calls.append((op, fields))
         reply = self.replies.get(op, {})
+        if isinstance(reply, Deferred):  # answered when the test says
+            reply = await reply
         if isinstance(reply, Exception):
             raise reply
         return reply

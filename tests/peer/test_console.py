@@ -1,6 +1,7 @@
 """The peer console's ``fetch`` arguments and ``search``/``more``, over StringTransport with fake peers."""
 
 from fnmatch import fnmatchcase
+from types import SimpleNamespace
 
 import pytest
 from twisted.internet.task import Clock
@@ -8,7 +9,8 @@ from twisted.internet.testing import StringTransport
 
 from fileshare.console.protocol import ConsoleProtocol
 from fileshare.errors import NotFound, Unavailable
-from fileshare.peer.console import peer_commands
+from fileshare.peer.console import format_progress, peer_commands
+from fileshare.peer.download import Progress
 
 
 class AskedPeer:
@@ -17,7 +19,7 @@ class AskedPeer:
     def __init__(self) -> None:
         self.downloads: dict = {}
 
-    async def fetch(self, fname, from_host, hash_prefix, started):
+    async def fetch(self, fname, from_host, hash_prefix, started, begun=None):
         raise NotFound(f"asked fname={fname!r} from={from_host!r} hash={hash_prefix!r}")
 
 
@@ -171,3 +173,76 @@ def test_a_new_search_that_fits_one_page_leaves_nothing_for_more():
     console("search a*")
     assert console("search b*") == [found("b1"), "OK 1 file match 'b*'"]
     assert console("more")[0].startswith("ERR nothing more to list")
+
+
+# -- fetch progress and status from the first moment
+
+
+def build_console(tmp_path):
+    """A console on a Peer of fakes whose only source, alice, queues us at place 2 until t.slot fires."""
+    from .test_node import build, item, queued_source
+
+    t = build(tmp_path, [item("alice")])
+    t.peer.uploads.slots = SimpleNamespace(limit=4, active=set(), waiting=[])
+    t.tracker.describe = lambda: "logged in as bob"
+    queued_source(t, "alice", 2)
+    t.protocol = ConsoleProtocol(peer_commands(t.peer, t.reactor), "test console")
+    t.transport = StringTransport()
+    t.protocol.makeConnection(t.transport)
+    t.transport.clear()
+    return t
+
+
+def lines(t) -> list[str]:
+    out = t.transport.value().decode("utf-8").splitlines()
+    t.transport.clear()
+    return out
+
+
+def test_a_fetch_waiting_in_a_sources_queue_for_the_piece_list_prints_its_place(tmp_path):
+    t = build_console(tmp_path)
+
+    t.protocol.dataReceived(b"fetch data.bin\n")
+    t.reactor.advance(1.0)
+
+    assert lines(t) == [
+        "progress data.bin 0.0% 0/2098152 bytes 0 B/s eta ? sources=1 queued=2 phase=piece-list",
+    ]
+
+
+def test_status_shows_a_fetch_waiting_for_the_piece_list(tmp_path):
+    t = build_console(tmp_path)
+    t.protocol.dataReceived(b"fetch data.bin\n")
+    other = ConsoleProtocol(peer_commands(t.peer, t.reactor), "test console")
+    transport = StringTransport()
+    other.makeConnection(transport)
+    transport.clear()
+
+    other.dataReceived(b"status\n")
+
+    status = transport.value().decode("utf-8").splitlines()
+    assert status[-2:] == [
+        "fetching data.bin 0.0% 0/2098152 bytes 0 B/s eta ? sources=1 queued=2 phase=piece-list",
+        "OK 1 fetch in flight",
+    ]
+
+
+def test_cancel_from_another_console_ends_a_queued_fetch(tmp_path):
+    t = build_console(tmp_path)
+    t.protocol.dataReceived(b"fetch data.bin\n")
+    other = ConsoleProtocol(peer_commands(t.peer, t.reactor), "test console")
+    transport = StringTransport()
+    other.makeConnection(transport)
+    transport.clear()
+
+    other.dataReceived(b"cancel data.bin\n")
+
+    assert transport.value() == b"OK fetch of data.bin cancelled and its partial data removed\n"
+    assert lines(t) == ["ERR fetch of 'data.bin' cancelled"]
+    t.reactor.advance(5)
+    assert lines(t) == []  # the progress lines stopped with it
+
+
+def test_a_progress_line_before_the_tracker_answered_has_no_size_yet():
+    p = Progress("data.bin", None, 0, 0.0, 0, None, "lookup")
+    assert format_progress(p) == "progress data.bin 0.0% 0/? bytes 0 B/s eta ? sources=0 phase=lookup"

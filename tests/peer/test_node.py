@@ -6,6 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from zope.interface.verify import verifyClass, verifyObject
 
 from fileshare.errors import BadRequest, Conflict, NotFound, TicketExpired, Unavailable
@@ -205,7 +208,7 @@ def test_the_piece_list_comes_from_a_source_and_the_fetched_file_is_published(tm
 
     assert not result.already
     assert (result.downloaded, result.resumed, result.sources) == (len(DATA), 0, ("alice",))
-    assert t.pool.calls[:2] == [("connect", endpoint("alice"), 10.0), ("release", endpoint("alice"))]
+    assert t.pool.calls[:2] == [("connect", endpoint("alice"), None), ("release", endpoint("alice"))]
     assert t.pool.made[endpoint("alice")][0].pieces_asked == [ROOT]
     with open(t.repo.path_for("data.bin"), "rb") as f:
         assert f.read() == DATA
@@ -239,9 +242,9 @@ def test_a_source_that_sends_a_bad_piece_list_is_skipped(tmp_path):
 
     assert outcome(d).sources
     assert t.pool.calls[:4] == [
-        ("connect", endpoint("alice"), 10.0),
+        ("connect", endpoint("alice"), None),
         ("discard", endpoint("alice")),
-        ("connect", endpoint("carol"), 10.0),
+        ("connect", endpoint("carol"), None),
         ("release", endpoint("carol")),
     ]
 
@@ -281,7 +284,7 @@ def test_a_piece_list_with_one_piece_as_large_as_the_file_is_refused(tmp_path):
         "no source gave a valid piece list "
         f"(alice: piece size {len(DATA)} is not the {MIN_PIECE_SIZE} the file size calls for)"
     )
-    assert t.pool.calls == [("connect", endpoint("alice"), 10.0), ("discard", endpoint("alice"))]
+    assert t.pool.calls == [("connect", endpoint("alice"), None), ("discard", endpoint("alice"))]
     assert t.peer.downloads == {}
 
 
@@ -429,3 +432,289 @@ def test_a_ticket_that_cannot_be_renewed_drops_the_source_with_its_reason(tmp_pa
     t.threads.run()
 
     assert "alice: the ticket expired 1 s ago" in outcome(d).getErrorMessage()
+
+
+# -- a fetch is visible and cancellable from its first moment
+
+
+def pending_lookup(tmp_path, **sources):
+    """A peer whose tracker has not answered ``sources`` yet (answer with t.lookup.callback)."""
+    t = build(tmp_path, **sources)
+    t.lookup = Deferred()
+    t.tracker.replies["sources"] = t.lookup
+    return t
+
+
+def queued_source(t, host: str, place: int, **options):
+    """*host* keeps us in its upload queue at *place* until t.slot fires."""
+    connection = FakeConnection(t.reactor, DATA, endpoint(host), pieces_reply=pieces_reply(), **options)
+    connection.queue_position = place
+    t.slot = Deferred()
+    t.pool.add(endpoint(host), (connection, t.slot))
+    return connection
+
+
+def test_a_fetch_is_in_flight_while_the_tracker_is_asked_for_sources(tmp_path):
+    t = pending_lookup(tmp_path)
+    seen = []
+
+    d = fetch(t, begun=seen.append)
+
+    job = t.peer.fetches["data.bin"]
+    assert seen == [job] and not d.called and t.peer.downloads == {}
+    p = job.progress()
+    assert (p.fname, p.size, p.done, p.sources, p.queued, p.phase) == ("data.bin", None, 0, 0, None, "lookup")
+
+
+def test_a_second_fetch_of_a_name_being_looked_up_is_refused_at_once(tmp_path):
+    t = pending_lookup(tmp_path)
+    first = fetch(t)
+
+    second = fetch(t)
+
+    assert error_of(second, Conflict).message == "'data.bin' is already being fetched"
+    assert not first.called and list(t.peer.fetches) == ["data.bin"]
+    assert [c for c in t.tracker.calls if c[0] == "sources"] == [("sources", {"fname": "data.bin"})]
+
+
+def test_cancel_during_the_tracker_lookup_ends_the_fetch(tmp_path):
+    t = pending_lookup(tmp_path)
+    d = fetch(t)
+
+    cancelled = Deferred.fromCoroutine(t.peer.cancel("data.bin"))
+
+    assert outcome(cancelled) is None
+    assert error_of(d, Cancelled).message == "fetch of 'data.bin' cancelled"
+    assert t.peer.fetches == {} and t.pool.calls == []
+    t.lookup.callback({"items": [item("alice")]})  # a late answer changes nothing
+    assert t.pool.calls == []
+
+
+def test_while_a_source_queues_us_for_the_piece_list_the_fetch_shows_its_place(tmp_path):
+    t = build(tmp_path, [item("alice")])
+    queued_source(t, "alice", 3)
+
+    d = fetch(t)
+    t.reactor.advance(700)  # longer than any timeout of the peer's own: the pool bounds the wait
+
+    p = t.peer.fetches["data.bin"].progress()
+    assert (p.size, p.done, p.sources, p.queued, p.phase) == (len(DATA), 0, 1, 3, "piece-list")
+    assert not d.called
+
+
+def test_the_time_a_fetch_reports_counts_its_wait_in_a_queue(tmp_path):
+    t = build(tmp_path, [item("alice")])
+    queued_source(t, "alice", 1)
+    d = fetch(t)
+
+    t.reactor.advance(42)
+    t.slot.callback(None)
+    t.threads.run()
+
+    result = outcome(d)
+    assert result.seconds == 42 and result.downloaded == len(DATA)
+
+
+def test_cancel_while_queued_for_the_piece_list_aborts_the_connection(tmp_path):
+    t = build(tmp_path, [item("alice")])
+    alice = queued_source(t, "alice", 2)
+    d = fetch(t)
+
+    cancelled = Deferred.fromCoroutine(t.peer.cancel("data.bin"))
+
+    assert outcome(cancelled) is None and alice.transport.aborted
+    assert error_of(d, Cancelled).message == "fetch of 'data.bin' cancelled"
+    assert t.peer.fetches == {} and t.peer._claimed == set()
+
+
+def test_cancel_while_the_piece_list_is_asked_for_discards_the_connection(tmp_path):
+    t = build(tmp_path, [item("alice")])
+    alice = FakeConnection(t.reactor, DATA, endpoint("alice"), pieces_reply=Deferred())
+    t.pool.add(endpoint("alice"), alice)
+    d = fetch(t)
+
+    cancelled = Deferred.fromCoroutine(t.peer.cancel("data.bin"))
+
+    assert outcome(cancelled) is None and alice.transport.aborted
+    assert ("discard", endpoint("alice")) in t.pool.calls
+    assert error_of(d, Cancelled).message == "fetch of 'data.bin' cancelled"
+
+
+def test_a_source_whose_piece_list_timed_out_is_named_in_the_error(tmp_path):
+    timeout = Unavailable("source alice:7710 sent no piece list within 30 s")
+    t = build(tmp_path, [item("alice")], alice={"pieces_reply": timeout})
+
+    error = error_of(fetch(t), Unavailable)
+
+    assert (
+        error.message == "no source gave a valid piece list (alice: source alice:7710 sent no piece list within 30 s)"
+    )
+    assert t.peer.fetches == {}
+
+
+def test_after_a_piece_list_timeout_the_next_source_is_asked_and_the_first_is_not_used_again(tmp_path):
+    timeout = Unavailable("source alice:7710 sent no piece list within 30 s")
+    t = build(tmp_path, [item("alice"), item("carol")], alice={"pieces_reply": timeout}, carol={})
+
+    d = fetch(t)
+    t.threads.run()
+
+    assert outcome(d).sources == ("carol",)
+    assert [c for c in t.pool.calls if c[:2] == ("connect", endpoint("alice"))] == [
+        ("connect", endpoint("alice"), None)
+    ]
+
+
+def test_stop_during_the_piece_list_interrupts_the_fetch(tmp_path):
+    t = build(tmp_path, [item("alice")])
+    alice = queued_source(t, "alice", 1)
+    d = fetch(t)
+
+    stopped = t.peer.stop()
+
+    assert outcome(stopped) == [None] and alice.transport.aborted
+    assert error_of(d, Unavailable).message == "fetch of 'data.bin' interrupted; fetch it again to resume"
+
+
+# -- the piece list behind a real pool's timers
+
+
+def real_pool_fetch(tmp_path):
+    """A fetch from alice through the real SourcePool on a MemoryReactorClock; alice queues us at place 1."""
+    t = build(tmp_path, [item("alice")])
+    t.reactor = MemoryReactorClock()
+    t.peer = Peer(t.repo, t.tracker, FakeUploads(), SourcePool(t.reactor), t.reactor, t.threads)
+    t.d = fetch(t)
+    t.source = t.reactor.tcpClients[0][2].buildProtocol(None)
+    t.transport = StringTransport()
+    t.source.makeConnection(t.transport)
+    t.source.dataReceived(b'{"queued":1}\n')
+    return t
+
+
+def test_a_fetch_waiting_for_a_slot_for_its_piece_list_waits_past_every_shorter_timeout(tmp_path):
+    t = real_pool_fetch(tmp_path)
+
+    t.reactor.pump([1.0] * 599)  # it used to give up after 10 s
+    p = t.peer.fetches["data.bin"].progress()
+    t.transport.clear()
+    t.source.dataReceived(b'{"ok":true,"version":1}\n')
+
+    assert not t.d.called and (p.queued, p.phase) == (1, "piece-list")
+    assert t.transport.value() == b'{"op":"pieces","root":"' + ROOT.encode() + b'"}\n'
+    outcome(Deferred.fromCoroutine(t.peer.cancel("data.bin")))
+    assert error_of(t.d, Cancelled).message == "fetch of 'data.bin' cancelled" and t.transport.disconnected
+
+
+def test_a_fetch_kept_in_the_queue_past_the_queue_timeout_fails_naming_the_source(tmp_path):
+    t = real_pool_fetch(tmp_path)
+
+    t.reactor.pump([1.0] * 600)
+    t.source.connectionLost(Failure(ConnectionAborted()))
+
+    assert t.transport.disconnected
+    assert error_of(t.d, Unavailable).message == (
+        "no source gave a valid piece list (alice: source alice:7710 kept us queued for 600 s)"
+    )
+
+
+def test_cancel_during_the_lookup_of_a_paused_fetch_also_removes_its_partial_data(tmp_path):
+    t = pending_lookup(tmp_path)
+    t.repo.saved[ROOT] = ("data.bin", DIGEST, b"\x01\x00\x00")
+    d = fetch(t)
+
+    cancelled = Deferred.fromCoroutine(t.peer.cancel("data.bin"))
+
+    assert outcome(cancelled) is None and error_of(d, Cancelled)
+    assert t.repo.saved == {} and ("drop_partial", ROOT) in t.repo.calls
+
+
+def test_cancel_of_a_fetch_that_already_completed_its_transfer_is_not_found(tmp_path):
+    t = build(tmp_path, [item("alice")], alice={})
+    job = SimpleNamespace(over=False, download=SimpleNamespace(over=True))
+    t.peer.fetches["data.bin"] = job  # naming and recording the file: too late to cancel
+
+    error = error_of(Deferred.fromCoroutine(t.peer.cancel("data.bin")), NotFound)
+
+    assert error.message == "no fetch of 'data.bin' in progress or paused"
+
+
+# -- the piece list from whichever source answers first
+
+
+def slotted_source(t, host: str, place: int, **options):
+    """*host* keeps us queued at *place* until the returned slot fires."""
+    connection = FakeConnection(t.reactor, DATA, endpoint(host), pieces_reply=pieces_reply(), **options)
+    connection.queue_position = place
+    slot: Deferred = Deferred()
+    t.pool.add(endpoint(host), (connection, slot))
+    return connection, slot
+
+
+def test_while_one_source_keeps_us_queued_the_next_is_asked_and_the_first_list_wins(tmp_path):
+    t = build(tmp_path, [item("alice"), item("carol")], carol={})
+    alice, _ = slotted_source(t, "alice", 3)
+
+    d = fetch(t)
+    t.threads.run()
+
+    assert outcome(d).sources == ("carol",)
+    assert t.pool.calls[:3] == [
+        ("connect", endpoint("alice"), None),
+        ("connect", endpoint("carol"), None),
+        ("release", endpoint("carol")),
+    ]
+    assert alice.transport.aborted  # its wait is called off; the transfer asked alice again
+    assert [c[:2] for c in t.pool.calls].count(("connect", endpoint("alice"))) == 2
+
+
+def test_while_every_source_keeps_us_queued_the_fetch_shows_its_best_place_and_takes_the_first_slot(tmp_path):
+    t = build(tmp_path, [item("alice"), item("carol")])
+    alice, alice_slot = slotted_source(t, "alice", 5)
+    carol, carol_slot = slotted_source(t, "carol", 2)
+
+    d = fetch(t)
+    p = t.peer.fetches["data.bin"].progress()
+    carol_slot.callback(None)
+
+    assert (p.sources, p.queued, p.phase) == (2, 2, "piece-list")
+    assert carol.pieces_asked == [ROOT] and alice.pieces_asked == []
+    assert alice.transport.aborted and not d.called
+
+
+def test_a_source_failing_while_another_keeps_us_queued_leaves_us_waiting_for_the_queued_one(tmp_path):
+    t = build(tmp_path, [item("alice"), item("carol")])
+    alice, alice_slot = slotted_source(t, "alice", 1)  # carol: not reachable
+
+    d = fetch(t)
+    waiting = t.peer.fetches["data.bin"].progress()
+    alice_slot.callback(None)
+    t.threads.run()
+
+    assert (waiting.sources, waiting.queued) == (1, 1)
+    assert outcome(d).sources == ("alice",)
+
+
+def test_cancel_while_two_sources_keep_us_queued_aborts_both(tmp_path):
+    t = build(tmp_path, [item("alice"), item("carol")])
+    alice, _ = slotted_source(t, "alice", 1)
+    carol, _ = slotted_source(t, "carol", 1)
+    d = fetch(t)
+
+    cancelled = Deferred.fromCoroutine(t.peer.cancel("data.bin"))
+
+    assert outcome(cancelled) is None and alice.transport.aborted and carol.transport.aborted
+    assert error_of(d, Cancelled).message == "fetch of 'data.bin' cancelled"
+
+
+def test_a_source_given_up_while_queued_is_no_longer_shown(tmp_path):
+    t = build(tmp_path, [item("alice"), item("carol")])
+    alice, alice_slot = slotted_source(t, "alice", 1)
+    carol, carol_slot = slotted_source(t, "carol", 4)
+    d = fetch(t)
+
+    alice_slot.errback(Unavailable("source alice:7710 kept us queued for 600 s"))
+
+    p = t.peer.fetches["data.bin"].progress()
+    assert (p.sources, p.queued) == (1, 4) and t.peer.fetches["data.bin"].asking == [carol]
+    assert not d.called

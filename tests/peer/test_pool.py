@@ -1,14 +1,17 @@
 """SourcePool on a MemoryReactorClock: connecting, greeting, timeouts and reuse, no sockets."""
 
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionAborted
+import pytest
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
 from zope.interface.verify import verifyObject
 
 from fileshare.errors import Unavailable
 from fileshare.peer.interfaces import ISourceConnection, ISourcePool
-from fileshare.peer.pool import CONNECT_TIMEOUT, GREETING_TIMEOUT, IDLE_TIMEOUT, SourcePool
+from fileshare.peer.pool import CONNECT_TIMEOUT, GREETING_TIMEOUT, IDLE_TIMEOUT, QUEUE_TIMEOUT, SourcePool
+from fileshare.peer.service import Options as PeerOptions
 from fileshare.peer.source import SourceProtocol
 from fileshare.secure import PlainAddress
 from fileshare.tls import generate
@@ -102,7 +105,7 @@ def test_connecting_gives_up_after_the_connect_timeout():
     reactor.advance(CONNECT_TIMEOUT)
 
     error = outcome(d).value
-    assert isinstance(error, Unavailable) and error.message.startswith("cannot connect: ")
+    assert isinstance(error, Unavailable) and error.message == "cannot connect: no connection within 10 s"
 
 
 def test_a_source_that_says_nothing_within_the_greeting_timeout_is_given_up():
@@ -118,7 +121,7 @@ def test_a_source_that_says_nothing_within_the_greeting_timeout_is_given_up():
 
     assert transport.disconnected  # aborted, not closed politely
     error = outcome(d).value
-    assert isinstance(error, Unavailable) and error.message.startswith("connection to source lost")
+    assert isinstance(error, Unavailable) and error.message == "source 127.0.0.1:7710 sent no greeting within 10 s"
 
 
 def test_a_queued_connection_waits_without_a_greeting_timeout():
@@ -148,7 +151,75 @@ def test_a_queue_timeout_bounds_the_wait_in_the_sources_queue():
     wrapper.connectionLost(Failure(ConnectionAborted()))
 
     assert transport.disconnected
-    assert isinstance(outcome(d).value, Unavailable)
+    error = outcome(d).value
+    assert isinstance(error, Unavailable) and error.message == "source 127.0.0.1:7710 kept us queued for 10 s"
+
+
+def test_a_queued_connection_waits_up_to_the_pools_queue_timeout_through_every_other_timeout():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor, request_timeout=0.5)
+    d = connect(pool)
+    wrapper, transport = accept(reactor)
+    wrapper.dataReceived(b'{"queued":2}\n')
+
+    reactor.pump([1.0] * int(QUEUE_TIMEOUT - 1))  # no keepalive: an older source only says a change
+    waited = transport.disconnecting or d.called
+    reactor.advance(1.0)
+    wrapper.connectionLost(Failure(ConnectionAborted()))
+
+    assert QUEUE_TIMEOUT == 600.0 and not waited
+    assert outcome(d).value.message == "source 127.0.0.1:7710 kept us queued for 600 s"
+
+
+def test_the_queue_timeout_is_the_pools_option():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor, queue_timeout=2.0)
+    d = connect(pool)
+    wrapper, transport = accept(reactor)
+    wrapper.dataReceived(b'{"queued":1}\n')
+    for _ in range(3):  # keepalives do not extend it
+        reactor.advance(0.5)
+        wrapper.dataReceived(b'{"queued":1}\n')
+    reactor.advance(0.5)
+    wrapper.connectionLost(Failure(ConnectionAborted()))
+
+    assert outcome(d).value.message == "source 127.0.0.1:7710 kept us queued for 2 s"
+
+
+def test_a_queued_source_that_closes_the_connection_fails_the_wait_at_once():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    d = connect(pool)
+    wrapper, _ = accept(reactor)
+    wrapper.dataReceived(b'{"queued":1}\n')
+
+    wrapper.connectionLost(Failure(ConnectionDone()))
+
+    assert outcome(d).value.message == "connection to source lost: Connection was closed cleanly."
+    assert not reactor.getDelayedCalls()
+
+
+def test_cancelling_a_wait_in_the_queue_aborts_the_connection():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    d = connect(pool)
+    wrapper, transport = accept(reactor)
+    wrapper.dataReceived(b'{"queued":1}\n')
+
+    d.cancel()
+
+    assert transport.disconnected and outcome(d).check(CancelledError)
+    assert not reactor.getDelayedCalls()
+
+
+def test_cancelling_a_connect_is_no_connect_error():
+    reactor = MemoryReactorClock()
+    pool = SourcePool(reactor)
+    d = connect(pool)
+
+    d.cancel()
+
+    assert outcome(d).check(CancelledError) and not reactor.getDelayedCalls()
 
 
 def test_a_released_connection_is_reused_without_connecting_again():
@@ -248,3 +319,28 @@ def test_a_refused_ticket_is_the_error_of_the_requests_cut_off_by_the_close():
     wrapper.connectionLost(Failure(ConnectionAborted()))
     error = outcome(asked).value
     assert (error.code, error.message) == ("ticket-expired", "the ticket expired 3 s ago")
+
+
+# -- the peer's options for them
+
+
+def test_the_peer_options_default_to_a_30_s_request_timeout_and_a_600_s_queue_timeout():
+    options = PeerOptions()
+    options.parseOptions([])
+
+    assert (options["request-timeout"], options["queue-timeout"]) == (30.0, 600.0)
+
+
+def test_the_peer_options_take_seconds_as_decimals():
+    options = PeerOptions()
+    options.parseOptions(["--request-timeout", "0.5", "--queue-timeout", "2"])
+
+    assert (options["request-timeout"], options["queue-timeout"]) == (0.5, 2.0)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
+def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused(value):
+    with pytest.raises(UsageError):
+        PeerOptions().parseOptions(["--request-timeout", value])
+    with pytest.raises(UsageError):
+        PeerOptions().parseOptions(["--queue-timeout", value])

@@ -8,14 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from fileshare.errors import BadRequest, FileshareError, NotFound, RemoteError, Unavailable
 from fileshare.peer.ratelimit import TokenBucket
 from fileshare.peer.source import SourceProtocol
+from fileshare.ratelog import RateLimitedLog
+from fileshare.secure import PlainAddress
 
 ROOT = "ab" * 32
 GRANTED = b'{"ok":true,"version":1}\n'
@@ -405,3 +408,165 @@ def test_all_errors_are_fileshare_errors():
     d = protocol.pieces(ROOT)
     protocol.dataReceived(b'{"ok":false,"code":"whatever","message":"m"}\n')
     assert outcome(d).check(FileshareError)
+
+
+# -- the request timeout
+
+
+def build_timed(timeout: float = 30.0) -> tuple[SourceProtocol, StringTransport, Clock]:
+    clock = Clock()
+    protocol = SourceProtocol(clock, request_timeout=timeout)
+    protocol.endpoint_name = PlainAddress("127.0.0.2", 7710)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(GRANTED)
+    transport.clear()
+    return protocol, transport, clock
+
+
+def timed_out(protocol: SourceProtocol, transport: StringTransport) -> bool:
+    """Whether the protocol aborted its connection (and then, as a transport would, lost it)."""
+    if not transport.disconnected:
+        return False
+    lose(protocol, ConnectionAborted())
+    return True
+
+
+def test_a_piece_list_not_sent_within_the_request_timeout_drops_the_source_naming_it():
+    protocol, transport, clock = build_timed()
+    d = protocol.pieces(ROOT)
+
+    clock.advance(29.9)
+    early = transport.disconnected
+    clock.advance(0.1)
+
+    assert not early and timed_out(protocol, transport)
+    failure = outcome(d)
+    assert failure.check(Unavailable)
+    assert failure.value.message == "source 127.0.0.2:7710 sent no piece list within 30 s"
+
+
+def test_a_get_whose_header_never_comes_times_out():
+    protocol, transport, clock = build_timed()
+    d = protocol.get(ROOT, 0, 10, Sink())
+
+    clock.advance(30)
+
+    assert timed_out(protocol, transport)
+    assert outcome(d).value.message == "source 127.0.0.2:7710 sent no data for 30 s"
+
+
+def test_a_body_that_stops_coming_times_out_counted_from_its_last_bytes():
+    protocol, transport, clock = build_timed()
+    sink = Sink()
+    d = protocol.get(ROOT, 0, 10, sink)
+    clock.advance(20)
+    protocol.dataReceived(b'{"ok":true,"length":10}\n1234')
+
+    clock.advance(29)
+    early = transport.disconnected
+    clock.advance(1)
+
+    assert not early and timed_out(protocol, transport)
+    assert outcome(d).value.message == "source 127.0.0.2:7710 sent no data for 30 s"
+    assert sink.received == b"1234"
+
+
+def test_a_source_that_keeps_sending_is_never_timed_out_however_long_the_body():
+    protocol, transport, clock = build_timed()
+    sink = Sink()
+    d = protocol.get(ROOT, 0, 100, sink)
+    protocol.dataReceived(b'{"ok":true,"length":100}\n')
+
+    for _ in range(100):  # one byte every 29 s: 48 minutes for 100 bytes
+        clock.advance(29)
+        protocol.dataReceived(b"x")
+
+    assert not transport.disconnected and result_of(d) == 100
+    assert not clock.getDelayedCalls()  # nothing owed: no timer
+
+
+def test_the_ticket_reply_has_the_request_timeout_too():
+    protocol, transport, clock = build_timed()
+    protocol.present("T2")
+    d = protocol.pieces(ROOT)
+
+    clock.advance(30)
+
+    assert timed_out(protocol, transport)
+    assert outcome(d).value.message == "source 127.0.0.2:7710 did not answer our ticket within 30 s"
+
+
+def test_pipelined_requests_each_get_the_timeout_from_the_reply_before_them():
+    protocol, transport, clock = build_timed()
+    first = protocol.pieces(ROOT)
+    second = protocol.get(ROOT, 0, 4, Sink())
+    clock.advance(25)
+    protocol.dataReceived(b'{"ok":true,"size":4,"piece_size":1048576,"pieces":""}\n')
+
+    clock.advance(29)
+    early = transport.disconnected
+    clock.advance(1)
+
+    assert result_of(first)["size"] == 4
+    assert not early and timed_out(protocol, transport)
+    assert outcome(second).value.message == "source 127.0.0.2:7710 sent no data for 30 s"
+
+
+def test_silence_while_we_do_not_read_is_no_timeout():
+    protocol, transport, clock = build_timed()
+    d = protocol.get(ROOT, 0, 10, Sink())
+    protocol.pause("disk")
+
+    clock.advance(300)
+    paused_through = not transport.disconnected
+    protocol.resume("disk")
+    clock.advance(29)
+    early = transport.disconnected
+    clock.advance(1)
+
+    assert paused_through and not early and timed_out(protocol, transport)
+    assert outcome(d).value.message == "source 127.0.0.2:7710 sent no data for 30 s"
+
+
+def test_an_idle_connection_owing_nothing_is_not_timed_out():
+    protocol, transport, clock = build_timed()
+    d = protocol.pieces(ROOT)
+    protocol.dataReceived(b'{"ok":true,"size":0,"piece_size":1048576,"pieces":""}\n')
+
+    clock.advance(3600)
+
+    assert result_of(d)["size"] == 0 and not transport.disconnected
+    assert not clock.getDelayedCalls()
+
+
+def test_a_request_on_a_connection_idle_for_long_gets_its_full_timeout():
+    protocol, transport, clock = build_timed()
+    clock.advance(100)  # idle, kept for reuse
+    d = protocol.pieces(ROOT)
+
+    clock.advance(29)
+    early = transport.disconnected
+    clock.advance(1)
+
+    assert not early and timed_out(protocol, transport) and outcome(d).check(Unavailable)
+
+
+def test_a_timeout_is_logged_once_per_source_and_minute():
+    clock = Clock()
+    warnings = RateLimitedLog(Logger(), clock)
+    lines = []
+    globalLogPublisher.addObserver(lines.append)
+    try:
+        for _ in range(3):
+            protocol = SourceProtocol(clock, request_timeout=1.0, warnings=warnings)
+            protocol.endpoint_name = PlainAddress("127.0.0.2", 7710)
+            protocol.makeConnection(StringTransport())
+            protocol.dataReceived(GRANTED)
+            protocol.pieces(ROOT)
+            clock.advance(1.0)
+    finally:
+        globalLogPublisher.removeObserver(lines.append)
+
+    texts = [formatEvent(e) for e in lines if e.get("log_level") == LogLevel.warn]
+    assert texts == ["dropping source: source 127.0.0.2:7710 sent no piece list within 1 s"]
