@@ -13,6 +13,7 @@ from ..services import CallbackService, ListeningService, Program, ThreadPoolSer
 from ..storage.sqlite import DatabaseError
 from ..tls import Identity, IdentityError, load_or_create
 from ..tls.ca import load_identity
+from ..wire.rpc import MAX_IN_FLIGHT
 from .admin import AdminConsoleFactory
 from .database import open_database
 from .directory import Directory
@@ -31,6 +32,13 @@ class Options(usage.Options):
         ["db", None, "fileshare-tracker.db", "SQLite database of accounts and the file index."],
         ["tls-cert", None, None, "PEM certificate (chain) from your own CA, instead of the self-signed one."],
         ["tls-key", None, None, "PEM private key of --tls-cert (unencrypted)."],
+        [
+            "max-in-flight",
+            None,
+            MAX_IN_FLIGHT,
+            "Requests per peer connection handled at once; then reading pauses.",
+            int,
+        ],
     ]
     optFlags = [
         [
@@ -47,6 +55,8 @@ class Options(usage.Options):
             raise usage.UsageError("--tls-cert and --tls-key go together")
         if self["no-tls"] and self["tls-cert"]:
             raise usage.UsageError("--tls-cert and --tls-key need TLS; drop --no-tls")
+        if self["max-in-flight"] < 1:
+            raise usage.UsageError("--max-in-flight must be at least 1")
 
 
 def identity_paths(db: str) -> tuple[str, str]:
@@ -90,6 +100,7 @@ class TrackerService(service.MultiService):
         CallbackService(store.close).setServiceParent(self)
         self.directory = Directory(store, reactor, reactor, pool)
         self.peers = TrackerFactory(self.directory)
+        self.peers.max_in_flight = options.get("max-in-flight", MAX_IN_FLIGHT)
         listening = server_factory(self.peers, self.identity, reactor, "peer", "peer")
         self.listener = ListeningService(reactor, options["listen"], listening, "tracker", "--listen")
         self.listener.setServiceParent(self)
