@@ -300,6 +300,18 @@ class RPCProtocol(MessageReceiver):
 
     def resumeProducing(self) -> None:
         self._write_paused = False
+        if getattr(self.transport, "disconnecting", False):
+            # Closed while replies waited: they are dropped and the transport
+            # let go of, so that it closes once its buffer is sent; it reads
+            # again, for TLS's closing handshake.
+            self.in_flight -= len(self._outbox)
+            self._outbox.clear()
+            self._producing = False
+            self.transport.unregisterProducer()
+            if self.paused:
+                self.paused = False
+                self.transport.resumeProducing()
+            return
         self._flush()
 
     def stopProducing(self) -> None:

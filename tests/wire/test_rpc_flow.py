@@ -144,6 +144,18 @@ def test_replies_finished_while_the_buffer_is_full_wait_for_it_to_drain():
     assert protocol.in_flight == 0
 
 
+def test_replies_waiting_when_the_connection_is_closed_are_dropped_and_the_transport_let_go():
+    # A TLS transport closes only once its producer is gone, and must read the other end's close.
+    protocol, ops, transport = build_end()
+    protocol.dataReceived(requests("blob", 3, n=1000))
+    transport.loseConnection()
+    transport.drain()
+    assert transport.value() == b""
+    assert transport.producer is None
+    assert transport.producerState == "producing"
+    assert protocol.in_flight == 0
+
+
 # -- answering: requests in flight
 
 
