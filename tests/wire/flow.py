@@ -31,6 +31,13 @@ class BoundedTransport(StringTransport):
                 self.producer_paused = True
                 self.producer.pauseProducing()
 
+    def resumeProducing(self) -> None:
+        # As TCP and TLS transports: reading may resume while closing (TLS reads the other end's close).
+        if self.disconnecting:
+            self.producerState = "producing"
+            return
+        super().resumeProducing()
+
     def unregisterProducer(self) -> None:
         super().unregisterProducer()
         self.producer_paused = False
