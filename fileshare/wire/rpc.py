@@ -197,7 +197,7 @@ class RPCProtocol(MessageReceiver):
         limits = f"{self.max_reply_items} items or {self.max_reply_bytes} bytes"
         peer = self.transport.getPeer()
         limit_log(self.clock).warn(
-            ("rpc-reply-too-long", str(peer)),
+            ("rpc-reply-too-long", _host(peer)),
             "reply from {peer} too long (over {limits}); closing the connection",
             peer=peer,
             limits=limits,
@@ -218,10 +218,11 @@ class RPCProtocol(MessageReceiver):
         d = maybeDeferred(_run, handler, message)
         d.addCallbacks(self._send_reply, self._send_error, (request_id,), errbackArgs=(request_id, op))
         if self.in_flight >= self.max_in_flight and self.connected:
+            peer = self.transport.getPeer()
             limit_log(self.clock).warn(
-                ("rpc-in-flight", str(self.transport.getPeer())),
+                ("rpc-in-flight", _host(peer)),
                 "{peer} has {limit} requests in flight; reading its requests pauses until one is answered",
-                peer=self.transport.getPeer(),
+                peer=peer,
                 limit=self.max_in_flight,
             )
         self._update_reading()
@@ -338,6 +339,11 @@ def _reply_frames(request_id: int, reply: dict[str, Any]) -> Iterator[dict[str, 
     for frame in frames[:-1]:
         yield {"re": request_id, "ok": True, "more": True, "items": frame}
     yield {"re": request_id, "ok": True, **reply, "items": frames[-1]}
+
+
+def _host(address: Any) -> str:
+    """The key of a limit's log line: the address without its port, so one line a minute per address."""
+    return str(getattr(address, "host", address))
 
 
 def _run(handler: Handler, message: dict[str, Any]) -> Any:

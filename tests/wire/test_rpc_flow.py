@@ -4,6 +4,7 @@ import json
 from typing import Any
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -129,6 +130,17 @@ def test_every_pipelined_request_is_answered_once_the_client_reads():
     assert transport.producerState == "producing"
 
 
+def test_no_other_reply_comes_between_the_frames_of_a_reply_but_a_request_may():
+    protocol, ops, transport = build_end()
+    protocol.dataReceived(b'{"id":1,"op":"slow"}\n{"id":2,"op":"blob","n":1000}\n')
+    protocol.call("ping")
+    ops.slow[0].callback({"late": True})
+    sent = []
+    while transport.value():
+        sent += frames(transport.drain())
+    assert [f.get("re", "request") for f in sent] == [2, 2, 2, 2, "request", 2, 1]
+
+
 def test_replies_finished_while_the_buffer_is_full_wait_for_it_to_drain():
     protocol, ops, transport = build_end()
     protocol.dataReceived(b'{"id":1,"op":"slow"}\n{"id":2,"op":"slow"}\n{"id":3,"op":"blob","n":700}\n')
@@ -196,16 +208,25 @@ def test_a_factory_may_set_max_in_flight():
     assert transport.producerState == "paused"
 
 
-def test_reaching_max_in_flight_logs_one_line_a_minute(logged):
-    protocol, ops, transport = build_end(StringTransport())
-    protocol.dataReceived(requests("slow", 16))
-    ops.slow.pop().callback({})
-    protocol.dataReceived(b'{"id":17,"op":"slow"}\n')
+def test_reaching_max_in_flight_logs_one_line_a_minute_per_address(logged):
+    clock = Clock()
+    connections = []
+    for port, host in ((40000, "192.0.2.7"), (40001, "192.0.2.7"), (40002, "198.51.100.9")):
+        ops = Ops()
+        protocol = ops.install(RPCProtocol(clock))
+        protocol.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", host, port)))
+        protocol.dataReceived(requests("slow", 16))
+        connections.append(protocol)
     warnings = [e for e in logged if e["log_level"].name == "warn"]
-    assert [e["log_format"] for e in warnings] == [
+    assert [(e["peer"].host, e["peer"].port) for e in warnings] == [("192.0.2.7", 40000), ("198.51.100.9", 40002)]
+    assert warnings[0]["log_format"] == (
         "{peer} has {limit} requests in flight; reading its requests pauses until one is answered"
-    ]
+    )
     assert warnings[0]["limit"] == 16
+    clock.advance(60)
+    ops.slow.pop().callback({})
+    connections[2].dataReceived(b'{"id":17,"op":"slow"}\n')
+    assert len([e for e in logged if e["log_level"].name == "warn"]) == 3
 
 
 # -- asking: the length of a reply
@@ -276,3 +297,9 @@ def test_other_calls_on_the_connection_fail_when_it_closes_after_a_long_reply():
         result_of(other)
     with pytest.raises(Unavailable, match=r"^reply too long"):
         result_of(long)
+
+
+def test_the_64_kib_bound_is_twisteds_tcp_write_buffer():
+    from twisted.internet.abstract import FileDescriptor
+
+    assert FileDescriptor.bufferSize == TCP_BUFFER == 64 * 1024
