@@ -261,7 +261,9 @@ class RPCProtocol(MessageReceiver):
             return
         self._flushing = True
         try:
-            if self._outbox and not self._producing and self.connected:
+            closing = getattr(self.transport, "disconnecting", False)
+            if self._outbox and not self._producing and self.connected and not closing:
+                # Not once closing: TLS would then take writes it otherwise drops.
                 self._producing = True
                 self.transport.registerProducer(self, True)
             while self._outbox and not self._write_paused and self.connected:

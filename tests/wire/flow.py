@@ -22,6 +22,12 @@ class BoundedTransport(StringTransport):
         self.producer_paused = False
         #: The most bytes that ever waited unread.
         self.peak = 0
+        #: registerProducer calls so far.
+        self.registrations = 0
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.registrations += 1
+        super().registerProducer(producer, streaming)
 
     def write(self, data: bytes) -> None:
         super().write(data)

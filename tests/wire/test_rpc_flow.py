@@ -168,6 +168,17 @@ def test_replies_waiting_when_the_connection_is_closed_are_dropped_and_the_trans
     assert protocol.in_flight == 0
 
 
+def test_a_reply_finished_after_the_connection_is_closed_is_written_without_a_producer():
+    # As before flow control: TCP still sends it, TLS drops it; a producer would make TLS take it after its close.
+    protocol, ops, transport = build_end()
+    protocol.dataReceived(b'{"id":1,"op":"slow"}\n')
+    transport.loseConnection()
+    ops.slow[0].callback({"late": True})
+    assert frames(transport.value()) == [{"re": 1, "ok": True, "late": True}]
+    assert transport.registrations == 0
+    assert protocol.in_flight == 0
+
+
 # -- answering: requests in flight
 
 
