@@ -5,6 +5,11 @@ The protocol only frames and dispatches: the commands themselves live in a
 :class:`CommandTable` supplied by the tracker or the peer.  Commands on one
 connection run one after another, in order; each connection is independent,
 so a long ``fetch`` on one does not hold up another.
+
+A client that sends commands and never reads the answers costs a bounded
+amount of memory: while the transport's write buffer is full (64 KiB on TCP)
+no command starts and nothing more is read, and at most
+:data:`MAX_QUEUED_COMMANDS` lines wait for their turn before reading pauses.
 """
 
 from collections import deque
@@ -12,9 +17,11 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..errors import BadRequest, FileshareError
 from . import grammar
@@ -22,6 +29,9 @@ from . import grammar
 log = Logger()
 
 Handler = Callable[..., Awaitable[str]]
+
+#: Command lines read but not yet run, per connection; at this many, reading pauses.
+MAX_QUEUED_COMMANDS = 16
 
 
 @attrs.frozen
@@ -80,7 +90,10 @@ class QuitConsole(Exception):
 _TOO_LONG = object()
 
 
+@implementer(IPushProducer)
 class ConsoleProtocol(LineReceiver):
+    """The console's framing and dispatch; the transport's producer, so its full buffer pauses the console."""
+
     delimiter = b"\n"
     MAX_LENGTH = grammar.MAX_COMMAND_LINE
 
@@ -92,18 +105,50 @@ class ConsoleProtocol(LineReceiver):
         self._running = False
         self._discarding = False
         self._rest = b""
+        self._write_paused = False
 
     def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
         self.sendLine(grammar.ok(self.greeting).encode("utf-8", "backslashreplace"))
 
     def connectionLost(self, reason: Failure) -> None:
         self.connected = False
         self._queue.clear()
 
+    # IPushProducer, called by the transport about its write buffer.
+    def pauseProducing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resumeProducing(self) -> None:
+        self._write_paused = False
+        if self.transport.disconnecting:
+            # A transport closes only once its producer is gone.
+            self.transport.unregisterProducer()
+            return
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self._write_paused = True
+
+    def _update_reading(self) -> None:
+        """Read unless the transport's buffer is full or MAX_QUEUED_COMMANDS lines wait."""
+        if not self.connected:
+            return
+        hold = self._write_paused or len(self._queue) >= MAX_QUEUED_COMMANDS
+        if hold and not self.paused:
+            self.paused = True
+            self.transport.pauseProducing()
+        elif not hold and self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+            if not self._busyReceiving:  # else the loop reading lines goes on by itself
+                self.dataReceived(b"")  # the lines read before the pause
+
     # Over-long lines: answer ERR and skip to the next newline, keeping the
     # connection usable, instead of LineReceiver's default of hanging up.
     def dataReceived(self, data: bytes) -> None:
-        while data:
+        while True:
             if self._discarding:
                 end = data.find(self.delimiter)
                 if end < 0:
@@ -115,6 +160,8 @@ class ConsoleProtocol(LineReceiver):
             self._rest = b""
             super().dataReceived(data)
             data, self._rest = self._rest, b""
+            if not data:
+                return
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._queue.append(_TOO_LONG)
@@ -130,15 +177,16 @@ class ConsoleProtocol(LineReceiver):
         self._pump()
 
     def _pump(self) -> None:
-        if self._running:
-            return
-        while self._queue and self.connected and not self.transport.disconnecting:
-            line = self._queue.popleft()
-            d = self._execute(line)
-            if not d.called:
-                self._running = True
-                d.addBoth(self._finished)
-                return
+        """Run queued commands in turn while the transport takes their output."""
+        if not self._running:
+            while self._queue and self.connected and not self.transport.disconnecting and not self._write_paused:
+                line = self._queue.popleft()
+                d = self._execute(line)
+                if not d.called:
+                    self._running = True
+                    d.addBoth(self._finished)
+                    break
+        self._update_reading()
 
     def _finished(self, _: object) -> None:
         self._running = False

@@ -14,6 +14,7 @@ from ..services import CallbackService, ListeningService, Program, ThreadPoolSer
 from ..storage.sqlite import DatabaseError
 from ..tls import Identity, IdentityError, load_or_create
 from ..tls.ca import load_identity
+from ..wire.rpc import MAX_IN_FLIGHT
 from .admin import AdminConsoleFactory
 from .database import open_database
 from .directory import MAX_RECORDS, PAGE_SIZE, Directory
@@ -40,6 +41,13 @@ class Options(usage.Options):
         ["idle-timeout", None, IDLE_TIMEOUT, "Seconds of silence before a logged-in peer is pinged.", seconds_option],
         ["max-records", None, MAX_RECORDS, "Files one host may have in the index.", int],
         ["page-size", None, PAGE_SIZE, "Files per search reply; the reply says how to ask for the next page.", int],
+        [
+            "max-in-flight",
+            None,
+            MAX_IN_FLIGHT,
+            "Requests per peer connection handled at once; then reading pauses.",
+            int,
+        ],
     ]
     optFlags = [
         [
@@ -56,7 +64,7 @@ class Options(usage.Options):
             raise usage.UsageError("--tls-cert and --tls-key go together")
         if self["no-tls"] and self["tls-cert"]:
             raise usage.UsageError("--tls-cert and --tls-key need TLS; drop --no-tls")
-        for name in ("max-records", "page-size"):
+        for name in ("max-records", "page-size", "max-in-flight"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
 
@@ -112,6 +120,7 @@ class TrackerService(service.MultiService):
             login=options.get("login-timeout", LOGIN_TIMEOUT), idle=options.get("idle-timeout", IDLE_TIMEOUT)
         )
         self.peers = TrackerFactory(self.directory, timeouts)
+        self.peers.max_in_flight = options.get("max-in-flight", MAX_IN_FLIGHT)
         caps = Caps(
             total=options.get("max-connections", TRACKER_CAPS.total),
             per_address=options.get("max-per-address", TRACKER_CAPS.per_address),
