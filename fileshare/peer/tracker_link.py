@@ -69,6 +69,14 @@ class TrackerClientProtocol(RPCProtocol):
         self.link.session_ended(self, field(message, "code", str, "ended"), reason)
         return {}
 
+    def errorReceived(self, message: dict[str, Any]) -> None:
+        if message.get("code") == "timeout" and self.link.credentials is None:
+            # The tracker drops connections that do not log in (--login-timeout): expected while
+            # nobody has logged in, so the link rests instead of reconnecting in a loop.
+            self.link.rest_after(self)
+            return
+        super().errorReceived(message)
+
     def disconnect(self) -> None:
         self.transport.loseConnection()
 
@@ -134,6 +142,9 @@ class TrackerLink:
         self._relogin_failures = 0
         self._retry: Any = None
         self._end_waiters: list[Deferred] = []
+        #: The connection the tracker is closing for not logging in, and whether the link now rests.
+        self._rest_after: TrackerClientProtocol | None = None
+        self.resting = False
         factory = Factory.forProtocol(lambda: TrackerClientProtocol(self))
         factory.noisy = False  # no "Starting factory" line per reconnection
         self.service = ClientService(
@@ -253,7 +264,30 @@ class TrackerLink:
             return f"logging in again as {self.credentials[0]} (last try: {self.relogin_error})"
         return f"logged in as {self.host}"
 
+    def rest_after(self, protocol: TrackerClientProtocol) -> None:
+        """Do not reconnect when *protocol* closes (nobody is logged in); the next command that needs the tracker does."""
+        if self.credentials is None and not self.resting:
+            log.info(
+                "the tracker closes connections that do not log in within its limit; "
+                "reconnecting when a command needs it"
+            )
+            self._rest_after = protocol
+
+    def _rest(self) -> None:
+        if self.credentials is None and self.service.running and not self.resting:
+            self.resting = True
+            self.service.stopService()
+
+    def _wake(self) -> None:
+        if self.resting:
+            self.resting = False
+            self.service.startService()
+
     def lost(self, protocol: TrackerClientProtocol) -> None:
+        if self._rest_after is protocol:
+            self._rest_after = None
+            # After ClientService has seen the loss: stopping it then cancels its retry.
+            self.clock.callLater(0, self._rest)
         if self.protocol is protocol:
             if self.credentials is not None and self.service.running:
                 log.info(
@@ -270,6 +304,7 @@ class TrackerLink:
         """A connected, greeted tracker connection, or Unavailable."""
         if self.connected:
             return self.protocol
+        self._wake()
         d = self.service.whenConnected(failAfterFailures=1)
         timer = self.clock.callLater(CONNECT_TIMEOUT, d.cancel)
         try:

@@ -169,12 +169,16 @@ class RPCProtocol(MessageReceiver):
         if self._bad >= self.MAX_BAD_MESSAGES:
             self.transport.loseConnection()
 
+    def errorReceived(self, message: dict[str, Any]) -> None:
+        """An error that answers no request of ours (``"re": null``): the other side's complaint or notice."""
+        log.warn("the other side rejected a message: {message}", message=message.get("message"))
+
     def _reply_received(self, message: dict[str, Any]) -> None:
         request_id = message.get("re")
         call = self._pending.get(request_id) if is_integer(request_id) else None
         if call is None:
             if request_id is None and message.get("ok") is False:
-                log.warn("the other side rejected a message: {message}", message=message.get("message"))
+                self.errorReceived(message)
             return
         call.size += self._line_size
         if isinstance(message.get("items"), list):

@@ -257,3 +257,68 @@ def test_two_peers_sharing_an_account_do_not_fight_over_it(monkeypatch):
         assert second.credentials == ("alice", "pw")
         assert first.credentials is None
     assert directory.stats.logins.total == 2
+
+
+class StubEndpoint:
+    """Connects at once over a StringTransport, noting every connection (the proxy ClientService built)."""
+
+    def __init__(self) -> None:
+        self.connections: list[tuple[Any, StringTransport]] = []
+
+    def connect(self, factory: Any) -> defer.Deferred:
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 7700))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.connections.append((protocol, transport))
+        return defer.succeed(protocol)
+
+    def answer_hello(self) -> None:
+        protocol, transport = self.connections[-1]
+        (hello,) = [json.loads(line) for line in transport.value().split(b"\n")[:-1]]
+        transport.clear()
+        protocol.dataReceived(json.dumps({"re": hello["id"], "ok": True, "version": 1}).encode() + b"\n")
+
+
+def test_a_link_nobody_logged_in_on_rests_when_the_tracker_drops_it_for_the_login_deadline():
+    endpoint = StubEndpoint()
+    clock = Clock()
+    link = TrackerLink(endpoint, EmptyRepository(), clock, lambda: 7710)
+    link.service.startService()
+    endpoint.answer_hello()
+    protocol, _ = endpoint.connections[0]
+
+    timeout = {"re": None, "ok": False, "code": "timeout", "message": "did not log in within 30 s of connecting"}
+    protocol.dataReceived(json.dumps(timeout).encode() + b"\n")
+    protocol.connectionLost(Failure(ConnectionDone()))
+    clock.advance(3600)
+
+    assert len(endpoint.connections) == 1  # no reconnect loop
+    assert link.resting and "not logged in" == link.describe()
+
+    asked = ensureDeferred(link.call("register", name="alice", password="pw"))
+    clock.advance(0)
+    assert len(endpoint.connections) == 2  # a command wakes it
+    assert not link.resting
+    endpoint.answer_hello()
+    protocol, transport = endpoint.connections[1]
+    (register,) = [json.loads(line) for line in transport.value().split(b"\n")[:-1]]
+    assert register["op"] == "register"
+    protocol.dataReceived(json.dumps({"re": register["id"], "ok": True}).encode() + b"\n")
+    assert asked.result == {"re": register["id"], "ok": True}
+
+
+def test_a_logged_in_link_keeps_reconnecting_whatever_the_tracker_says():
+    endpoint = StubEndpoint()
+    clock = Clock()
+    link = TrackerLink(endpoint, EmptyRepository(), clock, lambda: 7710)
+    link.credentials = ("alice", "pw")
+    link.service.startService()
+    protocol, _ = endpoint.connections[0]
+
+    timeout = {"re": None, "ok": False, "code": "timeout", "message": "no hello"}
+    protocol.dataReceived(json.dumps(timeout).encode() + b"\n")
+    protocol.connectionLost(Failure(ConnectionDone()))
+    clock.advance(5)
+
+    assert not link.resting
+    assert len(endpoint.connections) == 2
