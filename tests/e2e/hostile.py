@@ -39,7 +39,7 @@ from twisted.internet.task import deferLater
 from fileshare.pieces import piece_count, piece_size_for
 from fileshare.tls import first_use_creator, generate, wrap_server_factory
 
-from .harness import console
+from .harness import ConsoleClient, console
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 LISTENING = re.compile(r"(tracker|admin console|peer uploads|peer console) listening on .*port=(\d+)")
@@ -221,6 +221,16 @@ class Memory:
             return False  # the process has ended
         return True
 
+    async def hold(self, seconds: float, bound: int) -> None:
+        """
+        Keep the attack on for *seconds* while watching: a burst is only
+        bounded if memory stays bounded while it lasts.  Ends early once the
+        peak passes before + *bound* (the test then fails on it).
+        """
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.peak - self.before < bound and self.node.alive:
+            await pause(0.05)
+
     async def settle(self, slack: int, timeout: float = 5.0) -> int:
         """Stop watching; wait (bounded) for RSS to come back within *slack* of ``before``; the final RSS."""
         self.stop()
@@ -242,6 +252,11 @@ class Memory:
         )
 
 
+async def open_console(port: int) -> ConsoleClient:
+    """A console connection whose greeting has come (bounded: a busy process must not hang the suite)."""
+    return await bounded(console(port), 10, f"the console on port {port} greeting")
+
+
 # -- honest users --------------------------------------------------------------
 
 
@@ -255,8 +270,8 @@ class Honest:
         self.round = 0
 
     async def log_in(self) -> None:
-        self.alice = await console(self.alice_node.found["peer console"])
-        self.bob = await console(self.bob_node.found["peer console"])
+        self.alice = await open_console(self.alice_node.found["peer console"])
+        self.bob = await open_console(self.bob_node.found["peer console"])
         for c, name in ((self.alice, "alice"), (self.bob, "bob")):
             assert (await c.command(f"register {name} pw")).ok
             assert (await c.command(f"login {name} pw")).ok
