@@ -490,6 +490,8 @@ class Uploader(Held):
         super().__init__()
         self.greeting = greeting
         self.read = read
+        #: The first line received, decoded (None if the connection closed first).
+        self.first: dict | None = None
         self.first_line: Deferred = Deferred()
 
     def connectionMade(self) -> None:
@@ -501,7 +503,8 @@ class Uploader(Held):
         if b"\n" in self.received and not self.first_line.called:
             if not self.read:
                 self.transport.pauseProducing()
-            self.first_line.callback(json.loads(self.received.split(b"\n", 1)[0]))
+            self.first = json.loads(self.received.split(b"\n", 1)[0])
+            self.first_line.callback(self.first)
 
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
@@ -610,7 +613,9 @@ class FakeSource:
 
     - ``silent``: greets, then never answers a request;
     - ``trickle``: answers ``pieces`` truly and every ``get`` one byte each
-      0.2 s (needs the real *data*);
+      0.2 s (needs the real *data*): slow, but never silent;
+    - ``stall``: answers ``pieces`` truly, sends a ``get`` header and 10
+      bytes, then nothing;
     - ``oversized``: claims a piece list with ``piece_size`` equal to the
       file size, so one "piece" would be the whole file.
     """
@@ -660,6 +665,9 @@ class FakeSource:
             offset, length = message["offset"], message["length"]
             upload.transport.write(line({"ok": True, "length": length}))
             upload.trickle(self.data[offset : offset + length])
+        elif op == "get" and self.mode == "stall":
+            offset, length = message["offset"], message["length"]
+            upload.transport.write(line({"ok": True, "length": length}) + self.data[offset : offset + 10])
         elif op == "get":
             # Only an unchecked piece list gets here: say so by closing.
             upload.transport.abortConnection()

