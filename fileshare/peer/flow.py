@@ -26,6 +26,10 @@ SEND_TIMEOUT = 30.0
 #: bytes in the last SEND_PROGRESS_WINDOW seconds is taken back.
 SEND_PROGRESS_WINDOW = 10.0
 SEND_PROGRESS_FLOOR = 16 * 1024
+#: Unsent bytes under which the next reply line may be written: the transport's own buffer size.
+REPLY_BOUND = 64 * 1024
+#: Seconds between two looks at a socket that holds more than REPLY_BOUND without saying so.
+DRAIN_LOOK_INTERVAL = 0.05
 
 
 def unsent_bytes(transport: Any) -> int:
@@ -54,32 +58,59 @@ class ReplyGate:
     one reply more than the transport's buffer.
     """
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(self, transport: Any, clock: IReactorTime) -> None:
         self.transport = transport
+        self.clock = clock
         self.paused = False
         self.drained: Deferred | None = None
+        self._look: Any = None
         transport.registerProducer(self, True)
 
     def after_write(self) -> Deferred | None:
-        if not self.paused:
+        if not self.paused and unsent_bytes(self.transport) <= REPLY_BOUND:
             self.transport.unregisterProducer()
             return None
         self.drained = Deferred()
+        if not self.paused:
+            # Over the bound although the transport did not say so (a TLS layer
+            # between may resume its producers while the socket is still full):
+            # look again until the socket has taken it.
+            self._look = self.clock.callLater(DRAIN_LOOK_INTERVAL, self._look_again)
         return self.drained
+
+    def _look_again(self) -> None:
+        self._look = None
+        if self.drained is None:
+            return
+        if unsent_bytes(self.transport) <= REPLY_BOUND:
+            self._release()
+        else:
+            self._look = self.clock.callLater(DRAIN_LOOK_INTERVAL, self._look_again)
 
     def pauseProducing(self) -> None:
         self.paused = True
 
     def resumeProducing(self) -> None:
         self.paused = False
-        if self.drained is not None:
-            d, self.drained = self.drained, None
-            self.transport.unregisterProducer()  # lets a pending loseConnection finish
-            d.callback(None)
+        if self.drained is not None and unsent_bytes(self.transport) <= REPLY_BOUND:
+            self._release()
+        elif self.drained is not None and self._look is None:
+            self._look = self.clock.callLater(DRAIN_LOOK_INTERVAL, self._look_again)
+
+    def _release(self) -> None:
+        if self._look is not None and self._look.active():
+            self._look.cancel()
+        self._look = None
+        d, self.drained = self.drained, None
+        self.transport.unregisterProducer()  # lets a pending loseConnection finish
+        d.callback(None)
 
     def stopProducing(self) -> None:
         """The connection is going: nothing more is sent on it, so the reply in wait stays waiting."""
         self.drained = None
+        if self._look is not None and self._look.active():
+            self._look.cancel()
+        self._look = None
 
 
 class SendWatch:

@@ -346,7 +346,7 @@ class UploadProtocol(UploadLimits, MessageReceiver, TimeoutMixin):
         """
         if not self.connected:
             return None
-        gate = ReplyGate(self.transport)
+        gate = ReplyGate(self.transport, self.clock)
         self.sendMessage(message)
         drained = gate.after_write()
         if drained is not None:
