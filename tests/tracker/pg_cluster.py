@@ -203,3 +203,11 @@ def pg_url(pg_cluster: Cluster) -> Iterator[str]:
     url = pg_cluster.database()
     yield url
     pg_cluster.drop(url)
+
+
+def cluster_rows(url: str, query: str) -> list[tuple]:
+    """The rows of *query* in the database at *url* (a test's look behind the store)."""
+    from fileshare.tracker.pg_store import conninfo
+
+    with psycopg.connect(conninfo(url)) as connection:
+        return connection.execute(query).fetchall()
