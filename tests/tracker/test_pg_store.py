@@ -19,7 +19,14 @@ from fileshare.storage.sqlite import DatabaseError
 from fileshare.tracker.database import open_pg_database, pg_steps
 from fileshare.tracker.glob import compile_glob
 from fileshare.tracker.memory_store import MemoryTrackerStore
-from fileshare.tracker.pg_store import CONNECT_TIMEOUT, PostgresTrackerStore, conninfo, is_postgres, redacted
+from fileshare.tracker.pg_store import (
+    CONNECT_TIMEOUT,
+    PostgresTrackerStore,
+    _glob_filter,
+    conninfo,
+    is_postgres,
+    redacted,
+)
 from fileshare.tracker.service import Options, identity_paths
 from fileshare.tracker.store import FileRecord, FileSummary
 
@@ -328,3 +335,36 @@ def test_the_postgresql_translation_escapes_what_regexes_read_specially():
     assert compile_glob("[\U0001f3b5]").postgres() == "^[\\U0001f3b5]$"
     assert compile_glob("[x-a]").postgres() is None
     assert compile_glob("a\x00").postgres() is None
+
+
+def store_filter_matches(connection, pattern: str, name: str) -> bool:
+    found = _glob_filter(pattern)
+    if found is None:
+        return False
+    term, params = found
+    query = f'SELECT {term} FROM (SELECT %s::text COLLATE "C" AS fname) AS t'
+    return connection.execute(query, (*params, name)).fetchone()[0]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet=ALPHABET + "%_\x00", max_size=10), st.text(alphabet=ALPHABET + "%_", max_size=8))
+def test_the_stores_like_and_regex_filter_agrees_with_the_matcher(regex_connection, pattern, name):
+    assert store_filter_matches(regex_connection, pattern, name) == compile_glob(pattern).matches(name)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "term", "params"),
+    [
+        ("*.iso", "fname LIKE %s", ("%.iso",)),
+        ("a_b%?*", "fname LIKE %s AND fname >= %s AND fname < %s", ("a\\_b\\%_%", "a_b%", "a_b&")),
+        (
+            "x[ab]*",
+            "fname LIKE %s AND fname ~ %s AND fname >= %s AND fname < %s",
+            ("x_%", "^x[\\u0061-\\u0062].*$", "x", "y"),
+        ),
+        ("a\ud7ff", "fname LIKE %s AND fname >= %s AND fname < %s", ("a\ud7ff", "a\ud7ff", "a\ue000")),
+        ("\U0010ffff*", "fname LIKE %s AND fname >= %s", ("\U0010ffff%", "\U0010ffff")),
+    ],
+)
+def test_like_filters_and_a_literal_prefix_bounds_the_index_scan(pattern, term, params):
+    assert _glob_filter(pattern) == (term, params)
