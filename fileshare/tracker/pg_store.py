@@ -117,7 +117,7 @@ class PostgresTrackerStore:
     async def add_ban(self, name: str, reason: str, since: float) -> None:
         try:
             if not _storable(name):
-                raise errors.ForeignKeyViolation()
+                raise NotFound(f"no account named {name!r}")
             await self._rowcount(
                 "INSERT INTO bans (name, reason, since) VALUES (%s, %s, %s) "
                 "ON CONFLICT (name) DO UPDATE SET reason = EXCLUDED.reason, since = EXCLUDED.since",

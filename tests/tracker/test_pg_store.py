@@ -368,3 +368,19 @@ def test_the_stores_like_and_regex_filter_agrees_with_the_matcher(regex_connecti
 )
 def test_like_filters_and_a_literal_prefix_bounds_the_index_scan(pattern, term, params):
     assert _glob_filter(pattern) == (term, params)
+
+
+def test_the_store_keeps_at_most_4_connections_each_on_a_pool_thread():
+    store = PostgresTrackerStore("postgresql://alice@127.0.0.1:1/x", reactor)
+    try:
+        assert (store.pool.min, store.pool.max) == (1, 4)
+        assert store.pool.threadpool.max == 4
+    finally:
+        store.close()
+
+
+def test_without_postgresql_installed_the_cluster_skips_saying_why(monkeypatch):
+    monkeypatch.setattr(cluster, "_shared", None)
+    monkeypatch.setattr(cluster, "find_binaries", lambda: None)
+    with pytest.raises(pytest.skip.Exception, match=r"^PostgreSQL is not installed \(no /usr/lib/postgresql/\*/bin"):
+        cluster.cluster()
