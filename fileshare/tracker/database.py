@@ -18,16 +18,24 @@ database, so a different database put in its place is noticed too.
 - Damaged, foreign or newer databases are refused by
   :func:`fileshare.storage.sqlite.prepare` whatever the marker says.
 
+A PostgreSQL database (``--db postgresql://...``) is the operator's to
+create, back up and keep: :func:`open_pg_database` only checks it and applies
+the schema steps of ``pg_schema/`` it lacks; it keeps no marker.
+
 Everything here blocks; it runs once, before the reactor serves anyone.
 """
 
 import os
 import sqlite3
+from importlib import resources
 
 import attrs
+import psycopg
 from twisted.logger import Logger
 
-from ..storage.sqlite import DatabaseError, EmptyDatabase, Prepared, prepare
+from .. import __version__
+from ..storage.sqlite import STEP, DatabaseError, EmptyDatabase, Prepared, prepare
+from .pg_store import conninfo, redacted
 from .store import SCHEMA
 
 log = Logger()
@@ -125,3 +133,102 @@ def _write_marker(marker: str, database_id: str) -> None:
         os.replace(partial, marker)
     except OSError as e:
         raise DatabaseError(f"cannot write {marker}: {e.strerror}") from None
+
+
+# -- PostgreSQL (--db postgresql://...)
+
+#: Taken while steps are applied, so trackers starting together upgrade one at a time.
+_UPGRADE_LOCK = 0x66696C65  # "file"
+
+PG_SCHEMA = "fileshare.tracker.pg_schema"
+
+
+@attrs.frozen
+class PgOpened:
+    """A checked, up-to-date PostgreSQL tracker database: its id and the steps applied now and before."""
+
+    url: str
+    id: str
+    created: bool
+    applied: tuple[int, ...]
+    before: tuple[int, ...]
+
+
+def pg_steps(package: str = PG_SCHEMA) -> list[tuple[int, str, str]]:
+    """The numbered steps ``(number, name, SQL)`` in *package*, in order (numbers may have gaps)."""
+    found = []
+    for item in resources.files(package).iterdir():
+        m = STEP.match(item.name)
+        if m:
+            found.append((int(m.group(1)), item.name, item.read_text("utf-8")))
+    return sorted(found)
+
+
+def open_pg_database(url: str, package: str = PG_SCHEMA) -> PgOpened:
+    """Check the PostgreSQL database at *url* and apply the steps it lacks, all in one transaction (blocking).
+
+    The table ``schema_version`` lists the steps applied.  Raises
+    DatabaseError, with a one-line message naming ``--db``, for a database
+    that cannot be reached, is not UTF-8, holds other tables and no
+    ``schema_version``, or has a step this code does not know (a newer
+    fileshare upgraded it).
+    """
+    shown = redacted(url)
+    steps = pg_steps(package)
+    try:
+        connection = psycopg.connect(conninfo(url), autocommit=True)
+    except psycopg.Error as e:
+        raise DatabaseError(f"cannot reach the tracker database --db {shown}: {_one_line(e)}") from None
+    try:
+        encoding = connection.execute("SHOW server_encoding").fetchone()[0]
+        if encoding != "UTF8":
+            raise DatabaseError(
+                f"the tracker database --db {shown} is encoded {encoding}; fileshare needs UTF8 "
+                "(createdb --encoding=UTF8 --template=template0)"
+            )
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_UPGRADE_LOCK,))
+            known = connection.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]
+            if not known:
+                tables = connection.execute(
+                    "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+                ).fetchone()[0]
+                if tables:
+                    raise DatabaseError(
+                        f"--db {shown} is not a tracker database (it holds other tables and no schema_version); "
+                        "give another database"
+                    )
+                connection.execute(
+                    "CREATE TABLE schema_version (step integer PRIMARY KEY, name text NOT NULL, "
+                    "applied timestamptz NOT NULL DEFAULT now())"
+                )
+            before = tuple(row[0] for row in connection.execute("SELECT step FROM schema_version ORDER BY step"))
+            unknown = sorted(set(before) - {number for number, _, _ in steps})
+            if unknown:
+                raise DatabaseError(
+                    f"the tracker database --db {shown} has schema step {unknown[-1]}, which this fileshare "
+                    f"{__version__} does not know; run a newer fileshare"
+                )
+            for number, name, script in steps:
+                if number not in before:
+                    connection.execute(script)
+                    connection.execute("INSERT INTO schema_version (step, name) VALUES (%s, %s)", (number, name))
+            database_id = connection.execute("SELECT value FROM meta WHERE key = 'id'").fetchone()[0]
+    except psycopg.Error as e:
+        raise DatabaseError(f"cannot prepare the tracker database --db {shown}: {_one_line(e)}") from None
+    finally:
+        connection.close()
+    opened = PgOpened(url, database_id, not before, tuple(n for n, _, _ in steps), before)
+    if opened.created:
+        log.info("Created the tracker tables in --db {url}", url=shown)
+    elif opened.applied != before:
+        log.info(
+            "Upgraded the tracker database --db {url} with schema steps {steps}",
+            url=shown,
+            steps=" ".join(str(n) for n in sorted(set(opened.applied) - set(before))),
+        )
+    return opened
+
+
+def _one_line(error: Exception) -> str:
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__

@@ -18,6 +18,9 @@ reference matcher (the memory store's) and :meth:`Glob.sqlite` is the same
 pattern in SQLite's ``GLOB`` dialect, so SQL keeps doing the filtering.  The
 two dialects differ exactly where users trip: SQLite negates with ``^`` only,
 reads ``[!a]`` as "``!`` or ``a``", and never matches an unclosed ``[``.
+:meth:`Glob.postgres` is the same pattern as a PostgreSQL regular expression
+(for ``~``), anchored at both ends, every bracket member written as a
+``\\uXXXX`` escape so no character is special inside it.
 """
 
 from bisect import bisect_right
@@ -172,6 +175,37 @@ class Glob:
             else:
                 out.append(_sqlite_literal(token))
         return "".join(out)
+
+    def postgres(self) -> str | None:
+        """The same pattern as a PostgreSQL regular expression (advanced flavour, for ``~``); None if nothing matches.
+
+        PostgreSQL ranges compare code points, ``.`` matches a newline too,
+        and ``\\`` before a character that is not a letter or digit stands for it.
+        """
+        out = ["^"]
+        for token in self.tokens:
+            if isinstance(token, CharSet):
+                ranges = [r for lo, hi in token.ranges for r in _storable_parts(lo, hi)]
+                if not ranges:
+                    if not token.negated:
+                        return None
+                    out.append(".")
+                    continue
+                body = "".join(_pg_char(lo) if lo == hi else f"{_pg_char(lo)}-{_pg_char(hi)}" for lo, hi in ranges)
+                out.append("[" + ("^" if token.negated else "") + body + "]")
+            elif token == STAR:
+                out.append(".*")
+            elif token == ANY:
+                out.append(".")
+            elif not _storable(token):
+                return None
+            else:
+                out.append(token if token.isalnum() or not token.isascii() else "\\" + token)
+        return "".join(out) + "$"
+
+
+def _pg_char(c: int) -> str:
+    return f"\\u{c:04x}" if c <= 0xFFFF else f"\\U{c:08x}"
 
 
 _SURROGATES = (0xD800, 0xDFFF)

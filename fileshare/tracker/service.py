@@ -16,8 +16,9 @@ from ..tls import Identity, IdentityError, load_or_create
 from ..tls.ca import load_identity
 from ..wire.rpc import MAX_IN_FLIGHT
 from .admin import AdminConsoleFactory
-from .database import open_database
+from .database import open_database, open_pg_database
 from .directory import MAX_RECORDS, PAGE_SIZE, Directory
+from .pg_store import PostgresTrackerStore, is_postgres
 from .protocol import TrackerFactory
 from .store import SQLiteTrackerStore
 from .timeouts import IDLE_TIMEOUT, LOGIN_TIMEOUT, Timeouts
@@ -31,7 +32,12 @@ class Options(usage.Options):
     optParameters = [
         ["listen", None, "tcp:7700", "Endpoint where peers connect."],
         ["admin", None, "tcp:7701:interface=127.0.0.1", "Endpoint of the admin console (no password: keep it local)."],
-        ["db", None, "fileshare-tracker.db", "SQLite database of accounts and the file index."],
+        [
+            "db",
+            None,
+            "fileshare-tracker.db",
+            "SQLite database file of accounts and the file index, or postgresql://USER@HOST/DB.",
+        ],
         ["tls-cert", None, None, "PEM certificate (chain) from your own CA, instead of the self-signed one."],
         ["tls-key", None, None, "PEM private key of --tls-cert (unencrypted)."],
         ["max-connections", None, TRACKER_CAPS.total, "Connections --listen holds at once.", count_option],
@@ -64,14 +70,19 @@ class Options(usage.Options):
             raise usage.UsageError("--tls-cert and --tls-key go together")
         if self["no-tls"] and self["tls-cert"]:
             raise usage.UsageError("--tls-cert and --tls-key need TLS; drop --no-tls")
+        if self["create"] and is_postgres(self["db"]):
+            raise usage.UsageError("--create is for an SQLite --db; a PostgreSQL database is made by its operator")
         for name in ("max-records", "page-size", "max-in-flight"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
 
 
 def identity_paths(db: str) -> tuple[str, str]:
-    """Where the self-signed identity lives: ``tracker.db`` -> ``tracker-cert.pem``, ``tracker-key.pem``."""
-    base = os.path.splitext(db)[0]
+    """Where the self-signed identity lives: ``tracker.db`` -> ``tracker-cert.pem``, ``tracker-key.pem``.
+
+    With a PostgreSQL ``--db``, in the working directory, under the default names.
+    """
+    base = "fileshare-tracker" if is_postgres(db) else os.path.splitext(db)[0]
     return f"{base}-cert.pem", f"{base}-key.pem"
 
 
@@ -101,12 +112,19 @@ class TrackerService(service.MultiService):
 
     def __init__(self, options: dict[str, Any], reactor: Any) -> None:
         super().__init__()
-        database = open_database(options["db"], create=bool(options.get("create")))
+        postgres = is_postgres(options["db"])
+        if postgres:
+            open_pg_database(options["db"])
+        else:
+            database = open_database(options["db"], create=bool(options.get("create")))
         #: The tracker's TLS identity (None with --no-tls); made beside the database on first start.
         self.identity = tracker_identity(options)
         pool = ThreadPool(minthreads=0, maxthreads=2, name="fileshare-tracker-cpu")
         ThreadPoolService(pool).setServiceParent(self)
-        store = SQLiteTrackerStore(database.path, reactor, prepared=True)
+        if postgres:
+            store: Any = PostgresTrackerStore(options["db"], reactor)
+        else:
+            store = SQLiteTrackerStore(database.path, reactor, prepared=True)
         CallbackService(store.close).setServiceParent(self)
         self.directory = Directory(
             store,

@@ -15,7 +15,9 @@ from twisted.internet import reactor
 from zope.interface.verify import verifyObject
 
 from fileshare.errors import Conflict, NotFound
+from fileshare.tracker.database import open_pg_database
 from fileshare.tracker.memory_store import MemoryTrackerStore
+from fileshare.tracker.pg_store import PostgresTrackerStore
 from fileshare.tracker.store import (
     Ban,
     FileRecord,
@@ -25,6 +27,8 @@ from fileshare.tracker.store import (
     SQLiteTrackerStore,
     TooManyFiles,
 )
+
+from . import pg_cluster
 
 ROOT_A = "a" * 64
 ROOT_B = "b" * 64
@@ -41,7 +45,20 @@ def sqlite_store(tmp_path: Any) -> tuple[Any, Callable[[], None]]:
     return store, store.close
 
 
-STORES = {"memory": memory_store, "sqlite": sqlite_store}
+def postgresql_store(tmp_path: Any) -> tuple[Any, Callable[[], None]]:
+    """In a schema of its own in the tests' throwaway cluster (skipped where PostgreSQL is not installed)."""
+    url = pg_cluster.cluster().schema()
+    open_pg_database(url)
+    store = PostgresTrackerStore(url, reactor)
+
+    def cleanup() -> None:
+        store.close()
+        pg_cluster.cluster().drop_schema(url)
+
+    return store, cleanup
+
+
+STORES = {"memory": memory_store, "sqlite": sqlite_store, "postgresql": postgresql_store}
 
 
 @pytest.fixture(params=sorted(STORES))
