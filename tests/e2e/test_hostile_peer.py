@@ -286,7 +286,7 @@ async def test_a_trickling_source_does_not_hold_up_a_fetch_an_honest_source_can_
     assert (await world.honest.alice.command(f"publish {path} shared.bin")).ok
     source = await fake(world, "trickle", "shared.bin", len(data), data)
     try:
-        reply = await bounded(world.honest.bob.command("fetch shared.bin"), REQUEST_TIMEOUT + 10, "a shared fetch")
+        reply = await bounded(world.honest.bob.command("fetch shared.bin"), REQUEST_TIMEOUT + 30, "a shared fetch")
     finally:
         await source.stop()
 
