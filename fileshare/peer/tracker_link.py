@@ -252,6 +252,11 @@ class TrackerLink:
         """Why the tracker was refused (TLS pin, CA, wrong mode), from the endpoint."""
         return getattr(self.endpoint, "problem", None)
 
+    def where(self) -> str | None:
+        """Which tracker the connection goes to (``tracker at HOST:PORT``), for ``status``; None while disconnected."""
+        where = getattr(self.endpoint, "where", None)
+        return where() if where is not None and self.connected else None
+
     def describe(self) -> str:
         """The login state for ``status``."""
         if self.problem is not None:
