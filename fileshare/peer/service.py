@@ -135,7 +135,10 @@ class Options(usage.Options):
         """Client endpoint of a tracker [default: tcp:host=127.0.0.1:port=7700]. Several trackers of one group:
         repeat the option or separate endpoints with commas; they are tried in turn.
         """
-        self["tracker"] = [*self["tracker"], *tracker_list(value)]
+        try:
+            self["tracker"] = [*self["tracker"], *tracker_list(value)]
+        except BadRequest as e:
+            raise usage.UsageError(e.message) from None
 
     def postOptions(self) -> None:
         if self["listen"].split(":", 1)[0] not in ("tcp", "tcp6"):
