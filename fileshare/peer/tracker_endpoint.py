@@ -223,9 +223,11 @@ class TrackerEndpoints:
                 if count > 1:
                     self._warnings.warn(
                         ("unreachable", endpoint.address),
-                        "cannot connect to the tracker at {address}: {why}; trying the next one",
+                        "cannot connect to the tracker at {address} ({number} of {count} in --tracker): {why}",
                         address=endpoint.address,
-                        why=endpoint.problem or str(e) or type(e).__name__,
+                        number=index + 1,
+                        count=count,
+                        why=(endpoint.problem or str(e) or type(e).__name__).rstrip("."),
                     )
                 continue
             self.current = endpoint

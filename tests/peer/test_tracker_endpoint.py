@@ -1,14 +1,19 @@
 """Several trackers of one group behind ``--tracker``: parsing the option, and trying them in turn."""
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 
-from fileshare.peer.service import Options
+from fileshare.peer.service import Options, _tracker_endpoints
 from fileshare.peer.tracker_endpoint import TrackerEndpoints
+from fileshare.tls import generate
 from fileshare.tls.fingerprints import parse_fingerprint
+
+from ..test_tls_ca import make_ca
 
 A = "tcp:host=127.0.0.1:port=7700"
 B = "tcp:host=127.0.0.1:port=7701"
@@ -194,3 +199,61 @@ def test_one_tracker_is_named_without_its_place_in_the_list():
     group.connect(None)
     a.accept("protocol-a")
     assert group.where() == "tracker at 127.0.0.1:7700"
+
+
+def test_an_unreachable_tracker_is_logged_at_most_once_a_minute():
+    group, (a, b) = build()
+    with capturedLogs() as events:
+        for _ in range(3):
+            d = group.connect(None)
+            a.refuse()
+            b.refuse()
+            d.addErrback(lambda _: None)
+            group.clock.advance(20)  # the fourth round is 60 s after the first
+        d = group.connect(None)
+        a.refuse()
+        b.refuse()
+        d.addErrback(lambda _: None)
+    lines = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert lines == [
+        "cannot connect to the tracker at 127.0.0.1:7700 (1 of 2 in --tracker): Connection was refused by other side",
+        "cannot connect to the tracker at 127.0.0.1:7701 (2 of 2 in --tracker): Connection was refused by other side",
+        "cannot connect to the tracker at 127.0.0.1:7700 (1 of 2 in --tracker): Connection was refused by other side "
+        "(2 more like this in the last 60 s)",
+        "cannot connect to the tracker at 127.0.0.1:7701 (2 of 2 in --tracker): Connection was refused by other side "
+        "(2 more like this in the last 60 s)",
+    ]
+
+
+# -- the endpoints built from the options
+
+
+def test_tracker_ca_vouches_for_every_tracker(tmp_path):
+    certificate, _key = make_ca("Lab CA")
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    options = parse("--tracker", f"{A},{B}", "--tracker-ca", str(ca_file))
+
+    group = _tracker_endpoints(options, Clock(), generate("peer"), str(tmp_path))
+
+    assert [(e.host, e.port) for e in group.endpoints] == [("127.0.0.1", 7700), ("127.0.0.1", 7701)]
+    assert [e.ca for e in group.endpoints] == [[certificate], [certificate]]
+    assert [e.pins for e in group.endpoints] == [None, None]
+
+
+def test_each_tracker_gets_its_own_fingerprint_and_one_pin_file(tmp_path):
+    options = parse("--tracker", f"{A},{B}", "--tracker-fingerprint", f"{PIN_A},{PIN_B}")
+
+    group = _tracker_endpoints(options, Clock(), generate("peer"), str(tmp_path))
+
+    assert [e.given for e in group.endpoints] == [parse_fingerprint(PIN_A), parse_fingerprint(PIN_B)]
+    assert group.endpoints[0].pins is group.endpoints[1].pins
+    assert group.endpoints[0].pins.path == tmp_path / "tracker-pins"
+
+
+def test_without_tls_every_tracker_is_plain_text(tmp_path):
+    options = parse("--tracker", f"{A},{B}", "--no-tls")
+
+    group = _tracker_endpoints(options, Clock(), None, str(tmp_path))
+
+    assert [(e.address, e.identity) for e in group.endpoints] == [("127.0.0.1:7700", None), ("127.0.0.1:7701", None)]
