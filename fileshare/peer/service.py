@@ -132,9 +132,7 @@ class Options(usage.Options):
         self["tracker"] = []
 
     def opt_tracker(self, value: str) -> None:
-        """Client endpoint of a tracker [default: tcp:host=127.0.0.1:port=7700]. Several trackers of one group:
-        repeat the option or separate endpoints with commas; they are tried in turn.
-        """
+        """Client endpoint of a tracker [default: tcp:host=127.0.0.1:port=7700]; several: commas or repeat, tried in turn."""
         try:
             self["tracker"] = [*self["tracker"], *tracker_list(value)]
         except BadRequest as e:

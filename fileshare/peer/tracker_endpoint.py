@@ -204,6 +204,9 @@ class TrackerEndpoints:
         self._next = 0
         self._warnings = RateLimitedLog(log, clock)
 
+    def __repr__(self) -> str:
+        return f"<trackers {','.join(e.address for e in self.endpoints)}>"
+
     def connect(self, factory: Any) -> Deferred:
         return Deferred.fromCoroutine(self._connect(factory))
 
