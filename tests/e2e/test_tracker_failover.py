@@ -11,10 +11,15 @@ same from the peer's side.
 import hashlib
 import os
 
+import pytest
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import deferLater
 
+from .harness import console
 from .test_restarts import until
+from .test_twistd import TWISTD, Processes
 
 MiB = 1024 * 1024
 #: A file the upload rate stretches over seconds, so the tracker moves while it is in flight.
@@ -32,7 +37,8 @@ def endpoint(tracker) -> str:
 
 async def register_on(net, tracker, *names: str) -> None:
     """Create the accounts on *tracker* through a peer of its own (trackers with their own databases share none)."""
-    registrar = await net.start_peer("registrar", tracker_port=tracker.listener.port_number)
+    port = tracker if isinstance(tracker, int) else tracker.listener.port_number
+    registrar = await net.start_peer("registrar", tracker_port=port)
     c = await net.console(registrar)
     for name in names:
         assert (await c.command(f"register {name} secret")).ok
@@ -176,3 +182,58 @@ async def test_a_tracker_restart_during_a_fetch_disturbs_nothing(net, tmp_path):
         "tracker connected, logged in as bob",
         f"tracker at 127.0.0.1:{port}",
     ]
+
+
+async def admin_until(admin, command: str, predicate, timeout: float = 20.0):
+    """Repeat *command* on a tracker process's admin console until *predicate* holds for its reply (bounded)."""
+    waited = 0.0
+    while not predicate(reply := await admin.command(command)):
+        assert waited < timeout, f"{command!r} still answers {reply}"
+        await deferLater(reactor, 0.1, lambda: None)
+        waited += 0.1
+    return reply
+
+
+@pytest.mark.skipif(not os.path.exists(TWISTD), reason="twistd is not installed next to this Python")
+@pytest_twisted.ensureDeferred
+async def test_a_tracker_process_killed_under_live_peers_leaves_them_fetching_through_the_next_one(net, tmp_path):
+    procs = Processes(tmp_path)
+    try:
+        trackers = []
+        for db in ("first.db", "second.db"):
+            proto, ports = await procs.start(
+                "fileshare-tracker",
+                ["--db", db, "--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1"],
+                {"tracker", "admin console"},
+            )
+            trackers.append((proto, ports))
+        (first, first_ports), (_, second_ports) = trackers
+        second = f"tcp:host=127.0.0.1:port={second_ports['tracker']}"
+        await register_on(net, second_ports["tracker"], "alice", "bob")
+        alice_peer = await net.start_peer(
+            "alice", tracker_port=first_ports["tracker"], tracker=second, upload_rate=RATE
+        )
+        bob_peer = await net.start_peer("bob", tracker_port=first_ports["tracker"], tracker=second)
+        alice, bob = await net.console(alice_peer), await net.console(bob_peer)
+        for name, c in (("alice", alice), ("bob", bob)):
+            assert (await c.command(f"register {name} secret")).ok
+            assert (await c.command(f"login {name} secret")).ok
+        f, fetch, held = await fetch_in_flight(tmp_path, alice, bob_peer, bob)
+        admin = await console(second_ports["admin console"])
+        net.consoles.append(admin)
+
+        first.transport.signalProcess("KILL")
+        await first.ended
+        await admin_until(admin, "peers", lambda r: r.status == "OK 2 hosts online")
+        moved_while_fetching = not fetch.called
+        go_on(held)
+        reply = await fetch
+        # bob announces what he fetched to the tracker he is on now: the second one.
+        files = await admin_until(admin, "files", lambda r: r.data and r.data[0].endswith(" holders=2 online=2"))
+    finally:
+        await procs.stop_all()
+
+    assert moved_while_fetching
+    assert reply.status.startswith(f"OK fetched data.bin {SIZE} bytes in "), reply
+    assert digest(tmp_path / "bob" / "data.bin") == digest(f)
+    assert files.data == [f"data.bin {SIZE} {bob_peer.repository.by_name['data.bin'].root} holders=2 online=2"]
