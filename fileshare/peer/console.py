@@ -164,6 +164,9 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
     async def status(session: Session) -> str:
         link = peer.tracker
         session.data(f"tracker {'connected' if link.connected else 'disconnected'}, {link.describe()}")
+        where = getattr(link, "where", None)
+        if where is not None and where() is not None:
+            session.data(where())
         session.data(f"repository {quote(peer.repository.directory)} files={len(peer.repository.by_name)}")
         slots = peer.uploads.slots
         limit = slots.limit if slots.limit is not None else "unlimited"

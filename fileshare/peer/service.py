@@ -11,7 +11,7 @@ from twisted.python.threadpool import ThreadPool
 
 from ..errors import BadRequest
 from ..limits import CONSOLE_CAPS, PEER_CAPS, Caps, LimitingFactory
-from ..secure import fingerprint_option, server_factory, tcp_host_and_port
+from ..secure import server_factory
 from ..services import CallbackService, ListeningService, Program, ThreadPoolService, first_failure
 from ..storage.sqlite import DatabaseError
 from ..tls import Identity, IdentityError, PinFileError, PinStore, load_or_create
@@ -26,7 +26,14 @@ from .ratelimit import TokenBucket, parse_rate
 from .repository import Repository
 from .slots import MAX_QUEUED_PER_ADDRESS
 from .source import REQUEST_TIMEOUT
-from .tracker_endpoint import TrackerEndpoint
+from .tracker_endpoint import (
+    DEFAULT_TRACKER,
+    TrackerEndpoint,
+    TrackerEndpoints,
+    tracker_addresses,
+    tracker_list,
+    tracker_pins,
+)
 from .tracker_link import TrackerLink
 from .upload import UploadService
 
@@ -64,7 +71,6 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "Run a fileshare peer: a repository of files shared with other peers."
     optParameters = [
-        ["tracker", None, "tcp:host=127.0.0.1:port=7700", "Client endpoint of the tracker."],
         ["listen", None, "tcp:7710", "Endpoint where other peers download from this one."],
         [
             "control",
@@ -109,7 +115,8 @@ class Options(usage.Options):
             "tracker-fingerprint",
             None,
             None,
-            "Demand this certificate fingerprint (sha256:...) of the tracker; replaces the pin from first contact.",
+            "Demand this certificate fingerprint (sha256:...) of the tracker; replaces the pin from first contact. "
+            "With several --tracker endpoints: one fingerprint for all, or one per endpoint, comma-separated.",
         ],
         ["tracker-ca", None, None, "PEM file of CA certificates: check the tracker's certificate and host name."],
         ["max-connections", None, PEER_CAPS.total, "Connections --listen holds at once.", _count],
@@ -120,14 +127,27 @@ class Options(usage.Options):
         ["no-tls", None, "Speak plain text to the tracker and other peers (debugging, benchmarks)."],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["tracker"] = []
+
+    def opt_tracker(self, value: str) -> None:
+        """Client endpoint of a tracker [default: tcp:host=127.0.0.1:port=7700]; several: commas or repeat, tried in turn."""
+        try:
+            self["tracker"] = [*self["tracker"], *tracker_list(value)]
+        except BadRequest as e:
+            raise usage.UsageError(e.message) from None
+
     def postOptions(self) -> None:
         if self["listen"].split(":", 1)[0] not in ("tcp", "tcp6"):
             raise usage.UsageError(
                 "--listen must be a TCP endpoint such as tcp:7710: other peers connect to it by address"
             )
+        if not self["tracker"]:
+            self["tracker"] = [DEFAULT_TRACKER]
         try:
-            self["tracker-address"] = tcp_host_and_port(self["tracker"])
-            self["tracker-pin"] = fingerprint_option(self["tracker-fingerprint"])
+            self["tracker-addresses"] = tracker_addresses(self["tracker"])
+            self["tracker-pins"] = tracker_pins(self["tracker-fingerprint"], len(self["tracker"]))
         except BadRequest as e:
             raise usage.UsageError(e.message) from None
         if self["no-tls"] and (self["tracker-fingerprint"] or self["tracker-ca"]):
@@ -147,17 +167,24 @@ def _identity(options: dict[str, Any], state_dir: str) -> Identity | None:
     return identity
 
 
-def _tracker_endpoint(
+def _tracker_endpoints(
     options: dict[str, Any], reactor: Any, identity: Identity | None, state_dir: str
-) -> TrackerEndpoint:
-    host, port = options.get("tracker-address") or tcp_host_and_port(options["tracker"])
+) -> TrackerEndpoints:
+    """One endpoint per ``--tracker``, each with its own pin; ``--tracker-ca`` vouches for all."""
+    texts = options["tracker"]
+    texts = tracker_list(texts) if isinstance(texts, str) else list(texts)
+    addresses = options.get("tracker-addresses") or tracker_addresses(texts)
     if identity is None:
-        return TrackerEndpoint(reactor, host, port, None)
+        return TrackerEndpoints([TrackerEndpoint(reactor, h, p, None) for h, p in addresses], reactor)
     if options.get("tracker-ca"):
-        return TrackerEndpoint(reactor, host, port, identity, ca=load_certificates(options["tracker-ca"]))
+        ca = load_certificates(options["tracker-ca"])
+        return TrackerEndpoints([TrackerEndpoint(reactor, h, p, identity, ca=ca) for h, p in addresses], reactor)
     pins = PinStore.load(os.path.join(state_dir, PIN_FILE))
-    given = options.get("tracker-pin") or fingerprint_option(options.get("tracker-fingerprint"))
-    return TrackerEndpoint(reactor, host, port, identity, pins, given)
+    given = options.get("tracker-pins") or tracker_pins(options.get("tracker-fingerprint"), len(addresses))
+    return TrackerEndpoints(
+        [TrackerEndpoint(reactor, h, p, identity, pins, g) for (h, p), g in zip(addresses, given, strict=True)],
+        reactor,
+    )
 
 
 class PeerService(service.MultiService):
@@ -205,7 +232,7 @@ class PeerService(service.MultiService):
         )
         self.listener = ListeningService(reactor, options["listen"], uploads, "peer uploads", "--listen")
         self.listener.setServiceParent(self)
-        self.tracker_endpoint = _tracker_endpoint(options, reactor, self.identity, self.repository.state_dir)
+        self.tracker_endpoint = _tracker_endpoints(options, reactor, self.identity, self.repository.state_dir)
         self.tracker = TrackerLink(
             self.tracker_endpoint,
             self.repository,

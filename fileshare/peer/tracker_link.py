@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..errors import FileshareError, NotLoggedIn, Unavailable
+from ..ratelog import RateLimitedLog
 from ..tickets import TicketKey
 from ..wire import framing
 from ..wire.framing import field
@@ -145,6 +146,7 @@ class TrackerLink:
         #: The connection the tracker is closing for not logging in, and whether the link now rests.
         self._rest_after: TrackerClientProtocol | None = None
         self.resting = False
+        self._warnings = RateLimitedLog(log, clock)
         factory = Factory.forProtocol(lambda: TrackerClientProtocol(self))
         factory.noisy = False  # no "Starting factory" line per reconnection
         self.service = ClientService(
@@ -252,6 +254,11 @@ class TrackerLink:
         """Why the tracker was refused (TLS pin, CA, wrong mode), from the endpoint."""
         return getattr(self.endpoint, "problem", None)
 
+    def where(self) -> str | None:
+        """Which tracker the connection goes to (``tracker at HOST:PORT``), for ``status``; None while disconnected."""
+        where = getattr(self.endpoint, "where", None)
+        return where() if where is not None and self.connected else None
+
     def describe(self) -> str:
         """The login state for ``status``."""
         if self.problem is not None:
@@ -328,7 +335,25 @@ class TrackerLink:
 
     async def call(self, op: str, **fields: Any) -> dict[str, Any]:
         protocol = await self.channel()
-        return await protocol.call(op, timeout=CALL_TIMEOUT, **fields)
+        try:
+            return await protocol.call(op, timeout=CALL_TIMEOUT, **fields)
+        except Unavailable:
+            if protocol.connected:  # still connected: the request timed out
+                self._unanswered(protocol, op)
+            raise
+
+    def _unanswered(self, protocol: TrackerClientProtocol, op: str) -> None:
+        """With other trackers to go to, one that leaves a request unanswered is taken for dead and left."""
+        where = self.where()
+        if len(getattr(self.endpoint, "endpoints", ())) > 1 and protocol is self.protocol:
+            self._warnings.warn(
+                "unanswered",
+                "the {where} did not answer {op} within {timeout:g} s; leaving it for the next tracker",
+                where=where,
+                op=op,
+                timeout=CALL_TIMEOUT,
+            )
+            protocol.transport.abortConnection()
 
     async def authed_call(self, op: str, **fields: Any) -> dict[str, Any]:
         if self.credentials is None:
