@@ -1,0 +1,494 @@
+"""
+Several trackers on one PostgreSQL database acting as one group.
+
+Shared in the database (``pg_schema/100-cluster.sql``): ``cluster_trackers``,
+one row per running tracker with its heartbeat, and ``cluster_sessions``, one
+row per online account: the tracker holding its connection, its session
+secret, transfer address, fingerprint and login ticket key (so any tracker
+can answer ``sources`` with a ticket the source accepts).  Each tracker keeps
+a mirror of the other trackers' sessions in memory (``remote``), kept current
+by notifications on :data:`SESSIONS_CHANNEL`, so a lookup costs no query.
+
+Messages between trackers travel by ``NOTIFY`` on the channel of the
+receiving tracker (``fileshare_<id>``): ``end`` (another tracker took over a
+session), ``call`` (relay ``ping``/``list`` to a host, answered on the asker's
+channel by ``reply``).  They are read on a dedicated connection whose socket
+is registered with the reactor, so nothing blocks; everything else goes
+through an ``adbapi`` pool (threads), like the SQLite store.
+
+Every :data:`HEARTBEAT_INTERVAL` seconds a tracker stamps its row with the
+database's clock and removes the sessions of trackers whose stamp is older
+than :data:`DEAD_AFTER`: a tracker that dies without leaving takes its hosts
+offline for the group within ``DEAD_AFTER + HEARTBEAT_INTERVAL`` seconds.
+"""
+
+import hmac
+import importlib.resources
+import json
+import os
+import secrets
+import socket
+from typing import Any
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..errors import FileshareError, OnlineElsewhere, Unavailable
+from ..tls import Fingerprint
+from .cluster import ICluster, end_local
+from .directory import OnlineHost
+
+log = Logger()
+
+#: Seconds between two heartbeats of a tracker (``--heartbeat``).
+HEARTBEAT_INTERVAL = 5.0
+#: A tracker whose last heartbeat is older than this many seconds is dead; its hosts go offline (``--dead-after``).
+DEAD_AFTER = 15.0
+#: Where every tracker announces session changes.
+SESSIONS_CHANNEL = "fileshare_sessions"
+#: A NOTIFY payload must stay under 8000 bytes; longer replies go through ``cluster_replies``.
+MAX_PAYLOAD = 7000
+#: Heartbeats between two full reloads of the mirror of remote sessions (it heals anything missed).
+RELOAD_EVERY = 12
+
+_COLUMNS = 'name, tracker, session, endpoint, "where", transfer_address, fingerprint, ticket_key, since'
+
+
+def schema_sql() -> str:
+    return importlib.resources.files("fileshare.tracker.pg_schema").joinpath("100-cluster.sql").read_text()
+
+
+def _notify(cursor: Any, channel: str, message: dict[str, Any]) -> None:
+    cursor.execute("SELECT pg_notify(%s, %s)", (channel, json.dumps(message)))
+
+
+class RemoteChannel:
+    """A host's connection on another tracker, reached through that tracker (a HostChannel)."""
+
+    def __init__(self, cluster: "PostgresCluster", name: str, tracker: str) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.tracker = tracker
+
+    def call(self, op: str, timeout: float | None = None, **fields: Any) -> Deferred:
+        return self.cluster.relay(self.tracker, self.name, op, timeout)
+
+    def disconnect(self) -> None:
+        self.cluster.send(self.tracker, {"end": self.name, "code": "reconnected", "reason": "", "session": ""})
+
+    def end_session(self, code: str, reason: str) -> None:
+        self.cluster.send(self.tracker, {"end": self.name, "code": code, "reason": reason, "session": ""})
+
+
+class _Listener:
+    """The LISTEN connection as a reactor reader (IReadDescriptor): notifications are drained when readable."""
+
+    def __init__(self, conn: Any, deliver: Any, lost: Any) -> None:
+        self.conn = conn
+        self._deliver = deliver
+        self._lost = lost
+
+    def fileno(self) -> int:
+        return self.conn.fileno()
+
+    def logPrefix(self) -> str:
+        return "fileshare-cluster"
+
+    def doRead(self) -> Any:
+        try:
+            while True:
+                batch = list(self.conn.notifies(timeout=0))
+                if not batch:
+                    return None
+                for n in batch:
+                    self._deliver(n.channel, n.payload)
+        except Exception as e:  # psycopg.OperationalError and kin: the connection is gone
+            self._lost(e)
+            return None
+
+    def connectionLost(self, reason: Any) -> None:
+        self._lost(reason)
+
+
+@implementer(ICluster)
+class PostgresCluster:
+    """This tracker's membership of the group on the database at *conninfo* (a libpq connection string or URL)."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        reactor: Any,
+        name: str | None = None,
+        heartbeat: float = HEARTBEAT_INTERVAL,
+        dead_after: float = DEAD_AFTER,
+    ) -> None:
+        self.conninfo = conninfo
+        self._reactor = reactor
+        self.id = secrets.token_hex(6)
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.channel = f"fileshare_{self.id}"
+        self.heartbeat_interval = heartbeat
+        self.dead_after = dead_after
+        self.remote: dict[str, OnlineHost] = {}
+        self.directory: Any = None
+        self._pool = adbapi.ConnectionPool(
+            "psycopg", conninfo, cp_min=1, cp_max=3, cp_noisy=False, cp_reconnect=True, cp_reactor=reactor
+        )
+        self._listener: _Listener | None = None
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = reactor
+        self._beats = 0
+        self._waiting: dict[str, Deferred] = {}
+        self._stopping = False
+        self._names: dict[str, str] = {}  # tracker id -> name, for 'peers'
+
+    def bind(self, directory: Any) -> None:
+        self.directory = directory
+
+    # -- joining and leaving
+
+    async def _start(self) -> None:
+        def join(cursor: Any) -> None:
+            cursor.execute(schema_sql())
+            cursor.execute("INSERT INTO cluster_trackers (id, name) VALUES (%s, %s)", (self.id, self.name))
+
+        await self._pool.runInteraction(join)
+        await self._listen()
+        await self._reload()
+        self._heartbeat.start(self.heartbeat_interval, now=False).addErrback(
+            lambda f: log.failure("cluster heartbeat stopped", f)
+        )
+        log.info(
+            "tracker {name} joined the group (id {id}; heartbeat every {interval} s, dead after {bound} s)",
+            name=self.name,
+            id=self.id,
+            interval=self.heartbeat_interval,
+            bound=self.dead_after,
+        )
+
+    def start(self) -> Deferred:
+        return Deferred.fromCoroutine(self._start())
+
+    async def _listen(self) -> None:
+        import psycopg
+
+        def connect() -> Any:
+            conn = psycopg.connect(self.conninfo, autocommit=True)
+            conn.execute(f"LISTEN {SESSIONS_CHANNEL}")
+            conn.execute(f"LISTEN {self.channel}")
+            return conn
+
+        conn = await deferToThreadPool(self._reactor, self._pool.threadpool, connect)
+        self._listener = _Listener(conn, self._deliver, self._listener_lost)
+        self._reactor.addReader(self._listener)
+        self._listener.doRead()  # what arrived while LISTEN ran
+
+    def _listener_lost(self, why: Any) -> None:
+        if self._listener is None:
+            return
+        self._reactor.removeReader(self._listener)
+        self._listener = None
+        if not self._stopping:
+            log.warn(
+                "lost the LISTEN connection to the group's database ({why}); reopening at the next heartbeat", why=why
+            )
+
+    def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            self._reactor.removeReader(listener)
+            listener.conn.close()
+
+    def abandon(self) -> None:
+        """Stop without leaving the group, as a killed process would (tests): the others must notice."""
+        self._stopping = True
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        self._close_listener()
+        self._pool.close()
+
+    async def _stop(self) -> None:
+        self._stopping = True
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        self._close_listener()
+
+        def leave(cursor: Any) -> None:
+            cursor.execute("DELETE FROM cluster_sessions WHERE tracker = %s", (self.id,))
+            cursor.execute("DELETE FROM cluster_trackers WHERE id = %s", (self.id,))
+            _notify(cursor, SESSIONS_CHANNEL, {"reload": self.id})
+
+        try:
+            await self._pool.runInteraction(leave)
+        except Exception as e:
+            log.warn(
+                "could not leave the group cleanly ({why}); the others drop this tracker's hosts when its heartbeat ages",
+                why=e,
+            )
+        self._pool.close()
+        for d in list(self._waiting.values()):
+            d.cancel()
+
+    def stop(self) -> Deferred:
+        return Deferred.fromCoroutine(self._stop())
+
+    # -- heartbeats
+
+    async def _beat(self) -> None:
+        try:
+            await self._pool.runInteraction(self._beat_in_db)
+            if self._listener is None and not self._stopping:
+                await self._listen()
+                self._beats = 0
+            self._beats += 1
+            if self._beats % RELOAD_EVERY == 1:
+                await self._reload()
+        except Exception as e:
+            log.warn("cluster heartbeat failed: {why}", why=e)
+
+    def _beat_in_db(self, cursor: Any) -> None:
+        cursor.execute("UPDATE cluster_trackers SET heartbeat = now() WHERE id = %s", (self.id,))
+        if cursor.rowcount == 0:
+            # The others thought this tracker dead and dropped its hosts: put them back where nobody took them.
+            log.warn("tracker {name} was taken for dead by the group; rejoining", name=self.name)
+            cursor.execute("INSERT INTO cluster_trackers (id, name) VALUES (%s, %s)", (self.id, self.name))
+            for host in list(self.directory.online.values()):
+                self._insert(cursor, host, conflict="DO NOTHING")
+            _notify(cursor, SESSIONS_CHANNEL, {"reload": self.id})
+        cursor.execute(
+            "DELETE FROM cluster_trackers WHERE id <> %s AND heartbeat < now() - make_interval(secs => %s) "
+            "RETURNING id, name",
+            (self.id, self.dead_after),
+        )
+        dead = cursor.fetchall()
+        cursor.execute(
+            "DELETE FROM cluster_sessions WHERE tracker NOT IN (SELECT id FROM cluster_trackers) RETURNING name"
+        )
+        dropped = cursor.fetchall()
+        if dead or dropped:
+            for _, name in dead:
+                log.warn(
+                    "tracker {name} missed its heartbeats for {bound} s: its {count} hosts are offline",
+                    name=name,
+                    bound=self.dead_after,
+                    count=len(dropped),
+                )
+            _notify(cursor, SESSIONS_CHANNEL, {"reload": self.id})
+
+    # -- the mirror of remote sessions
+
+    async def _reload(self) -> None:
+        def load(cursor: Any) -> tuple[list[Any], list[Any]]:
+            cursor.execute(f"SELECT {_COLUMNS} FROM cluster_sessions WHERE tracker <> %s", (self.id,))
+            rows = cursor.fetchall()
+            cursor.execute("SELECT id, name FROM cluster_trackers")
+            return rows, cursor.fetchall()
+
+        rows, trackers = await self._pool.runInteraction(load)
+        self._names = dict(trackers)
+        self.remote = {row[0]: self._host(_row_dict(row)) for row in rows}
+
+    def _host(self, row: dict[str, Any]) -> OnlineHost:
+        tracker = row["tracker"]
+        return OnlineHost(
+            row["name"],
+            RemoteChannel(self, row["name"], tracker),
+            row["endpoint"],
+            since=row["since"],
+            where=row["where"],
+            session=row["session"],
+            ticket_key=bytes.fromhex(row["ticket_key"]),
+            fingerprint=Fingerprint.from_wire(row["fingerprint"]) if row["fingerprint"] else None,
+            transfer_address=json.loads(row["transfer_address"]),
+            tracker=self._names.get(tracker, tracker),
+        )
+
+    def _deliver(self, channel: str, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+            if channel == SESSIONS_CHANNEL:
+                self._session_changed(message)
+            else:
+                self._received(message)
+        except Exception:
+            log.failure("bad cluster notification on {channel}: {payload!r}", channel=channel, payload=payload[:200])
+
+    def _session_changed(self, message: dict[str, Any]) -> None:
+        if "up" in message:
+            row = message["up"]
+            if row["tracker"] == self.id:
+                self.remote.pop(row["name"], None)
+            else:
+                self.remote[row["name"]] = self._host(row)
+        elif "down" in message:
+            host = self.remote.get(message["down"])
+            if host is not None and host.session == message["session"]:
+                del self.remote[message["down"]]
+        elif "reload" in message:
+            Deferred.fromCoroutine(self._reload()).addErrback(lambda f: log.failure("reloading sessions", f))
+
+    # -- sessions
+
+    def _insert(self, cursor: Any, host: OnlineHost, conflict: str) -> bool:
+        fingerprint = str(host.fingerprint) if host.fingerprint is not None else None
+        values = (
+            host.name,
+            self.id,
+            host.session,
+            host.endpoint,
+            host.where,
+            json.dumps(host.transfer_address),
+            fingerprint,
+            host.ticket_key,
+            host.since,
+        )
+        cursor.execute(
+            f"INSERT INTO cluster_sessions ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            f"ON CONFLICT (name) {conflict} RETURNING name",
+            values,
+        )
+        done = cursor.fetchone() is not None
+        if done:
+            row = dict(zip(_NAMES, values, strict=True))
+            row["ticket_key"] = host.ticket_key.hex()
+            _notify(cursor, SESSIONS_CHANNEL, {"up": row})
+        return done
+
+    def claim(self, host: OnlineHost, replace: bool, session: str | None) -> Deferred:
+        def take(cursor: Any) -> None:
+            if self._insert(cursor, host, conflict="DO NOTHING"):
+                return
+            cursor.execute(
+                'SELECT tracker, session, "where" FROM cluster_sessions WHERE name = %s FOR UPDATE', (host.name,)
+            )
+            row = cursor.fetchone()
+            if row is None:  # left between the two statements
+                self._insert(cursor, host, conflict="DO NOTHING")
+                return
+            tracker, old_session, where = row
+            reconnect = session is not None and hmac.compare_digest(session, old_session)
+            if tracker != self.id and not (replace or reconnect):
+                raise OnlineElsewhere(
+                    f"{host.name} is already logged in from {where}; use login --replace to take over"
+                )
+            cursor.execute("DELETE FROM cluster_sessions WHERE name = %s", (host.name,))
+            self._insert(cursor, host, conflict="DO NOTHING")
+            if tracker != self.id:
+                code = "reconnected" if reconnect else "replaced"
+                reason = f"{host.name} logged in from {host.where} with --replace"
+                message = {"end": host.name, "code": code, "reason": reason, "session": old_session}
+                _notify(cursor, f"fileshare_{tracker}", message)
+
+        return self._pool.runInteraction(take)
+
+    def release(self, host: OnlineHost) -> None:
+        if self._stopping:
+            return
+
+        def forget(cursor: Any) -> None:
+            cursor.execute(
+                "DELETE FROM cluster_sessions WHERE name = %s AND tracker = %s AND session = %s RETURNING name",
+                (host.name, self.id, host.session),
+            )
+            if cursor.fetchone() is not None:
+                _notify(cursor, SESSIONS_CHANNEL, {"down": host.name, "session": host.session})
+
+        self._pool.runInteraction(forget).addErrback(
+            lambda f: log.warn("could not record that {name} went offline: {why}", name=host.name, why=f.value)
+        )
+
+    # -- messages between trackers
+
+    def send(self, tracker: str, message: dict[str, Any]) -> Deferred:
+        d = self._pool.runInteraction(_notify, f"fileshare_{tracker}", message)
+        d.addErrback(lambda f: log.warn("could not reach tracker {tracker}: {why}", tracker=tracker, why=f.value))
+        return d
+
+    def relay(self, tracker: str, name: str, op: str, timeout: float | None) -> Deferred:
+        """Ask the host *name* on *tracker* for *op*; fails with Unavailable if no reply comes within *timeout*."""
+        request = secrets.token_hex(8)
+        d = Deferred(lambda _: self._waiting.pop(request, None))
+        self._waiting[request] = d
+        if timeout is not None:
+            d.addTimeout(timeout, self._reactor)
+        d.addErrback(_timeout_to_unavailable, name, timeout)
+        message = {"call": request, "host": name, "op": op, "timeout": timeout, "reply_to": self.id}
+        self._pool.runInteraction(_notify, f"fileshare_{tracker}", message).addErrback(
+            lambda f: d.called or d.errback(Unavailable(f"cannot reach the tracker of {name}: {f.value}"))
+        )
+        return d
+
+    def _received(self, message: dict[str, Any]) -> None:
+        if "end" in message:
+            if self.directory is not None:
+                end_local(self.directory, message["end"], message["code"], message["reason"], message["session"])
+        elif "call" in message:
+            Deferred.fromCoroutine(self._answer(message))
+        elif "reply" in message:
+            Deferred.fromCoroutine(self._replied(message))
+
+    async def _answer(self, message: dict[str, Any]) -> None:
+        host = self.directory.online.get(message["host"]) if self.directory is not None else None
+        reply: dict[str, Any] = {"reply": message["call"]}
+        if host is None:
+            reply["error"] = f"host {message['host']!r} is offline"
+        else:
+            try:
+                reply["result"] = await host.channel.call(message["op"], timeout=message["timeout"])
+            except FileshareError as e:
+                reply["error"] = e.message
+            except Exception as e:
+                log.warn("relayed {op} to {name} failed: {why}", op=message["op"], name=message["host"], why=e)
+                reply["error"] = "the host's tracker could not ask it"
+
+        def answer(cursor: Any) -> None:
+            text = json.dumps(reply)
+            if len(text.encode()) > MAX_PAYLOAD:
+                cursor.execute("INSERT INTO cluster_replies (id, body) VALUES (%s, %s)", (message["call"], text))
+                text = json.dumps({"reply": message["call"], "stored": True})
+            cursor.execute("SELECT pg_notify(%s, %s)", (f"fileshare_{message['reply_to']}", text))
+
+        try:
+            await self._pool.runInteraction(answer)
+        except Exception as e:
+            log.warn("could not answer a relayed {op}: {why}", op=message["op"], why=e)
+
+    async def _replied(self, message: dict[str, Any]) -> None:
+        if message.get("stored"):
+            rows = await self._pool.runQuery(
+                "DELETE FROM cluster_replies WHERE id = %s RETURNING body", (message["reply"],)
+            )
+            if not rows:
+                return
+            message = json.loads(rows[0][0])
+        d = self._waiting.pop(message["reply"], None)
+        if d is None or d.called:
+            return
+        if "error" in message:
+            d.errback(Unavailable(message["error"]))
+        else:
+            d.callback(message["result"])
+
+    def tracker_name(self, tracker: str) -> str:
+        return self._names.get(tracker, tracker)
+
+
+_NAMES = [c.strip().strip('"') for c in _COLUMNS.split(",")]
+
+
+def _row_dict(row: Any) -> dict[str, Any]:
+    d = dict(zip(_NAMES, row, strict=True))
+    d["ticket_key"] = bytes(d["ticket_key"]).hex()
+    return d
+
+
+def _timeout_to_unavailable(failure: Any, name: str, timeout: float | None) -> Any:
+    from twisted.internet.defer import CancelledError, TimeoutError
+
+    if failure.check(TimeoutError, CancelledError):
+        raise Unavailable(f"no answer from {name} through its tracker within {timeout} s")
+    return failure
