@@ -145,6 +145,12 @@ class PostgresCluster:
         self._waiting: dict[str, Deferred] = {}
         self._stopping = False
         self._names: dict[str, str] = {}  # tracker id -> name, for 'peers'
+        #: Called with no arguments after every change of ``remote`` (tests wait on it instead of sleeping).
+        self.watchers: list[Any] = []
+
+    def _changed(self) -> None:
+        for watcher in list(self.watchers):
+            watcher()
 
     def bind(self, directory: Any) -> None:
         self.directory = directory
@@ -291,6 +297,7 @@ class PostgresCluster:
         rows, trackers = await self._pool.runInteraction(load)
         self._names = dict(trackers)
         self.remote = {row[0]: self._host(_row_dict(row)) for row in rows}
+        self._changed()
 
     def _host(self, row: dict[str, Any]) -> OnlineHost:
         tracker = row["tracker"]
@@ -318,11 +325,16 @@ class PostgresCluster:
             log.failure("bad cluster notification on {channel}: {payload!r}", channel=channel, payload=payload[:200])
 
     def _session_changed(self, message: dict[str, Any]) -> None:
+        self._update(message)
+        self._changed()
+
+    def _update(self, message: dict[str, Any]) -> None:
         if "up" in message:
             row = message["up"]
             if row["tracker"] == self.id:
                 self.remote.pop(row["name"], None)
             else:
+                self._names[row["tracker"]] = row["tracker_name"]
                 self.remote[row["name"]] = self._host(row)
         elif "down" in message:
             host = self.remote.get(message["down"])
@@ -355,6 +367,7 @@ class PostgresCluster:
         if done:
             row = dict(zip(_NAMES, values, strict=True))
             row["ticket_key"] = host.ticket_key.hex()
+            row["tracker_name"] = self.name
             _notify(cursor, SESSIONS_CHANNEL, {"up": row})
         return done
 
