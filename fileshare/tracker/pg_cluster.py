@@ -89,11 +89,12 @@ class _Listener:
 
     def __init__(self, conn: Any, deliver: Any, lost: Any) -> None:
         self.conn = conn
+        self._fd = conn.fileno()  # kept: psycopg raises for a lost connection, and the reactor still asks
         self._deliver = deliver
         self._lost = lost
 
     def fileno(self) -> int:
-        return self.conn.fileno()
+        return self._fd
 
     def logPrefix(self) -> str:
         return "fileshare-cluster"
@@ -144,6 +145,7 @@ class PostgresCluster:
         self._beats = 0
         self._waiting: dict[str, Deferred] = {}
         self._stopping = False
+        self._joined = False
         self._names: dict[str, str] = {}  # tracker id -> name, for 'peers'
         #: Called with no arguments after every change of ``remote`` (tests wait on it instead of sleeping).
         self.watchers: list[Any] = []
@@ -163,6 +165,7 @@ class PostgresCluster:
             cursor.execute("INSERT INTO cluster_trackers (id, name) VALUES (%s, %s)", (self.id, self.name))
 
         await self._pool.runInteraction(join)
+        self._joined = True
         await self._listen()
         await self._reload()
         self._heartbeat.start(self.heartbeat_interval, now=False).addErrback(
@@ -196,7 +199,7 @@ class PostgresCluster:
     def _listener_lost(self, why: Any) -> None:
         if self._listener is None:
             return
-        self._reactor.removeReader(self._listener)
+        self._remove_reader(self._listener)
         self._listener = None
         if not self._stopping:
             log.warn(
@@ -206,8 +209,14 @@ class PostgresCluster:
     def _close_listener(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
-            self._reactor.removeReader(listener)
+            self._remove_reader(listener)
             listener.conn.close()
+
+    def _remove_reader(self, listener: _Listener) -> None:
+        try:
+            self._reactor.removeReader(listener)
+        except (OSError, KeyError):  # the socket is already gone
+            pass
 
     def abandon(self) -> None:
         """Stop without leaving the group, as a killed process would (tests): the others must notice."""
@@ -218,6 +227,8 @@ class PostgresCluster:
         self._pool.close()
 
     async def _stop(self) -> None:
+        if self._stopping:
+            return
         self._stopping = True
         if self._heartbeat.running:
             self._heartbeat.stop()
@@ -371,7 +382,13 @@ class PostgresCluster:
             _notify(cursor, SESSIONS_CHANNEL, {"up": row})
         return done
 
-    def claim(self, host: OnlineHost, replace: bool, session: str | None) -> Deferred:
+    async def claim(self, host: OnlineHost, replace: bool, session: str | None) -> None:
+        if not self._joined:
+            # Sessions before this tracker's row exists would be taken for a dead tracker's.
+            raise Unavailable("the tracker is still joining its group; try again in a moment")
+        await self._claim(host, replace, session)
+
+    def _claim(self, host: OnlineHost, replace: bool, session: str | None) -> Deferred:
         def take(cursor: Any) -> None:
             if self._insert(cursor, host, conflict="DO NOTHING"):
                 return

@@ -10,7 +10,7 @@ from twisted.python.threadpool import ThreadPool
 
 from ..limits import CONSOLE_CAPS, TRACKER_CAPS, Caps, LimitingFactory, count_option, seconds_option
 from ..secure import server_factory
-from ..services import CallbackService, ListeningService, Program, ThreadPoolService, first_failure
+from ..services import CallbackService, ListeningService, Program, StartupError, ThreadPoolService, first_failure
 from ..storage.sqlite import DatabaseError
 from ..tls import Identity, IdentityError, load_or_create
 from ..tls.ca import load_identity
@@ -122,6 +122,10 @@ class ClusterService(service.Service):
     def startService(self) -> None:
         super().startService()
         self.ready = self.cluster.start()
+        self.ready.addErrback(self._refused)
+
+    def _refused(self, failure: Any) -> None:
+        raise StartupError(f"cannot join the group of trackers at --cluster: {failure.getErrorMessage()}")
 
     def stopService(self) -> Any:
         super().stopService()
