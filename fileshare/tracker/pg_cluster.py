@@ -286,6 +286,8 @@ class PostgresCluster:
             "DELETE FROM cluster_sessions WHERE tracker NOT IN (SELECT id FROM cluster_trackers) RETURNING name"
         )
         dropped = cursor.fetchall()
+        # Replies whose asker died before reading them.
+        cursor.execute("DELETE FROM cluster_replies WHERE made < now() - interval '1 minute'")
         if dead or dropped:
             for _, name in dead:
                 log.warn(

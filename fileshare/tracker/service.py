@@ -69,6 +69,10 @@ class Options(usage.Options):
             raise usage.UsageError("--tls-cert and --tls-key go together")
         if self["no-tls"] and self["tls-cert"]:
             raise usage.UsageError("--tls-cert and --tls-key need TLS; drop --no-tls")
+        if self["dead-after"] < 2 * self["heartbeat"]:
+            raise usage.UsageError("--dead-after must be at least twice --heartbeat, or a live tracker looks dead")
+        if self["cluster"] and not self["cluster"].startswith(("postgresql:", "postgres:", "host=", "dbname=")):
+            raise usage.UsageError("--cluster takes a PostgreSQL URL (postgresql://USER@HOST/DB) or libpq string")
         for name in ("max-records", "page-size", "max-in-flight"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")

@@ -5,7 +5,6 @@ in-memory store for accounts and the index: the group's rules, checked by
 what each tracker sees.  Waits are on the clusters' change events, bounded.
 """
 
-import json
 import time
 from typing import Any
 
@@ -261,7 +260,13 @@ async def test_a_tracker_that_leaves_cleanly_takes_its_hosts_offline_at_once(gro
     await until(b, lambda: "alice" not in b.cluster.remote, timeout=HEARTBEAT * 3)
 
 
-def test_sessions_rows_carry_the_ticket_key_so_any_tracker_can_issue_tickets():
-    schema = open(directory_module.__file__.replace("directory.py", "pg_schema/100-cluster.sql")).read()
-    assert "ticket_key       BYTEA NOT NULL" in schema
-    assert json.loads(json.dumps({"up": 1})) == {"up": 1}
+@pytest_twisted.ensureDeferred
+async def test_a_tracker_taken_for_dead_puts_its_hosts_back_when_its_heartbeat_returns(group):
+    a, b = group
+    await login(a, "alice")
+    await until(b, lambda: "alice" in b.cluster.remote)
+    a.cluster._heartbeat.stop()  # a stall longer than the bound
+    await until(b, lambda: "alice" not in b.cluster.remote, timeout=DEAD_AFTER + 5)
+    a.cluster._heartbeat.start(HEARTBEAT)
+    await until(b, lambda: "alice" in b.cluster.remote, timeout=5)
+    assert b.cluster.remote["alice"].tracker == "tracker-A"
