@@ -283,18 +283,18 @@ class PostgresCluster:
         )
         dead = cursor.fetchall()
         cursor.execute(
-            "DELETE FROM cluster_sessions WHERE tracker NOT IN (SELECT id FROM cluster_trackers) RETURNING name"
+            "DELETE FROM cluster_sessions WHERE tracker NOT IN (SELECT id FROM cluster_trackers) RETURNING tracker"
         )
-        dropped = cursor.fetchall()
+        dropped = [tracker for (tracker,) in cursor.fetchall()]
         # Replies whose asker died before reading them.
         cursor.execute("DELETE FROM cluster_replies WHERE made < now() - interval '1 minute'")
         if dead or dropped:
-            for _, name in dead:
+            for tracker, name in dead:
                 log.warn(
-                    "tracker {name} missed its heartbeats for {bound} s: its {count} hosts are offline",
+                    "tracker {name} missed its heartbeats for {bound} s: its hosts are offline ({count})",
                     name=name,
                     bound=self.dead_after,
-                    count=len(dropped),
+                    count=dropped.count(tracker),
                 )
             _notify(cursor, SESSIONS_CHANNEL, {"reload": self.id})
 

@@ -19,7 +19,7 @@ from fileshare.tracker import directory as directory_module
 from fileshare.tracker import passwords
 from fileshare.tracker.directory import Directory
 from fileshare.tracker.memory_store import MemoryTrackerStore
-from fileshare.tracker.pg_cluster import PostgresCluster
+from fileshare.tracker.pg_cluster import RELOAD_EVERY, PostgresCluster
 from fileshare.tracker.store import FileRecord
 
 from ._pg_fixture import pg_conninfo, pg_database  # noqa: F401
@@ -270,3 +270,28 @@ async def test_a_tracker_taken_for_dead_puts_its_hosts_back_when_its_heartbeat_r
     a.cluster._heartbeat.start(HEARTBEAT)
     await until(b, lambda: "alice" in b.cluster.remote, timeout=5)
     assert b.cluster.remote["alice"].tracker == "tracker-A"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_whose_notification_was_missed_appears_at_the_periodic_reload(group, pg_database):  # noqa: F811
+    a, b = group
+    with psycopg.connect(pg_database) as conn:  # a row written without its 'up' notification
+        conn.execute(
+            "INSERT INTO cluster_sessions VALUES ('carol', %s, 's', 'tcp:host=192.0.2.3:port=7710', "
+            '\'192.0.2.3:7710\', \'{"host": "192.0.2.3", "port": 7710}\', NULL, %s, 0)',
+            (a.cluster.id, b"k" * 32),
+        )
+    assert "carol" not in b.cluster.remote
+    await until(b, lambda: "carol" in b.cluster.remote, timeout=HEARTBEAT * (RELOAD_EVERY + 2))
+    assert b.cluster.remote["carol"].transfer_address == {"host": "192.0.2.3", "port": 7710}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_relayed_reply_nobody_read_is_removed_after_a_minute(group, pg_database):  # noqa: F811
+    a, _ = group
+    with psycopg.connect(pg_database) as conn:
+        conn.execute("INSERT INTO cluster_replies (id, body, made) VALUES ('old', '{}', now() - interval '61 s')")
+        conn.execute("INSERT INTO cluster_replies (id, body, made) VALUES ('new', '{}', now() - interval '50 s')")
+    await a.cluster._pool.runInteraction(a.cluster._beat_in_db)
+    with psycopg.connect(pg_database) as conn:
+        assert [row[0] for row in conn.execute("SELECT id FROM cluster_replies")] == ["new"]
