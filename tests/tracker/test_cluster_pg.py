@@ -295,3 +295,14 @@ async def test_a_relayed_reply_nobody_read_is_removed_after_a_minute(group, pg_d
     await a.cluster._pool.runInteraction(a.cluster._beat_in_db)
     with psycopg.connect(pg_database) as conn:
         assert [row[0] for row in conn.execute("SELECT id FROM cluster_replies")] == ["new"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lost_listen_connection_is_reopened_at_the_next_heartbeat_and_the_mirror_reloaded(group):
+    a, b = group
+    lost = b.cluster._listener
+    b.cluster._listener_lost("test: connection reset")
+    lost.conn.close()
+    await login(a, "alice")  # its 'up' notification is missed
+    await until(b, lambda: "alice" in b.cluster.remote, timeout=HEARTBEAT * 4)
+    assert b.cluster._listener is not None and b.cluster._listener is not lost
