@@ -9,10 +9,8 @@ can answer ``sources`` with a ticket the source accepts).  Each tracker keeps
 a mirror of the other trackers' sessions in memory (``remote``), kept current
 by notifications on :data:`SESSIONS_CHANNEL`, so a lookup costs no query.
 
-Messages between trackers travel by ``NOTIFY`` on the channel of the
-receiving tracker (``fileshare_<id>``): ``end`` (another tracker took over a
-session), ``call`` (relay ``ping``/``list`` to a host, answered on the asker's
-channel by ``reply``).  They are read on a dedicated connection whose socket
+Messages between trackers (:mod:`.pg_relay`) travel by ``NOTIFY`` on the
+channel of the receiving tracker, read on a dedicated connection whose socket
 is registered with the reactor, so nothing blocks; everything else goes
 through an ``adbapi`` pool (threads), like the SQLite store.
 
@@ -37,10 +35,11 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..errors import FileshareError, OnlineElsewhere, Unavailable
+from ..errors import OnlineElsewhere, Unavailable
 from ..tls import Fingerprint
-from .cluster import ICluster, end_local
+from .cluster import ICluster
 from .directory import OnlineHost
+from .pg_relay import Listener, Relays, RemoteChannel, _notify, channel_of
 
 log = Logger()
 
@@ -50,8 +49,6 @@ HEARTBEAT_INTERVAL = 5.0
 DEAD_AFTER = 15.0
 #: Where every tracker announces session changes.
 SESSIONS_CHANNEL = "fileshare_sessions"
-#: A NOTIFY payload must stay under 8000 bytes; longer replies go through ``cluster_replies``.
-MAX_PAYLOAD = 7000
 #: Heartbeats between two full reloads of the mirror of remote sessions (it heals anything missed).
 RELOAD_EVERY = 12
 
@@ -60,59 +57,6 @@ _COLUMNS = 'name, tracker, session, endpoint, "where", transfer_address, fingerp
 
 def schema_sql() -> str:
     return importlib.resources.files("fileshare.tracker.pg_schema").joinpath("100-cluster.sql").read_text()
-
-
-def _notify(cursor: Any, channel: str, message: dict[str, Any]) -> None:
-    cursor.execute("SELECT pg_notify(%s, %s)", (channel, json.dumps(message)))
-
-
-class RemoteChannel:
-    """A host's connection on another tracker, reached through that tracker (a HostChannel)."""
-
-    def __init__(self, cluster: "PostgresCluster", name: str, tracker: str) -> None:
-        self.cluster = cluster
-        self.name = name
-        self.tracker = tracker
-
-    def call(self, op: str, timeout: float | None = None, **fields: Any) -> Deferred:
-        return self.cluster.relay(self.tracker, self.name, op, timeout)
-
-    def disconnect(self) -> None:
-        self.cluster.send(self.tracker, {"end": self.name, "code": "reconnected", "reason": "", "session": ""})
-
-    def end_session(self, code: str, reason: str) -> None:
-        self.cluster.send(self.tracker, {"end": self.name, "code": code, "reason": reason, "session": ""})
-
-
-class _Listener:
-    """The LISTEN connection as a reactor reader (IReadDescriptor): notifications are drained when readable."""
-
-    def __init__(self, conn: Any, deliver: Any, lost: Any) -> None:
-        self.conn = conn
-        self._fd = conn.fileno()  # kept: psycopg raises for a lost connection, and the reactor still asks
-        self._deliver = deliver
-        self._lost = lost
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def logPrefix(self) -> str:
-        return "fileshare-cluster"
-
-    def doRead(self) -> Any:
-        try:
-            while True:
-                batch = list(self.conn.notifies(timeout=0))
-                if not batch:
-                    return None
-                for n in batch:
-                    self._deliver(n.channel, n.payload)
-        except Exception as e:  # psycopg.OperationalError and kin: the connection is gone
-            self._lost(e)
-            return None
-
-    def connectionLost(self, reason: Any) -> None:
-        self._lost(reason)
 
 
 @implementer(ICluster)
@@ -131,7 +75,7 @@ class PostgresCluster:
         self._reactor = reactor
         self.id = secrets.token_hex(6)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.channel = f"fileshare_{self.id}"
+        self.channel = channel_of(self.id)
         self.heartbeat_interval = heartbeat
         self.dead_after = dead_after
         self.remote: dict[str, OnlineHost] = {}
@@ -139,11 +83,11 @@ class PostgresCluster:
         self._pool = adbapi.ConnectionPool(
             "psycopg", conninfo, cp_min=1, cp_max=3, cp_noisy=False, cp_reconnect=True, cp_reactor=reactor
         )
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = reactor
         self._beats = 0
-        self._waiting: dict[str, Deferred] = {}
+        self.relays = Relays(self, reactor, self.id)
         self._stopping = False
         self._joined = False
         self._names: dict[str, str] = {}  # tracker id -> name, for 'peers'
@@ -192,7 +136,7 @@ class PostgresCluster:
             return conn
 
         conn = await deferToThreadPool(self._reactor, self._pool.threadpool, connect)
-        self._listener = _Listener(conn, self._deliver, self._listener_lost)
+        self._listener = Listener(conn, self._deliver, self._listener_lost)
         self._reactor.addReader(self._listener)
         self._listener.doRead()  # what arrived while LISTEN ran
 
@@ -212,7 +156,7 @@ class PostgresCluster:
             self._remove_reader(listener)
             listener.conn.close()
 
-    def _remove_reader(self, listener: _Listener) -> None:
+    def _remove_reader(self, listener: Listener) -> None:
         try:
             self._reactor.removeReader(listener)
         except (OSError, KeyError):  # the socket is already gone
@@ -247,8 +191,7 @@ class PostgresCluster:
                 why=e,
             )
         self._pool.close()
-        for d in list(self._waiting.values()):
-            d.cancel()
+        self.relays.cancel_all()
 
     def stop(self) -> Deferred:
         return Deferred.fromCoroutine(self._stop())
@@ -316,7 +259,7 @@ class PostgresCluster:
         tracker = row["tracker"]
         return OnlineHost(
             row["name"],
-            RemoteChannel(self, row["name"], tracker),
+            RemoteChannel(self.relays, row["name"], tracker),
             row["endpoint"],
             since=row["since"],
             where=row["where"],
@@ -333,7 +276,7 @@ class PostgresCluster:
             if channel == SESSIONS_CHANNEL:
                 self._session_changed(message)
             else:
-                self._received(message)
+                self.relays.received(message)
         except Exception:
             log.failure("bad cluster notification on {channel}: {payload!r}", channel=channel, payload=payload[:200])
 
@@ -413,7 +356,7 @@ class PostgresCluster:
                 code = "reconnected" if reconnect else "replaced"
                 reason = f"{host.name} logged in from {host.where} with --replace"
                 message = {"end": host.name, "code": code, "reason": reason, "session": old_session}
-                _notify(cursor, f"fileshare_{tracker}", message)
+                _notify(cursor, channel_of(tracker), message)
 
         return self._pool.runInteraction(take)
 
@@ -433,78 +376,6 @@ class PostgresCluster:
             lambda f: log.warn("could not record that {name} went offline: {why}", name=host.name, why=f.value)
         )
 
-    # -- messages between trackers
-
-    def send(self, tracker: str, message: dict[str, Any]) -> Deferred:
-        d = self._pool.runInteraction(_notify, f"fileshare_{tracker}", message)
-        d.addErrback(lambda f: log.warn("could not reach tracker {tracker}: {why}", tracker=tracker, why=f.value))
-        return d
-
-    def relay(self, tracker: str, name: str, op: str, timeout: float | None) -> Deferred:
-        """Ask the host *name* on *tracker* for *op*; fails with Unavailable if no reply comes within *timeout*."""
-        request = secrets.token_hex(8)
-        d = Deferred(lambda _: self._waiting.pop(request, None))
-        self._waiting[request] = d
-        if timeout is not None:
-            d.addTimeout(timeout, self._reactor)
-        d.addErrback(_timeout_to_unavailable, name, timeout)
-        message = {"call": request, "host": name, "op": op, "timeout": timeout, "reply_to": self.id}
-        self._pool.runInteraction(_notify, f"fileshare_{tracker}", message).addErrback(
-            lambda f: d.called or d.errback(Unavailable(f"cannot reach the tracker of {name}: {f.value}"))
-        )
-        return d
-
-    def _received(self, message: dict[str, Any]) -> None:
-        if "end" in message:
-            if self.directory is not None:
-                end_local(self.directory, message["end"], message["code"], message["reason"], message["session"])
-        elif "call" in message:
-            Deferred.fromCoroutine(self._answer(message))
-        elif "reply" in message:
-            Deferred.fromCoroutine(self._replied(message))
-
-    async def _answer(self, message: dict[str, Any]) -> None:
-        host = self.directory.online.get(message["host"]) if self.directory is not None else None
-        reply: dict[str, Any] = {"reply": message["call"]}
-        if host is None:
-            reply["error"] = f"host {message['host']!r} is offline"
-        else:
-            try:
-                reply["result"] = await host.channel.call(message["op"], timeout=message["timeout"])
-            except FileshareError as e:
-                reply["error"] = e.message
-            except Exception as e:
-                log.warn("relayed {op} to {name} failed: {why}", op=message["op"], name=message["host"], why=e)
-                reply["error"] = "the host's tracker could not ask it"
-
-        def answer(cursor: Any) -> None:
-            text = json.dumps(reply)
-            if len(text.encode()) > MAX_PAYLOAD:
-                cursor.execute("INSERT INTO cluster_replies (id, body) VALUES (%s, %s)", (message["call"], text))
-                text = json.dumps({"reply": message["call"], "stored": True})
-            cursor.execute("SELECT pg_notify(%s, %s)", (f"fileshare_{message['reply_to']}", text))
-
-        try:
-            await self._pool.runInteraction(answer)
-        except Exception as e:
-            log.warn("could not answer a relayed {op}: {why}", op=message["op"], why=e)
-
-    async def _replied(self, message: dict[str, Any]) -> None:
-        if message.get("stored"):
-            rows = await self._pool.runQuery(
-                "DELETE FROM cluster_replies WHERE id = %s RETURNING body", (message["reply"],)
-            )
-            if not rows:
-                return
-            message = json.loads(rows[0][0])
-        d = self._waiting.pop(message["reply"], None)
-        if d is None or d.called:
-            return
-        if "error" in message:
-            d.errback(Unavailable(message["error"]))
-        else:
-            d.callback(message["result"])
-
     def tracker_name(self, tracker: str) -> str:
         return self._names.get(tracker, tracker)
 
@@ -516,11 +387,3 @@ def _row_dict(row: Any) -> dict[str, Any]:
     d = dict(zip(_NAMES, row, strict=True))
     d["ticket_key"] = bytes(d["ticket_key"]).hex()
     return d
-
-
-def _timeout_to_unavailable(failure: Any, name: str, timeout: float | None) -> Any:
-    from twisted.internet.defer import CancelledError, TimeoutError
-
-    if failure.check(TimeoutError, CancelledError):
-        raise Unavailable(f"no answer from {name} through its tracker within {timeout} s")
-    return failure
