@@ -200,7 +200,22 @@ class PostgresCluster:
 
     async def _beat(self) -> None:
         try:
-            await self._pool.runInteraction(self._beat_in_db)
+            hosts = list(self.directory.online.values()) if self.directory is not None else []
+            rejoined, dead, dropped = await self._pool.runInteraction(self._beat_in_db, hosts)
+            if rejoined:
+                log.warn("tracker {name} was taken for dead by the group; rejoined it", name=self.name)
+            if dead or dropped:
+                gone = {tracker for tracker, _ in dead} | set(dropped)
+                # At once here, without waiting for this tracker's own 'reload' to come back.
+                self.remote = {n: h for n, h in self.remote.items() if h.channel.tracker not in gone}
+                self._changed()
+            for tracker, name in dead:
+                log.warn(
+                    "tracker {name} missed its heartbeats for {bound} s: its hosts are offline ({count})",
+                    name=name,
+                    bound=self.dead_after,
+                    count=dropped.count(tracker),
+                )
             if self._listener is None and not self._stopping:
                 await self._listen()
                 self._beats = 0
@@ -210,13 +225,14 @@ class PostgresCluster:
         except Exception as e:
             log.warn("cluster heartbeat failed: {why}", why=e)
 
-    def _beat_in_db(self, cursor: Any) -> None:
+    def _beat_in_db(self, cursor: Any, hosts: list[OnlineHost]) -> tuple[bool, list[Any], list[str]]:
+        """Stamp this tracker's row, drop the dead; (rejoined, dead (id, name) pairs, trackers of dropped sessions)."""
         cursor.execute("UPDATE cluster_trackers SET heartbeat = now() WHERE id = %s", (self.id,))
-        if cursor.rowcount == 0:
+        rejoined = cursor.rowcount == 0
+        if rejoined:
             # The others thought this tracker dead and dropped its hosts: put them back where nobody took them.
-            log.warn("tracker {name} was taken for dead by the group; rejoining", name=self.name)
             cursor.execute("INSERT INTO cluster_trackers (id, name) VALUES (%s, %s)", (self.id, self.name))
-            for host in list(self.directory.online.values()):
+            for host in hosts:
                 self._insert(cursor, host, conflict="DO NOTHING")
             _notify(cursor, SESSIONS_CHANNEL, {"reload": self.id})
         cursor.execute(
@@ -232,14 +248,8 @@ class PostgresCluster:
         # Replies whose asker died before reading them.
         cursor.execute("DELETE FROM cluster_replies WHERE made < now() - interval '1 minute'")
         if dead or dropped:
-            for tracker, name in dead:
-                log.warn(
-                    "tracker {name} missed its heartbeats for {bound} s: its hosts are offline ({count})",
-                    name=name,
-                    bound=self.dead_after,
-                    count=dropped.count(tracker),
-                )
             _notify(cursor, SESSIONS_CHANNEL, {"reload": self.id})
+        return rejoined, dead, dropped
 
     # -- the mirror of remote sessions
 

@@ -292,7 +292,7 @@ async def test_a_relayed_reply_nobody_read_is_removed_after_a_minute(group, pg_d
     with psycopg.connect(pg_database) as conn:
         conn.execute("INSERT INTO cluster_replies (id, body, made) VALUES ('old', '{}', now() - interval '61 s')")
         conn.execute("INSERT INTO cluster_replies (id, body, made) VALUES ('new', '{}', now() - interval '50 s')")
-    await a.cluster._pool.runInteraction(a.cluster._beat_in_db)
+    await a.cluster._pool.runInteraction(a.cluster._beat_in_db, [])
     with psycopg.connect(pg_database) as conn:
         assert [row[0] for row in conn.execute("SELECT id FROM cluster_replies")] == ["new"]
 
