@@ -23,9 +23,15 @@ def admin_commands(directory: Directory, identity: Any = None) -> CommandTable:
         return f"tracker certificate fingerprint {identity.fingerprint}"
 
     async def peers(session: Session) -> str:
-        for host in sorted(directory.online.values(), key=lambda h: h.name):
-            session.data(f"{quote(host.name)} {host.endpoint} files={host.files}")
-        n = len(directory.online)
+        # In a group (fileshare.tracker.cluster), hosts on the other trackers too, each with its tracker.
+        group = directory.cluster
+        everyone = {**group.remote, **directory.online}
+        for host in sorted(everyone.values(), key=lambda h: h.name):
+            remote = host.name not in directory.online
+            count = await directory.store.count_files(host.name) if remote else host.files
+            where = f" tracker={quote(host.tracker if remote else group.name)}" if group.name else ""
+            session.data(f"{quote(host.name)} {host.endpoint} files={count}{where}")
+        n = len(everyone)
         return f"{n} host{'s' if n != 1 else ''} online"
 
     async def files(session: Session, pattern: str = "*") -> str:

@@ -30,6 +30,7 @@ from ..names import check_account, check_fname, check_password
 from ..ratelog import RateLimitedLog
 from ..tls import Fingerprint
 from . import passwords
+from .cluster import ICluster, LocalCluster
 from .glob import check_pattern
 from .stats import TrackerStats
 from .store import Cursor, FileRecord, FileSummary, Holding, ITrackerStore, TooManyFiles
@@ -72,6 +73,8 @@ class OnlineHost:
     fingerprint: Fingerprint | None = None
     #: What fetchers are told: ``PinnedAddress.to_wire()`` (host, port, fingerprint), or host and port alone.
     transfer_address: dict[str, object] = attrs.field(factory=dict)
+    #: The tracker of the group the host is connected to ('' for this one; see fileshare.tracker.cluster).
+    tracker: str = ""
 
 
 @attrs.frozen
@@ -104,6 +107,7 @@ class Directory:
         gate: Gate | None = None,
         max_records: int = MAX_RECORDS,
         page_size: int = PAGE_SIZE,
+        cluster: ICluster | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -117,6 +121,9 @@ class Directory:
         self.max_records = max_records
         self.page_size = page_size
         self._limits_log = RateLimitedLog(log, clock)
+        #: Hosts online on other trackers of the group (``cluster.remote``) and its one-session rule.
+        self.cluster = cluster if cluster is not None else LocalCluster()
+        self.cluster.bind(self)
 
     # -- accounts
 
@@ -193,6 +200,7 @@ class Directory:
         host.session = secrets.token_hex(16)
         if previous is not None and previous.channel is channel:
             host.files = previous.files
+        await self.cluster.claim(host, replace, session)
         self.online[name] = host
         self.stats.logins.add()
         log.info(
@@ -208,6 +216,7 @@ class Directory:
         host = self.online.get(name)
         if host is not None and host.channel is channel:
             del self.online[name]
+            self.cluster.release(host)
             log.info("host {name} logged out (was at {where})", name=name, where=host.where)
 
     async def passwd(self, name: str, old: str, new: str, address: str = "") -> None:
@@ -270,6 +279,7 @@ class Directory:
     def _end(self, host: OnlineHost, code: str, reason: str) -> None:
         if self.online.get(host.name) is host:
             del self.online[host.name]
+            self.cluster.release(host)
         log.info("ending the session of {name}: {reason}", name=host.name, reason=reason, code=code)
         host.channel.end_session(code, reason)
 
@@ -283,7 +293,7 @@ class Directory:
         check_account(name)
         await self.store.add_ban(name, reason, self.clock.seconds())
         log.info("banned {name}: {reason}", name=name, reason=reason)
-        host = self.online.get(name)
+        host = self.online.get(name) or self.cluster.remote.get(name)
         if host is not None:
             self._end(host, "banned", f"{name} is banned: {reason}")
         return host is not None
@@ -345,7 +355,9 @@ class Directory:
         another page follows, so *next* is None exactly on the last page.
         """
         check_pattern(pattern)
-        found = await self.store.search(pattern, after, self.page_size + 1, self.online.keys())
+        found = await self.store.search(
+            pattern, after, self.page_size + 1, self.online.keys() | self.cluster.remote.keys()
+        )
         if len(found) <= self.page_size:
             return SearchPage(found, None)
         last = found[self.page_size - 1]
@@ -354,11 +366,12 @@ class Directory:
     async def sources(self, fname: str, asking: str | None) -> list[tuple[Holding, OnlineHost]]:
         """Online hosts other than *asking* that hold *fname*."""
         check_fname(fname)
-        return [
-            (h, self.online[h.host])
-            for h in await self.store.holdings(fname)
-            if h.host in self.online and h.host != asking
-        ]
+        found = []
+        for h in await self.store.holdings(fname):
+            host = self.online.get(h.host) or self.cluster.remote.get(h.host)
+            if host is not None and h.host != asking:
+                found.append((h, host))
+        return found
 
     def ticket(self, asking: str, binding: str, root: str, source: OnlineHost) -> str:
         """A download ticket letting *asking* (bound to *binding*) get *root* from *source*.
@@ -375,7 +388,7 @@ class Directory:
     # -- live requests to hosts
 
     async def _online(self, name: str) -> OnlineHost:
-        host = self.online.get(name)
+        host = self.online.get(name) or self.cluster.remote.get(name)
         if host is not None:
             return host
         if await self.store.password_hash(name) is None:

@@ -10,12 +10,13 @@ from twisted.python.threadpool import ThreadPool
 
 from ..limits import CONSOLE_CAPS, TRACKER_CAPS, Caps, LimitingFactory, count_option, seconds_option
 from ..secure import server_factory
-from ..services import CallbackService, ListeningService, Program, ThreadPoolService, first_failure
+from ..services import CallbackService, ListeningService, Program, StartupError, ThreadPoolService, first_failure
 from ..storage.sqlite import DatabaseError
 from ..tls import Identity, IdentityError, load_or_create
 from ..tls.ca import load_identity
 from ..wire.rpc import MAX_IN_FLIGHT
 from .admin import AdminConsoleFactory
+from .cluster import LocalCluster
 from .database import open_database, open_pg_database
 from .directory import MAX_RECORDS, PAGE_SIZE, Directory
 from .pg_store import PostgresTrackerStore, is_postgres
@@ -46,6 +47,10 @@ class Options(usage.Options):
         ["login-timeout", None, LOGIN_TIMEOUT, "Seconds from connecting to a successful login.", seconds_option],
         ["idle-timeout", None, IDLE_TIMEOUT, "Seconds of silence before a logged-in peer is pinged.", seconds_option],
         ["max-records", None, MAX_RECORDS, "Files one host may have in the index.", int],
+        ["cluster", None, None, "PostgreSQL database (URL or libpq string) of a group of trackers acting as one."],
+        ["tracker-name", None, None, "This tracker's name in the group (default: host name and process id)."],
+        ["heartbeat", None, 5.0, "Seconds between two heartbeats of this tracker in --cluster.", seconds_option],
+        ["dead-after", None, 15.0, "Seconds without a heartbeat before a tracker's hosts go offline.", seconds_option],
         ["page-size", None, PAGE_SIZE, "Files per search reply; the reply says how to ask for the next page.", int],
         [
             "max-in-flight",
@@ -72,6 +77,10 @@ class Options(usage.Options):
             raise usage.UsageError("--tls-cert and --tls-key need TLS; drop --no-tls")
         if self["create"] and is_postgres(self["db"]):
             raise usage.UsageError("--create is for an SQLite --db; a PostgreSQL database is made by its operator")
+        if self["dead-after"] < 2 * self["heartbeat"]:
+            raise usage.UsageError("--dead-after must be at least twice --heartbeat, or a live tracker looks dead")
+        if self["cluster"] and not self["cluster"].startswith(("postgresql:", "postgres:", "host=", "dbname=")):
+            raise usage.UsageError("--cluster takes a PostgreSQL URL (postgresql://USER@HOST/DB) or libpq string")
         for name in ("max-records", "page-size", "max-in-flight"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
@@ -103,6 +112,42 @@ def tracker_identity(options: dict[str, Any]) -> Identity | None:
     return identity
 
 
+def group_of(options: dict[str, Any], reactor: Any) -> Any:
+    """The tracker's group: --cluster, or a PostgreSQL --db (trackers on one database are one group); else alone."""
+    url = options.get("cluster") or (options["db"] if is_postgres(options.get("db") or "") else None)
+    if not url:
+        return LocalCluster()
+    from .pg_cluster import DEAD_AFTER, HEARTBEAT_INTERVAL, PostgresCluster
+
+    return PostgresCluster(
+        url,
+        reactor,
+        name=options.get("tracker-name"),
+        heartbeat=options.get("heartbeat", HEARTBEAT_INTERVAL),
+        dead_after=options.get("dead-after", DEAD_AFTER),
+    )
+
+
+class ClusterService(service.Service):
+    """Joins the group at start (``ready`` fires when joined) and leaves it at stop."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+        self.ready: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.ready = self.cluster.start()
+        self.ready.addErrback(self._refused)
+
+    def _refused(self, failure: Any) -> None:
+        raise StartupError(f"cannot join the group of trackers at --cluster: {failure.getErrorMessage()}")
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.cluster.stop()
+
+
 class TrackerService(service.MultiService):
     """The tracker; ``directory``, ``listener`` and ``admin`` are there for tests and tools.
 
@@ -126,6 +171,9 @@ class TrackerService(service.MultiService):
         else:
             store = SQLiteTrackerStore(database.path, reactor, prepared=True)
         CallbackService(store.close).setServiceParent(self)
+        self.cluster = group_of(options, reactor)
+        self._cluster_service = ClusterService(self.cluster)
+        self._cluster_service.setServiceParent(self)
         self.directory = Directory(
             store,
             reactor,
@@ -133,6 +181,7 @@ class TrackerService(service.MultiService):
             pool,
             max_records=options.get("max-records", MAX_RECORDS),
             page_size=options.get("page-size", PAGE_SIZE),
+            cluster=self.cluster,
         )
         timeouts = Timeouts(
             login=options.get("login-timeout", LOGIN_TIMEOUT), idle=options.get("idle-timeout", IDLE_TIMEOUT)
@@ -170,7 +219,8 @@ class TrackerService(service.MultiService):
 
     def startService(self) -> None:
         super().startService()
-        self.started = first_failure([self.listener.listening, self.admin.listening])
+        self.cluster_ready = self._cluster_service.ready
+        self.started = first_failure([self.listener.listening, self.admin.listening, self.cluster_ready])
 
     def stopService(self) -> Any:
         self.peers.disconnect_all()
