@@ -10,6 +10,7 @@ import secrets
 from typing import Any, Protocol
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -31,6 +32,7 @@ from ..ratelog import RateLimitedLog
 from ..tls import Fingerprint
 from . import passwords
 from .glob import check_pattern
+from .index import Index
 from .stats import TrackerStats
 from .store import Cursor, FileRecord, FileSummary, Holding, ITrackerStore, TooManyFiles
 from .throttle import ACCOUNT_LIMITS, ADDRESS_LIMITS, Gate, Limits, Throttle, seconds_text
@@ -117,6 +119,31 @@ class Directory:
         self.max_records = max_records
         self.page_size = page_size
         self._limits_log = RateLimitedLog(log, clock)
+        #: The file index in memory (:mod:`.index`), loaded from the store by :meth:`load`.
+        self.index = Index()
+        self._loading: Deferred | None = None
+        self._loaded = False
+
+    def load(self) -> Deferred:
+        """Load the in-memory index from the store (once; again after a failure).
+
+        Everything that reads or writes the index waits for it, so a write
+        can never be applied to an index that the loaded snapshot then replaces.
+        """
+        if self._loading is None:
+            self._loading = Deferred.fromCoroutine(self._load())
+        d: Deferred = Deferred()
+        self._loading.addBoth(lambda result: (d.callback(result), result)[1])
+        return d
+
+    async def _load(self) -> None:
+        try:
+            holdings = await self.store.holdings()
+        except BaseException:
+            self._loading = None
+            raise
+        self.index = Index.of(holdings)
+        self._loaded = True
 
     # -- accounts
 
@@ -156,6 +183,8 @@ class Directory:
         """
         check_account(name)
         check_password(password)
+        if not self._loaded:
+            await self.load()
         if not await self._password_matches(name, password, address):
             # One message for both cases, so names cannot be probed.
             raise AuthError("unknown account or wrong password")
@@ -298,6 +327,8 @@ class Directory:
 
     async def announce(self, name: str, records: list[FileRecord], reset: bool) -> int:
         """Index *records* for *name* (all of its files if *reset*); over ``max_records``, nothing is stored."""
+        if not self._loaded:
+            await self.load()
         try:
             if reset:
                 await self.store.replace_files(name, records, self.max_records)
@@ -306,17 +337,20 @@ class Directory:
         except TooManyFiles as e:
             self._too_many(e, "announce")
             raise
-        count = await self.store.count_files(name)
+        count = self.index.replace(name, records) if reset else self.index.add(name, records)
         if name in self.online:
             self.online[name].files = count
         return count
 
     async def publish(self, name: str, record: FileRecord) -> None:
+        if not self._loaded:
+            await self.load()
         try:
-            count = await self.store.add_file(name, record, self.max_records)
+            await self.store.add_file(name, record, self.max_records)
         except TooManyFiles as e:
             self._too_many(e, "publish")
             raise
+        count = self.index.add(name, [record])
         if name in self.online:
             self.online[name].files = count
 
@@ -332,8 +366,11 @@ class Directory:
 
     async def unpublish(self, name: str, fname: str) -> None:
         check_fname(fname)
+        if not self._loaded:
+            await self.load()
         if not await self.store.remove_file(name, fname):
             raise NotFound(f"{fname!r} is not published by {name}")
+        self.index.remove(name, fname)
         if name in self.online:
             self.online[name].files = max(0, self.online[name].files - 1)
 
@@ -341,24 +378,26 @@ class Directory:
         """One page of the files whose names match the glob *pattern*, with how many holders are online.
 
         At most ``page_size`` summaries, sorted by fname then root, after the
-        cursor *after*; the store is asked for one more to learn whether
+        cursor *after*; the index is asked for one more to learn whether
         another page follows, so *next* is None exactly on the last page.
+        Answered from memory, without a store call once the index is loaded.
         """
         check_pattern(pattern)
-        found = await self.store.search(pattern, after, self.page_size + 1, self.online.keys())
+        if not self._loaded:
+            await self.load()
+        found = self.index.search(pattern, after, self.page_size + 1, self.online.keys())
         if len(found) <= self.page_size:
             return SearchPage(found, None)
         last = found[self.page_size - 1]
         return SearchPage(found[: self.page_size], (last.fname, last.root))
 
     async def sources(self, fname: str, asking: str | None) -> list[tuple[Holding, OnlineHost]]:
-        """Online hosts other than *asking* that hold *fname*."""
+        """Online hosts other than *asking* that hold *fname*, from the index in memory."""
         check_fname(fname)
-        return [
-            (h, self.online[h.host])
-            for h in await self.store.holdings(fname)
-            if h.host in self.online and h.host != asking
-        ]
+        if not self._loaded:
+            await self.load()
+        online = self.online
+        return [(h, online[h.host]) for h in self.index.holdings(fname) if h.host in online and h.host != asking]
 
     def ticket(self, asking: str, binding: str, root: str, source: OnlineHost) -> str:
         """A download ticket letting *asking* (bound to *binding*) get *root* from *source*.

@@ -151,6 +151,10 @@ class TrackerService(service.MultiService):
         self.admin.setServiceParent(self)
 
     def startService(self) -> None:
+        # The index is read into memory before the first login asks for it (and waits for it).
+        loading = self.directory.load()
+        loading.addCallback(lambda _: log.info("index loaded: {count} files", count=self.directory.index.size))
+        loading.addErrback(lambda f: log.failure("cannot load the index from the database", f))
         super().startService()
         self.started = first_failure([self.listener.listening, self.admin.listening])
 

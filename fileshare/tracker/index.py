@@ -1,0 +1,188 @@
+"""
+The file index in memory, so lookups cost no SQL and no thread hop.
+
+The store stays the source of truth: the :class:`~.directory.Directory` writes
+there first and applies the same change here only once the store took it, and
+loads this index from the store at start.  Lookups (``sources``, ``search``)
+are answered from here on the reactor thread.
+
+Layout, chosen for lookups and small memory:
+
+- ``fname -> root -> {host: size}``: ``sources`` is one dictionary look-up;
+- ``host -> {fname: root}``: a reset (``announce`` with ``reset``) and a
+  host's file count without a scan;
+- the distinct names in order (:class:`.sortednames.SortedNames`): ``search``
+  pages by the cursor ``(fname, root)`` and a pattern with a literal prefix
+  (``lec*``) bisects to its first match and stops after its last, so it costs
+  what it finds.  A pattern that starts with a wildcard scans the names in
+  order, rejecting most with string methods that run in C, and stops as soon as
+  the page is full.
+
+The semantics are the store's (:meth:`.store.ITrackerStore.holdings` and
+``search``); tests/tracker/test_index.py holds the two to agreement.
+"""
+
+from collections.abc import Callable, Collection, Iterable, Iterator
+
+from .glob import ANY, STAR, CharSet, Glob, compile_glob
+from .sortednames import SortedNames
+from .store import Cursor, FileRecord, FileSummary, Holding
+
+#: fname -> root -> {host: size}
+Roots = dict[str, dict[str, int]]
+
+
+class Index:
+    def __init__(self) -> None:
+        self._names: dict[str, Roots] = {}
+        self._hosts: dict[str, dict[str, str]] = {}
+        self._sorted = SortedNames()
+
+    @classmethod
+    def of(cls, holdings: Iterable[Holding]) -> "Index":
+        """An index of *holdings* (what ``store.holdings()`` gives at start)."""
+        index = cls()
+        for h in holdings:
+            index._put(h.host, h.fname, h.size, h.root)
+        return index
+
+    # -- writes, applied after the store took them
+
+    def replace(self, host: str, records: Iterable[FileRecord]) -> int:
+        """*records* become all of *host*'s files; answers its new count."""
+        for fname in list(self._hosts.get(host, ())):
+            self._drop(host, fname)
+        return self.add(host, records)
+
+    def add(self, host: str, records: Iterable[FileRecord]) -> int:
+        """Add or update *records* of *host* (a name repeated: the last one wins); answers its new count."""
+        for r in records:
+            self._put(host, r.fname, r.size, r.root)
+        return self.count(host)
+
+    def remove(self, host: str, fname: str) -> bool:
+        if fname not in self._hosts.get(host, ()):
+            return False
+        self._drop(host, fname)
+        return True
+
+    def _put(self, host: str, fname: str, size: int, root: str) -> None:
+        old = self._hosts.get(host, {}).get(fname)
+        if old is not None and old != root:
+            self._drop(host, fname)
+        held = self._hosts.get(host)
+        if held is None:
+            held = self._hosts[host] = {}
+        roots = self._names.get(fname)
+        if roots is None:
+            roots = self._names[fname] = {}
+            self._sorted.add(fname)
+        holders = roots.get(root)
+        if holders is None:
+            holders = roots[root] = {}
+        holders[host] = size
+        held[fname] = root
+
+    def _drop(self, host: str, fname: str) -> None:
+        held = self._hosts[host]
+        root = held.pop(fname)
+        if not held:
+            del self._hosts[host]
+        roots = self._names[fname]
+        holders = roots[root]
+        del holders[host]
+        if not holders:
+            del roots[root]
+            if not roots:
+                del self._names[fname]
+                self._sorted.discard(fname)
+
+    # -- lookups
+
+    @property
+    def size(self) -> int:
+        """How many holdings the index has (the rows of the store's file table)."""
+        return sum(len(held) for held in self._hosts.values())
+
+    def count(self, host: str) -> int:
+        return len(self._hosts.get(host, ()))
+
+    def holdings(self, fname: str) -> list[Holding]:
+        """Every holding of *fname*, sorted by host (one root per host and name)."""
+        roots = self._names.get(fname)
+        if roots is None:
+            return []
+        found = [Holding(host, fname, size, root) for root, holders in roots.items() for host, size in holders.items()]
+        found.sort(key=lambda h: h.host)
+        return found
+
+    def all_holdings(self) -> list[Holding]:
+        """Everything, sorted by name and host, as ``store.holdings()`` lists it."""
+        return [h for fname in self._sorted for h in self.holdings(fname)]
+
+    def search(self, pattern: str, after: Cursor | None, limit: int, online: Collection[str] = ()) -> list[FileSummary]:
+        """One page of summaries, exactly as :meth:`.store.ITrackerStore.search` gives it."""
+        if limit <= 0:
+            return []
+        page: list[FileSummary] = []
+        for fname in self._candidates(compile_glob(pattern), after):
+            roots = self._names[fname]
+            for root in sorted(roots):
+                if after is not None and (fname, root) <= tuple(after):
+                    continue
+                holders = roots[root]
+                page.append(FileSummary(fname, min(holders.values()), root, _online(holders, online), len(holders)))
+                if len(page) == limit:
+                    return page
+        return page
+
+    def _candidates(self, glob: Glob, after: Cursor | None) -> Iterator[str]:
+        """The names that match *glob*, in order, from the cursor *after* on."""
+        prefix, wanted = _name_filter(glob)
+        start = prefix if after is None or after[0] < prefix else after[0]
+        if wanted is None:  # no wildcard: one name
+            if prefix in self._names and start == prefix:
+                yield prefix
+            return
+        for fname in self._sorted.from_key(start):
+            if not fname.startswith(prefix):
+                return
+            if wanted(fname):
+                yield fname
+
+
+def _online(holders: dict[str, int], online: Collection[str]) -> int:
+    if not online:
+        return 0
+    if len(holders) <= 8:
+        return sum(1 for host in holders if host in online)
+    return len(holders.keys() & online)  # in C, over the smaller side
+
+
+def _literal(token: object) -> bool:
+    return not isinstance(token, CharSet) and token not in (STAR, ANY)
+
+
+def _name_filter(glob: Glob) -> tuple[str, Callable[[str], bool] | None]:
+    """The literal prefix of *glob* and a test for names that start with it (None: the prefix is the name).
+
+    The test rejects most names with ``endswith`` and a length check before
+    the reference matcher runs; ``PREFIX*SUFFIX`` needs no matcher at all.
+    """
+    tokens = glob.tokens
+    i = 0
+    while i < len(tokens) and _literal(tokens[i]):
+        i += 1
+    prefix = "".join(tokens[:i])  # type: ignore[arg-type]
+    if i == len(tokens):
+        return prefix, None
+    j = len(tokens)
+    while j > i and _literal(tokens[j - 1]):
+        j -= 1
+    suffix = "".join(tokens[j:])  # type: ignore[arg-type]
+    shortest = sum(1 for t in tokens if t != STAR)
+    if tokens[i:j] == (STAR,):
+        least = len(prefix) + len(suffix)
+        return prefix, lambda name: len(name) >= least and name.endswith(suffix)
+    matches = glob.matches
+    return prefix, lambda name: len(name) >= shortest and name.endswith(suffix) and matches(name)

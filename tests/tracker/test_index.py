@@ -1,0 +1,197 @@
+"""The in-memory index agrees with the store after any writes, and lookups never call the store."""
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from fileshare.errors import FileshareError
+from fileshare.tracker.directory import Directory, OnlineHost
+from fileshare.tracker.index import Index
+from fileshare.tracker.memory_store import MemoryTrackerStore
+from fileshare.tracker.sortednames import SortedNames
+from fileshare.tracker.store import FileRecord, Holding
+
+ROOTS = ["a" * 64, "b" * 64]
+HOSTS = ["ann", "bob", "cy"]
+NAMES = st.sampled_from(["a", "ab", "abc", "b", "b.iso", "lec1.pdf", "lec2.pdf", "x[y", "*", "é.iso"])
+RECORDS = st.builds(FileRecord, NAMES, st.integers(0, 3), st.sampled_from(ROOTS))
+PATTERNS = st.sampled_from(
+    ["*", "a*", "ab", "lec*", "lec?.pdf", "*.iso", "*b*", "[ab]*", "[!a]*", "x[y", "[*]", "?", "*c", "", "é*"]
+)
+OPS = st.one_of(
+    st.tuples(st.just("announce"), st.sampled_from(HOSTS), st.lists(RECORDS, max_size=5), st.booleans()),
+    st.tuples(st.just("publish"), st.sampled_from(HOSTS), RECORDS),
+    st.tuples(st.just("unpublish"), st.sampled_from(HOSTS), NAMES),
+)
+
+
+def run(awaitable: Any) -> Any:
+    """The result of a coroutine that has nothing left to wait for (the memory store's)."""
+    results: list[Any] = []
+    defer.ensureDeferred(awaitable).addBoth(results.append)
+    (result,) = results
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result
+
+
+class CountingStore:
+    """The memory store, noting the name of every call made to it."""
+
+    def __init__(self, store: Any = None) -> None:
+        self.store = store or MemoryTrackerStore()
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.store, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return call
+
+
+def build_directory(store: Any, max_records: int = 4) -> Directory:
+    directory = Directory(store, Clock(), reactor=None, threadpool=None, max_records=max_records)
+    for name in HOSTS:
+        run(store.create_account(name, "x"))
+    return directory
+
+
+def apply(directory: Directory, op: tuple) -> None:
+    try:
+        if op[0] == "announce":
+            run(directory.announce(op[1], op[2], reset=op[3]))
+        elif op[0] == "publish":
+            run(directory.publish(op[1], op[2]))
+        else:
+            run(directory.unpublish(op[1], op[2]))
+    except FileshareError:
+        pass  # refused (too many files, not published): the store and the index both unchanged
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(OPS, max_size=25), st.lists(st.sampled_from(HOSTS), unique=True), PATTERNS)
+def test_the_index_agrees_with_the_store_after_any_writes(ops, online, pattern):
+    store = MemoryTrackerStore()
+    directory = build_directory(store)
+    for op in ops:
+        apply(directory, op)
+    for name in online:
+        directory.online[name] = OnlineHost(name, None, "", 0.0)
+
+    assert directory.index.all_holdings() == run(store.holdings())
+    assert Index.of(run(store.holdings())).all_holdings() == directory.index.all_holdings()
+    for host in HOSTS:
+        assert directory.index.count(host) == run(store.count_files(host))
+    for fname in ["a", "b.iso", "lec1.pdf", "*", "missing"]:
+        assert directory.index.holdings(fname) == run(store.holdings(fname))
+    # Every page of the pattern, as the store pages it, at several page sizes.
+    for limit in (1, 2, 100):
+        after = None
+        while True:
+            page = directory.index.search(pattern, after, limit, directory.online.keys())
+            assert page == run(store.search(pattern, after, limit, directory.online.keys()))
+            if len(page) < limit:
+                break
+            after = (page[-1].fname, page[-1].root)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.text(max_size=3)), max_size=200), st.text(max_size=3), st.booleans())
+def test_sorted_names_keep_order_through_adds_and_discards(ops, key, inclusive):
+    import fileshare.tracker.sortednames as module
+
+    chunk, module.CHUNK = module.CHUNK, 2  # tiny chunks, so splitting and emptying happen
+    try:
+        names = SortedNames()
+        model: set[str] = set()
+        for add, name in ops:
+            if add and name not in model:
+                names.add(name)
+                model.add(name)
+            elif not add:
+                names.discard(name)
+                model.discard(name)
+        assert list(names) == sorted(model)
+        assert len(names) == len(model)
+        expected = [n for n in sorted(model) if (n >= key if inclusive else n > key)]
+        assert list(names.from_key(key, inclusive)) == expected
+    finally:
+        module.CHUNK = chunk
+
+
+def test_sources_and_search_make_no_store_call():
+    store = CountingStore()
+    directory = build_directory(store, max_records=10)
+    run(directory.announce("ann", [FileRecord("lec1.pdf", 5, ROOTS[0]), FileRecord("b.iso", 7, ROOTS[1])], True))
+    run(directory.publish("bob", FileRecord("lec1.pdf", 5, ROOTS[0])))
+    directory.online["bob"] = OnlineHost("bob", None, "", 0.0)
+    store.calls.clear()
+
+    found = run(directory.sources("lec1.pdf", "ann"))
+    page = run(directory.search("lec*"))
+
+    assert [(h, online.name) for h, online in found] == [(Holding("bob", "lec1.pdf", 5, ROOTS[0]), "bob")]
+    assert [(s.fname, s.online, s.holders) for s in page.items] == [("lec1.pdf", 1, 2)]
+    assert store.calls == []
+
+
+def test_the_index_is_loaded_from_the_store_before_the_first_lookup():
+    store = MemoryTrackerStore()
+    run(store.create_account("ann", "x"))
+    run(store.replace_files("ann", [FileRecord("kept.bin", 3, ROOTS[0])]))
+    directory = Directory(store, Clock(), reactor=None, threadpool=None)
+
+    assert run(directory.search("*")).items[0].fname == "kept.bin"
+    assert directory.index.all_holdings() == [Holding("ann", "kept.bin", 3, ROOTS[0])]
+
+
+def test_a_refused_announce_changes_neither_the_store_nor_the_index():
+    store = MemoryTrackerStore()
+    directory = build_directory(store, max_records=1)
+    run(directory.announce("ann", [FileRecord("a", 1, ROOTS[0])], True))
+
+    apply(directory, ("announce", "ann", [FileRecord("b", 1, ROOTS[0])], False))
+
+    assert directory.index.all_holdings() == run(store.holdings()) == [Holding("ann", "a", 1, ROOTS[0])]
+
+
+def test_a_prefix_search_looks_only_at_the_names_with_that_prefix():
+    index = Index()
+    index.add("ann", [FileRecord(f"zz{i:04}", 1, ROOTS[0]) for i in range(5000)])
+    index.add("ann", [FileRecord(f"lec{i}", 1, ROOTS[0]) for i in range(3)])
+    looked: list[str] = []
+    original = index._names.__class__.__getitem__
+
+    class Watched(dict):
+        def __getitem__(self, key: str) -> Any:
+            looked.append(key)
+            return original(self, key)
+
+    index._names = Watched(index._names)
+
+    assert [s.fname for s in index.search("lec*", None, 10)] == ["lec0", "lec1", "lec2"]
+    assert looked == ["lec0", "lec1", "lec2"]
+
+
+def test_a_star_search_stops_when_its_page_is_full():
+    index = Index()
+    index.add("ann", [FileRecord(f"f{i:05}", 1, ROOTS[0]) for i in range(10_000)])
+    seen: list[str] = []
+    names = index._sorted.from_key
+
+    def counting(*args: Any) -> Any:
+        for name in names(*args):
+            seen.append(name)
+            yield name
+
+    index._sorted.from_key = counting  # type: ignore[method-assign]
+
+    assert len(index.search("*", None, 3)) == 3
+    assert seen == ["f00000", "f00001", "f00002"]
