@@ -10,7 +10,7 @@ from twisted.python.threadpool import ThreadPool
 
 from ..limits import CONSOLE_CAPS, TRACKER_CAPS, Caps, LimitingFactory, count_option, seconds_option
 from ..secure import server_factory
-from ..services import CallbackService, ListeningService, Program, ThreadPoolService, first_failure
+from ..services import LISTEN_BACKLOG, CallbackService, ListeningService, Program, ThreadPoolService, first_failure
 from ..storage.sqlite import DatabaseError
 from ..tls import Identity, IdentityError, load_or_create
 from ..tls.ca import load_identity
@@ -39,6 +39,13 @@ class Options(usage.Options):
         ["max-pending", None, TRACKER_CAPS.pending, "Connections to --listen not yet logged in.", count_option],
         ["login-timeout", None, LOGIN_TIMEOUT, "Seconds from connecting to a successful login.", seconds_option],
         ["idle-timeout", None, IDLE_TIMEOUT, "Seconds of silence before a logged-in peer is pinged.", seconds_option],
+        [
+            "listen-backlog",
+            None,
+            LISTEN_BACKLOG,
+            "Connects the kernel queues for --listen before they are accepted (unless --listen says backlog=).",
+            count_option,
+        ],
         ["max-records", None, MAX_RECORDS, "Files one host may have in the index.", int],
         ["page-size", None, PAGE_SIZE, "Files per search reply; the reply says how to ask for the next page.", int],
         [
@@ -133,7 +140,14 @@ class TrackerService(service.MultiService):
             "tracker port",
             pending="not yet logged in",
         )
-        self.listener = ListeningService(reactor, options["listen"], listening, "tracker", "--listen")
+        self.listener = ListeningService(
+            reactor,
+            options["listen"],
+            listening,
+            "tracker",
+            "--listen",
+            backlog=options.get("listen-backlog", LISTEN_BACKLOG),
+        )
         self.listener.setServiceParent(self)
         self.admin = ListeningService(
             reactor,
