@@ -6,7 +6,7 @@ timeout=..., **fields)`` returning a Deferred, which the protocol provides.
 """
 
 import hmac
-import secrets
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
@@ -33,6 +33,8 @@ from ..tls import Fingerprint
 from . import passwords
 from .glob import check_pattern
 from .index import Index
+from .passwords import HashingQueue
+from .sessions import SESSION_LIFETIME, SessionTokens
 from .stats import TrackerStats
 from .store import Cursor, FileRecord, FileSummary, Holding, ITrackerStore, TooManyFiles
 from .throttle import ACCOUNT_LIMITS, ADDRESS_LIMITS, Gate, Limits, Throttle, seconds_text
@@ -106,7 +108,10 @@ class Directory:
         gate: Gate | None = None,
         max_records: int = MAX_RECORDS,
         page_size: int = PAGE_SIZE,
+        hashing: HashingQueue | None = None,
+        session_lifetime: float = SESSION_LIFETIME,
     ) -> None:
+        """*hashing* lines up the password checks (None: straight to *threadpool*, bounded by its threads)."""
         self.store = store
         self.clock = clock
         self._reactor = reactor
@@ -119,6 +124,9 @@ class Directory:
         self.max_records = max_records
         self.page_size = page_size
         self._limits_log = RateLimitedLog(log, clock)
+        self.hashing = hashing
+        #: Session tokens, which let a reconnecting peer skip the password check (:mod:`.sessions`).
+        self.tokens = SessionTokens(store, clock, session_lifetime)
         #: The file index in memory (:mod:`.index`), loaded from the store by :meth:`load`.
         self.index = Index()
         self._loading: Deferred | None = None
@@ -144,24 +152,21 @@ class Directory:
             raise
         self.index = Index.of(holdings)
         self._loaded = True
+        await self.tokens.started()
 
     # -- accounts
 
     async def register(self, name: str, password: str, address: str = "") -> None:
         check_account(name)
         check_password(password)
-        self._enter_gate(address)
-        try:
-            encoded = await deferToThreadPool(self._reactor, self._threadpool, passwords.hash_password, password)
-        finally:
-            self.gate.leave(address)
+        encoded = await self._hashed(address, passwords.hash_password, password)
         await self.store.create_account(name, encoded)
         log.info("account {name} registered from {address}", name=name, address=address)
 
     async def login(
         self,
         name: str,
-        password: str,
+        password: str | None,
         channel: HostChannel,
         endpoint: str,
         address: str = "",
@@ -180,13 +185,22 @@ class Directory:
         old connection had died).  *fingerprint* is the key of the host's TLS
         connection and *transfer_address* the record fetchers get (see
         :class:`OnlineHost`).
+
+        *session* is also the session token (:mod:`.sessions`): while valid
+        it stands in for the password, so no password check is made; when it
+        is not, the *password* is checked as usual (no *password*: refused).
         """
         check_account(name)
-        check_password(password)
+        if password is not None:
+            check_password(password)
         if not self._loaded:
             await self.load()
-        if not await self._password_matches(name, password, address):
+        by_token = session is not None and await self.tokens.valid(name, session)
+        wanted = lambda: getattr(channel, "connected", True)  # noqa: E731
+        if not by_token and not await self._password_matches(name, password, address, wanted):
             # One message for both cases, so names cannot be probed.
+            if password is None:
+                raise AuthError("unknown account or expired session; log in with the password")
             raise AuthError("unknown account or wrong password")
         ban = await self.store.ban(name)
         if ban is not None:
@@ -219,10 +233,11 @@ class Directory:
             fingerprint=fingerprint,
             transfer_address=dict(transfer_address or {}),
         )
-        host.session = secrets.token_hex(16)
+        host.session = self.tokens.new()
         if previous is not None and previous.channel is channel:
             host.files = previous.files
         self.online[name] = host
+        self.tokens.save(name, host.session)
         self.stats.logins.add()
         log.info(
             "host {name} logged in from {address}; fetchers reach it at {where}",
@@ -233,10 +248,15 @@ class Directory:
         )
         return host
 
-    def logout(self, name: str, channel: HostChannel) -> None:
+    def logout(self, name: str, channel: HostChannel, dropped: bool = False) -> None:
+        """*name* on *channel* goes offline: its session token is revoked, or if the connection *dropped*, expires."""
         host = self.online.get(name)
         if host is not None and host.channel is channel:
             del self.online[name]
+            if dropped:
+                self.tokens.dropped(name, host.session)
+            else:
+                self.tokens.revoke(name)
             log.info("host {name} logged out (was at {where})", name=name, where=host.where)
 
     async def passwd(self, name: str, old: str, new: str, address: str = "") -> None:
@@ -245,16 +265,20 @@ class Directory:
         check_password(new)
         if not await self._password_matches(name, old, address):
             raise AuthError("wrong password")
-        self._enter_gate(address)
-        try:
-            encoded = await deferToThreadPool(self._reactor, self._threadpool, passwords.hash_password, new)
-        finally:
-            self.gate.leave(address)
+        encoded = await self._hashed(address, passwords.hash_password, new)
         await self.store.set_password_hash(name, encoded)
+        await self.tokens.revoke(name)
         log.info("host {name} changed its password", name=name, address=address)
 
-    async def _password_matches(self, name: str, password: str, address: str) -> bool:
-        """Throttle, then verify in the thread pool; failures are counted and logged."""
+    async def _password_matches(
+        self, name: str, password: str | None, address: str, wanted: Callable[[], bool] = lambda: True
+    ) -> bool:
+        """Throttle, then verify in the thread pool; failures are counted and logged.
+
+        No *password* (a login by session token whose token did not hold)
+        is a failure without a hash; *wanted* says whether the connection
+        still waits for the answer when the check's turn comes.
+        """
         for throttle, key, who in (
             (self.by_account, name, f"for {name}"),
             (self.by_address, address, f"from {address}"),
@@ -262,18 +286,14 @@ class Directory:
             wait = throttle.wait(key)
             if wait > 0:
                 raise Throttled(f"too many failed logins {who}; try again in {seconds_text(wait)}")
-        self._enter_gate(address)
-        try:
-            encoded = await self.store.password_hash(name)
-            matches = await deferToThreadPool(
-                self._reactor,
-                self._threadpool,
-                passwords.verify_password,
-                password,
-                encoded if encoded is not None else passwords.DUMMY_HASH,
-            )
-        finally:
-            self.gate.leave(address)
+        encoded = await self.store.password_hash(name)
+        matches = password is not None and await self._hashed(
+            address,
+            passwords.verify_password,
+            password,
+            encoded if encoded is not None else passwords.DUMMY_HASH,
+            wanted=wanted,
+        )
         if matches and encoded is not None:
             self.by_account.succeeded(name)
             return True
@@ -287,6 +307,17 @@ class Directory:
             delay=delay,
         )
         return False
+
+    async def _hashed(
+        self, address: str, f: Callable[..., Any], *args: Any, wanted: Callable[[], bool] = lambda: True
+    ) -> Any:
+        """*f(*args)* in the hashing pool, through the per-address gate and the hashing queue."""
+        self._enter_gate(address)
+        try:
+            start = lambda: deferToThreadPool(self._reactor, self._threadpool, f, *args)  # noqa: E731
+            return await (start() if self.hashing is None else self.hashing.run(start, wanted))
+        finally:
+            self.gate.leave(address)
 
     def _enter_gate(self, address: str) -> None:
         if not self.gate.enter(address):
@@ -306,11 +337,13 @@ class Directory:
         """End *name*'s session, telling it why; it may log in again."""
         host = await self._online(name)
         self._end(host, "kicked", "kicked by the tracker's operator")
+        await self.tokens.revoke(name)
 
     async def ban(self, name: str, reason: str) -> bool:
         """Refuse *name*'s logins from now on and end its session; True if it was online."""
         check_account(name)
         await self.store.add_ban(name, reason, self.clock.seconds())
+        await self.tokens.revoke(name)
         log.info("banned {name}: {reason}", name=name, reason=reason)
         host = self.online.get(name)
         if host is not None:

@@ -18,7 +18,9 @@ from ..wire.rpc import MAX_IN_FLIGHT
 from .admin import AdminConsoleFactory
 from .database import open_database
 from .directory import MAX_RECORDS, PAGE_SIZE, Directory
+from .passwords import HASH_QUEUE, HASH_THREADS, HashingQueue
 from .protocol import TrackerFactory
+from .sessions import SESSION_LIFETIME
 from .store import SQLiteTrackerStore
 from .timeouts import IDLE_TIMEOUT, LOGIN_TIMEOUT, Timeouts
 
@@ -44,6 +46,27 @@ class Options(usage.Options):
             None,
             LISTEN_BACKLOG,
             "Connects the kernel queues for --listen before they are accepted (unless --listen says backlog=).",
+            count_option,
+        ],
+        [
+            "session-lifetime",
+            None,
+            SESSION_LIFETIME,
+            "Seconds a session token lets a peer whose connection dropped log in again without the password check.",
+            seconds_option,
+        ],
+        [
+            "hash-threads",
+            None,
+            HASH_THREADS,
+            "Password checks computed at once (default: one fewer than the CPUs, at least 1).",
+            count_option,
+        ],
+        [
+            "hash-queue",
+            None,
+            HASH_QUEUE,
+            "Password checks waiting in line; past it a login is told to retry.",
             count_option,
         ],
         ["max-records", None, MAX_RECORDS, "Files one host may have in the index.", int],
@@ -111,7 +134,8 @@ class TrackerService(service.MultiService):
         database = open_database(options["db"], create=bool(options.get("create")))
         #: The tracker's TLS identity (None with --no-tls); made beside the database on first start.
         self.identity = tracker_identity(options)
-        pool = ThreadPool(minthreads=0, maxthreads=2, name="fileshare-tracker-cpu")
+        hash_threads = options.get("hash-threads", HASH_THREADS)
+        pool = ThreadPool(minthreads=0, maxthreads=hash_threads, name="fileshare-tracker-cpu")
         ThreadPoolService(pool).setServiceParent(self)
         store = SQLiteTrackerStore(database.path, reactor, prepared=True)
         CallbackService(store.close).setServiceParent(self)
@@ -122,6 +146,8 @@ class TrackerService(service.MultiService):
             pool,
             max_records=options.get("max-records", MAX_RECORDS),
             page_size=options.get("page-size", PAGE_SIZE),
+            hashing=HashingQueue(hash_threads, options.get("hash-queue", HASH_QUEUE)),
+            session_lifetime=options.get("session-lifetime", SESSION_LIFETIME),
         )
         timeouts = Timeouts(
             login=options.get("login-timeout", LOGIN_TIMEOUT), idle=options.get("idle-timeout", IDLE_TIMEOUT)
