@@ -7,9 +7,8 @@ timeout=..., **fields)`` returning a Deferred, which the protocol provides.
 
 import hmac
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
@@ -33,10 +32,11 @@ from ..tls import Fingerprint
 from . import passwords
 from .glob import check_pattern
 from .index import Index
+from .online import HostChannel, OnlineHost, SearchPage
 from .passwords import HashingQueue
 from .sessions import SESSION_LIFETIME, SessionTokens
 from .stats import TrackerStats
-from .store import Cursor, FileRecord, FileSummary, Holding, ITrackerStore, TooManyFiles
+from .store import Cursor, FileRecord, Holding, ITrackerStore, TooManyFiles
 from .throttle import ACCOUNT_LIMITS, ADDRESS_LIMITS, Gate, Limits, Throttle, seconds_text
 
 log = Logger()
@@ -47,43 +47,6 @@ LIVE_TIMEOUT = 5.0
 MAX_RECORDS = 10_000
 #: Items per ``search`` reply (``--page-size``); the reply's ``next`` cursor asks for the following page.
 PAGE_SIZE = 500
-
-
-class HostChannel(Protocol):
-    def call(self, op: str, timeout: float | None = None, **fields: Any) -> Any: ...
-
-    def disconnect(self) -> None: ...
-
-    def end_session(self, code: str, reason: str) -> None:
-        """Tell the host why its session ends (``ended``), then disconnect."""
-
-
-@attrs.define
-class OnlineHost:
-    name: str
-    channel: HostChannel
-    endpoint: str
-    since: float
-    files: int = 0
-    #: Where the host is, for people: its address and transfer port ("192.0.2.7:7710").
-    where: str = ""
-    #: A secret given at login that lets the same peer take its own stale session back.
-    session: str = ""
-    #: This session's key for the download tickets other hosts present to it (see fileshare.tickets).
-    ticket_key: bytes = attrs.field(factory=tickets.new_key, repr=False)
-    #: The certificate fingerprint of the host's TLS connection to the tracker (None with --no-tls):
-    #: read from the connection, never claimed, so fetchers and tickets can bind to it.
-    fingerprint: Fingerprint | None = None
-    #: What fetchers are told: ``PinnedAddress.to_wire()`` (host, port, fingerprint), or host and port alone.
-    transfer_address: dict[str, object] = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class SearchPage:
-    """One page of ``search``; *next* is the cursor of the following page, None on the last."""
-
-    items: list[FileSummary]
-    next: Cursor | None
 
 
 class Directory:
@@ -133,11 +96,7 @@ class Directory:
         self._loaded = False
 
     def load(self) -> Deferred:
-        """Load the in-memory index from the store (once; again after a failure).
-
-        Everything that reads or writes the index waits for it, so a write
-        can never be applied to an index that the loaded snapshot then replaces.
-        """
+        """Load the index from the store, once (again after a failure); index reads and writes wait for it."""
         if self._loading is None:
             self._loading = Deferred.fromCoroutine(self._load())
         d: Deferred = Deferred()
@@ -186,9 +145,8 @@ class Directory:
         connection and *transfer_address* the record fetchers get (see
         :class:`OnlineHost`).
 
-        *session* is also the session token (:mod:`.sessions`): while valid
-        it stands in for the password, so no password check is made; when it
-        is not, the *password* is checked as usual (no *password*: refused).
+        *session* is also the session token (:mod:`.sessions`): while valid it
+        stands in for the password, which is checked only when it is not.
         """
         check_account(name)
         if password is not None:
@@ -312,18 +270,12 @@ class Directory:
         self, address: str, f: Callable[..., Any], *args: Any, wanted: Callable[[], bool] = lambda: True
     ) -> Any:
         """*f(*args)* in the hashing pool, through the per-address gate and the hashing queue."""
-        self._enter_gate(address)
+        self.gate.admit(address)
         try:
             start = lambda: deferToThreadPool(self._reactor, self._threadpool, f, *args)  # noqa: E731
             return await (start() if self.hashing is None else self.hashing.run(start, wanted))
         finally:
             self.gate.leave(address)
-
-    def _enter_gate(self, address: str) -> None:
-        if not self.gate.enter(address):
-            if self.gate.in_flight(address) >= self.gate.per_key:
-                raise Throttled(f"too many password checks at once from {address}; wait for their answers")
-            raise Throttled("the tracker is busy checking passwords; try again in 1 s")
 
     # -- the operator's powers
 

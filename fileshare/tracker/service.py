@@ -22,6 +22,7 @@ from .passwords import HASH_QUEUE, HASH_THREADS, HashingQueue
 from .protocol import TrackerFactory
 from .sessions import SESSION_LIFETIME
 from .store import SQLiteTrackerStore
+from .throttle import Gate
 from .timeouts import IDLE_TIMEOUT, LOGIN_TIMEOUT, Timeouts
 
 log = Logger()
@@ -147,6 +148,8 @@ class TrackerService(service.MultiService):
             max_records=options.get("max-records", MAX_RECORDS),
             page_size=options.get("page-size", PAGE_SIZE),
             hashing=HashingQueue(hash_threads, options.get("hash-queue", HASH_QUEUE)),
+            # The line above bounds the checks in all; the gate keeps only each address's share.
+            gate=Gate(total=hash_threads + options.get("hash-queue", HASH_QUEUE)),
             session_lifetime=options.get("session-lifetime", SESSION_LIFETIME),
         )
         timeouts = Timeouts(

@@ -1,5 +1,7 @@
 """The tracker listens with a backlog sized for a storm of connects, unless --listen names its own."""
 
+import os
+
 import pytest
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
@@ -59,3 +61,27 @@ def test_listen_backlog_option_sets_it(tmp_path):
     reactor = MemoryReactor()
     TrackerService(options, reactor).listener.startService()
     assert reactor.tcpServers[0][2] == 9000
+
+
+# -- the login storm's options
+
+
+def build_tracker(tmp_path, *args: str) -> TrackerService:
+    options = Options()
+    options.parseOptions(["--db", str(tmp_path / "t.db"), "--no-tls", "--listen", "tcp:0", *args])
+    return TrackerService(options, MemoryReactor())
+
+
+def test_storm_options_default_to_600_s_tokens_a_core_left_to_lookups_and_a_line_of_500(tmp_path):
+    directory = build_tracker(tmp_path).directory
+    assert directory.tokens.lifetime == 600.0
+    assert directory.hashing.waiting == 500
+    assert directory.hashing._semaphore.limit == max(1, (os.cpu_count() or 2) - 1)
+    assert directory.gate.total == directory.hashing._semaphore.limit + 500
+
+
+def test_storm_options_set_the_token_lifetime_hash_threads_and_line(tmp_path):
+    tracker = build_tracker(tmp_path, "--session-lifetime", "60", "--hash-threads", "3", "--hash-queue", "40")
+    assert tracker.directory.tokens.lifetime == 60.0
+    assert (tracker.directory.hashing._semaphore.limit, tracker.directory.hashing.waiting) == (3, 40)
+    assert tracker.directory.gate.total == 43
