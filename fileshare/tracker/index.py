@@ -28,6 +28,9 @@ from .glob import ANY, STAR, CharSet, Glob, compile_glob
 from .sortednames import SortedNames
 from .store import Cursor, FileRecord, FileSummary, Holding
 
+#: Names whose sorted holdings :meth:`Index.holdings` keeps at most (then it starts again).
+CACHED = 10_000
+
 #: fname -> root -> {host: size}
 Roots = dict[str, dict[str, int]]
 
@@ -37,6 +40,8 @@ class Index:
         self._names: dict[str, Roots] = {}
         self._hosts: dict[str, dict[str, str]] = {}
         self._sorted = SortedNames()
+        #: fname -> its holdings sorted by host, until it changes (see :meth:`holdings`).
+        self._cache: dict[str, list[Holding]] = {}
 
     @classmethod
     def of(cls, holdings: Iterable[Holding]) -> "Index":
@@ -67,6 +72,7 @@ class Index:
         return True
 
     def _put(self, host: str, fname: str, size: int, root: str) -> None:
+        self._cache.pop(fname, None)
         old = self._hosts.get(host, {}).get(fname)
         if old is not None and old != root:
             self._drop(host, fname)
@@ -84,6 +90,7 @@ class Index:
         held[fname] = root
 
     def _drop(self, host: str, fname: str) -> None:
+        self._cache.pop(fname, None)
         held = self._hosts[host]
         root = held.pop(fname)
         if not held:
@@ -108,13 +115,22 @@ class Index:
         return len(self._hosts.get(host, ()))
 
     def holdings(self, fname: str) -> list[Holding]:
-        """Every holding of *fname*, sorted by host (one root per host and name)."""
-        roots = self._names.get(fname)
-        if roots is None:
-            return []
-        found = [Holding(host, fname, size, root) for root, holders in roots.items() for host, size in holders.items()]
-        found.sort(key=lambda h: h.host)
-        return found
+        """Every holding of *fname*, sorted by host (one root per host and name).
+
+        The sorted list is kept until *fname* changes, so a popular name's
+        ``sources`` costs a copy, not a sort (at most ``CACHED`` names are kept).
+        """
+        found = self._cache.get(fname)
+        if found is None:
+            roots = self._names.get(fname)
+            if roots is None:
+                return []
+            found = [Holding(h, fname, size, root) for root, holders in roots.items() for h, size in holders.items()]
+            found.sort(key=lambda h: h.host)
+            if len(self._cache) >= CACHED:
+                self._cache.clear()
+            self._cache[fname] = found
+        return found[:]
 
     def all_holdings(self) -> list[Holding]:
         """Everything, sorted by name and host, as ``store.holdings()`` lists it."""
@@ -137,18 +153,22 @@ class Index:
         return page
 
     def _candidates(self, glob: Glob, after: Cursor | None) -> Iterator[str]:
-        """The names that match *glob*, in order, from the cursor *after* on."""
+        """The names that match *glob*, in order, from the cursor *after* on (filtered a chunk at a time)."""
         prefix, wanted = _name_filter(glob)
         start = prefix if after is None or after[0] < prefix else after[0]
         if wanted is None:  # no wildcard: one name
             if prefix in self._names and start == prefix:
                 yield prefix
             return
-        for fname in self._sorted.from_key(start):
-            if not fname.startswith(prefix):
+        for chunk in self._sorted.chunks_from(start):
+            if not chunk[-1].startswith(prefix):
+                # Names with the prefix are contiguous: this chunk holds the last of them.
+                end = 0
+                while end < len(chunk) and chunk[end].startswith(prefix):
+                    end += 1
+                yield from wanted(chunk[:end])
                 return
-            if wanted(fname):
-                yield fname
+            yield from wanted(chunk)
 
 
 def _online(holders: dict[str, int], online: Collection[str]) -> int:
@@ -163,11 +183,12 @@ def _literal(token: object) -> bool:
     return not isinstance(token, CharSet) and token not in (STAR, ANY)
 
 
-def _name_filter(glob: Glob) -> tuple[str, Callable[[str], bool] | None]:
-    """The literal prefix of *glob* and a test for names that start with it (None: the prefix is the name).
+def _name_filter(glob: Glob) -> tuple[str, Callable[[list[str]], list[str]] | None]:
+    """The literal prefix of *glob*, and a filter of lists of names that start with it (None: the prefix is the name).
 
-    The test rejects most names with ``endswith`` and a length check before
-    the reference matcher runs; ``PREFIX*SUFFIX`` needs no matcher at all.
+    The filter runs as one comprehension per list and rejects most names with
+    ``endswith`` and a length check before the reference matcher runs;
+    ``PREFIX*SUFFIX`` (``*`` and ``lec*`` among them) needs no matcher at all.
     """
     tokens = glob.tokens
     i = 0
@@ -180,9 +201,11 @@ def _name_filter(glob: Glob) -> tuple[str, Callable[[str], bool] | None]:
     while j > i and _literal(tokens[j - 1]):
         j -= 1
     suffix = "".join(tokens[j:])  # type: ignore[arg-type]
-    shortest = sum(1 for t in tokens if t != STAR)
     if tokens[i:j] == (STAR,):
+        if not suffix:
+            return prefix, lambda names: names
         least = len(prefix) + len(suffix)
-        return prefix, lambda name: len(name) >= least and name.endswith(suffix)
+        return prefix, lambda names: [n for n in names if n.endswith(suffix) and len(n) >= least]
+    shortest = sum(1 for t in tokens if t != STAR)
     matches = glob.matches
-    return prefix, lambda name: len(name) >= shortest and name.endswith(suffix) and matches(name)
+    return prefix, lambda names: [n for n in names if len(n) >= shortest and n.endswith(suffix) and matches(n)]

@@ -70,5 +70,15 @@ class SortedNames:
         for chunk in self._chunks[i + 1 :]:
             yield from chunk
 
+    def chunks_from(self, key: str = "") -> Iterator[list[str]]:
+        """The names at or after *key* as sorted lists (copies, a chunk at a time), for filtering in bulk."""
+        i = bisect_left(self._lasts, key)
+        if i == len(self._chunks):
+            return
+        chunk = self._chunks[i]
+        yield chunk[bisect_left(chunk, key) :]
+        for chunk in self._chunks[i + 1 :]:
+            yield chunk[:]
+
     def __iter__(self) -> Iterator[str]:
         return self.from_key()

@@ -1,5 +1,7 @@
 """The in-memory index agrees with the store after any writes, and lookups never call the store."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hypothesis import given, settings
@@ -9,10 +11,11 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from fileshare.errors import FileshareError
+from fileshare.tracker import sortednames
 from fileshare.tracker.directory import Directory, OnlineHost
 from fileshare.tracker.index import Index
 from fileshare.tracker.memory_store import MemoryTrackerStore
-from fileshare.tracker.sortednames import SortedNames
+from fileshare.tracker.sortednames import CHUNK, SortedNames
 from fileshare.tracker.store import FileRecord, Holding
 
 ROOTS = ["a" * 64, "b" * 64]
@@ -20,7 +23,26 @@ HOSTS = ["ann", "bob", "cy"]
 NAMES = st.sampled_from(["a", "ab", "abc", "b", "b.iso", "lec1.pdf", "lec2.pdf", "x[y", "*", "é.iso"])
 RECORDS = st.builds(FileRecord, NAMES, st.integers(0, 3), st.sampled_from(ROOTS))
 PATTERNS = st.sampled_from(
-    ["*", "a*", "ab", "lec*", "lec?.pdf", "*.iso", "*b*", "[ab]*", "[!a]*", "x[y", "[*]", "?", "*c", "", "é*"]
+    [
+        "*",
+        "a*",
+        "ab",
+        "ab*",
+        "lec*",
+        "lec1*",
+        "abc*c",
+        "lec?.pdf",
+        "*.iso",
+        "*b*",
+        "[ab]*",
+        "[!a]*",
+        "x[y",
+        "[*]",
+        "?",
+        "*c",
+        "",
+        "é*",
+    ]
 )
 OPS = st.one_of(
     st.tuples(st.just("announce"), st.sampled_from(HOSTS), st.lists(RECORDS, max_size=5), st.booleans()),
@@ -78,6 +100,21 @@ def apply(directory: Directory, op: tuple) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(OPS, max_size=25), st.lists(st.sampled_from(HOSTS), unique=True), PATTERNS)
 def test_the_index_agrees_with_the_store_after_any_writes(ops, online, pattern):
+    with tiny_chunks():
+        check_agreement(ops, online, pattern)
+
+
+@contextmanager
+def tiny_chunks() -> Iterator[None]:
+    """Chunks of 2 to 4 names, so that splitting, emptying and prefixes across chunks all happen."""
+    chunk, sortednames.CHUNK = sortednames.CHUNK, 2
+    try:
+        yield
+    finally:
+        sortednames.CHUNK = chunk
+
+
+def check_agreement(ops: list, online: list[str], pattern: str) -> None:
     store = MemoryTrackerStore()
     directory = build_directory(store)
     for op in ops:
@@ -105,10 +142,7 @@ def test_the_index_agrees_with_the_store_after_any_writes(ops, online, pattern):
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.text(max_size=3)), max_size=200), st.text(max_size=3), st.booleans())
 def test_sorted_names_keep_order_through_adds_and_discards(ops, key, inclusive):
-    import fileshare.tracker.sortednames as module
-
-    chunk, module.CHUNK = module.CHUNK, 2  # tiny chunks, so splitting and emptying happen
-    try:
+    with tiny_chunks():
         names = SortedNames()
         model: set[str] = set()
         for add, name in ops:
@@ -122,8 +156,7 @@ def test_sorted_names_keep_order_through_adds_and_discards(ops, key, inclusive):
         assert len(names) == len(model)
         expected = [n for n in sorted(model) if (n >= key if inclusive else n > key)]
         assert list(names.from_key(key, inclusive)) == expected
-    finally:
-        module.CHUNK = chunk
+        assert [n for chunk in names.chunks_from(key) for n in chunk] == [n for n in sorted(model) if n >= key]
 
 
 def test_sources_and_search_make_no_store_call():
@@ -183,15 +216,17 @@ def test_a_prefix_search_looks_only_at_the_names_with_that_prefix():
 def test_a_star_search_stops_when_its_page_is_full():
     index = Index()
     index.add("ann", [FileRecord(f"f{i:05}", 1, ROOTS[0]) for i in range(10_000)])
-    seen: list[str] = []
-    names = index._sorted.from_key
+    taken: list[list[str]] = []
+    chunks = index._sorted.chunks_from
 
     def counting(*args: Any) -> Any:
-        for name in names(*args):
-            seen.append(name)
-            yield name
+        for chunk in chunks(*args):
+            taken.append(chunk)
+            yield chunk
 
-    index._sorted.from_key = counting  # type: ignore[method-assign]
+    index._sorted.chunks_from = counting  # type: ignore[method-assign]
 
-    assert len(index.search("*", None, 3)) == 3
-    assert seen == ["f00000", "f00001", "f00002"]
+    assert [s.fname for s in index.search("*", None, 3)] == ["f00000", "f00001", "f00002"]
+    assert [s.fname for s in index.search("*.bin", None, 3)] == []
+    assert len(taken[0]) <= 2 * CHUNK
+    assert sum(len(chunk) for chunk in taken) == len(taken[0]) + 10_000  # the first search took one chunk
