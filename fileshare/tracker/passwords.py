@@ -87,7 +87,7 @@ class HashingQueue:
     def run(self, start: Callable[[], Deferred], wanted: Callable[[], bool] = lambda: True) -> Deferred:
         """Call *start* (which hands the hash to the pool) in turn; Throttled at once if the line is full."""
         if self.queued >= self.waiting:
-            raise Throttled("the tracker is busy checking passwords; try again in a few seconds")
+            raise Throttled("the tracker is busy checking passwords; try again in 1 s")
 
         def turn() -> Deferred:
             if not wanted():

@@ -222,7 +222,7 @@ def test_a_full_hashing_queue_refuses_at_once():
     queue = HashingQueue(concurrency=1, waiting=1)
     queue.run(defer.Deferred)
     queue.run(defer.Deferred)
-    with pytest.raises(Throttled, match="^the tracker is busy checking passwords; try again in a few seconds$"):
+    with pytest.raises(Throttled, match="^the tracker is busy checking passwords; try again in 1 s$"):
         queue.run(defer.Deferred)
 
 
