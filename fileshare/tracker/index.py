@@ -14,9 +14,11 @@ Layout, chosen for lookups and small memory:
 - the distinct names in order (:class:`.sortednames.SortedNames`): ``search``
   pages by the cursor ``(fname, root)`` and a pattern with a literal prefix
   (``lec*``) bisects to its first match and stops after its last, so it costs
-  what it finds.  A pattern that starts with a wildcard scans the names in
-  order, rejecting most with string methods that run in C, and stops as soon as
-  the page is full.
+  what it finds;
+- the same names by extension: a pattern that ends with an extension
+  (``*.iso``) looks only at the names with it.  Any other pattern scans the
+  names in order, rejecting most with string methods that run in C, and stops
+  as soon as the page is full.
 
 The semantics are the store's (:meth:`.store.ITrackerStore.holdings` and
 ``search``); tests/tracker/test_index.py holds the two to agreement.
@@ -40,6 +42,8 @@ class Index:
         self._names: dict[str, Roots] = {}
         self._hosts: dict[str, dict[str, str]] = {}
         self._sorted = SortedNames()
+        #: The same names by extension (``.iso``), so ``*.iso`` looks only at names ending ``.iso``.
+        self._by_ext: dict[str, SortedNames] = {}
         #: fname -> its holdings sorted by host, until it changes (see :meth:`holdings`).
         self._cache: dict[str, list[Holding]] = {}
 
@@ -83,6 +87,11 @@ class Index:
         if roots is None:
             roots = self._names[fname] = {}
             self._sorted.add(fname)
+            ext = _ext(fname)
+            same = self._by_ext.get(ext)
+            if same is None:
+                same = self._by_ext[ext] = SortedNames()
+            same.add(fname)
         holders = roots.get(root)
         if holders is None:
             holders = roots[root] = {}
@@ -103,6 +112,10 @@ class Index:
             if not roots:
                 del self._names[fname]
                 self._sorted.discard(fname)
+                ext = _ext(fname)
+                self._by_ext[ext].discard(fname)
+                if not self._by_ext[ext]:
+                    del self._by_ext[ext]
 
     # -- lookups
 
@@ -154,13 +167,18 @@ class Index:
 
     def _candidates(self, glob: Glob, after: Cursor | None) -> Iterator[str]:
         """The names that match *glob*, in order, from the cursor *after* on (filtered a chunk at a time)."""
-        prefix, wanted = _name_filter(glob)
+        prefix, suffix, wanted = _name_filter(glob)
         start = prefix if after is None or after[0] < prefix else after[0]
         if wanted is None:  # no wildcard: one name
             if prefix in self._names and start == prefix:
                 yield prefix
             return
-        for chunk in self._sorted.chunks_from(start):
+        names = self._sorted
+        if "." in suffix:  # every match has the extension the suffix ends with
+            names = self._by_ext.get(_ext(suffix))
+            if names is None:
+                return
+        for chunk in names.chunks_from(start):
             if not chunk[-1].startswith(prefix):
                 # Names with the prefix are contiguous: this chunk holds the last of them.
                 end = 0
@@ -183,8 +201,16 @@ def _literal(token: object) -> bool:
     return not isinstance(token, CharSet) and token not in (STAR, ANY)
 
 
-def _name_filter(glob: Glob) -> tuple[str, Callable[[list[str]], list[str]] | None]:
-    """The literal prefix of *glob*, and a filter of lists of names that start with it (None: the prefix is the name).
+def _ext(name: str) -> str:
+    """The extension of *name*: from its last dot on (``.iso``), or ``""``."""
+    dot = name.rfind(".")
+    return name[dot:] if dot >= 0 else ""
+
+
+def _name_filter(glob: Glob) -> tuple[str, str, Callable[[list[str]], list[str]] | None]:
+    """The literal prefix and suffix of *glob*, and a filter of lists of names that start with the prefix.
+
+    The filter is None when the prefix is the whole pattern (one name).
 
     The filter runs as one comprehension per list and rejects most names with
     ``endswith`` and a length check before the reference matcher runs;
@@ -196,16 +222,16 @@ def _name_filter(glob: Glob) -> tuple[str, Callable[[list[str]], list[str]] | No
         i += 1
     prefix = "".join(tokens[:i])  # type: ignore[arg-type]
     if i == len(tokens):
-        return prefix, None
+        return prefix, prefix, None
     j = len(tokens)
     while j > i and _literal(tokens[j - 1]):
         j -= 1
     suffix = "".join(tokens[j:])  # type: ignore[arg-type]
     if tokens[i:j] == (STAR,):
         if not suffix:
-            return prefix, lambda names: names
+            return prefix, suffix, lambda names: names
         least = len(prefix) + len(suffix)
-        return prefix, lambda names: [n for n in names if n.endswith(suffix) and len(n) >= least]
+        return prefix, suffix, lambda names: [n for n in names if n.endswith(suffix) and len(n) >= least]
     shortest = sum(1 for t in tokens if t != STAR)
     matches = glob.matches
-    return prefix, lambda names: [n for n in names if len(n) >= shortest and n.endswith(suffix) and matches(n)]
+    return prefix, suffix, lambda names: [n for n in names if len(n) >= shortest and n.endswith(suffix) and matches(n)]

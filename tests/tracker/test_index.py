@@ -20,7 +20,9 @@ from fileshare.tracker.store import FileRecord, Holding
 
 ROOTS = ["a" * 64, "b" * 64]
 HOSTS = ["ann", "bob", "cy"]
-NAMES = st.sampled_from(["a", "ab", "abc", "b", "b.iso", "lec1.pdf", "lec2.pdf", "x[y", "*", "é.iso"])
+NAMES = st.sampled_from(
+    ["a", "ab", "abc", "b", "b.iso", "lec1.pdf", "lec2.pdf", "x[y", "*", "é.iso", "a.tar.gz", "b.gz", ".iso"]
+)
 RECORDS = st.builds(FileRecord, NAMES, st.integers(0, 3), st.sampled_from(ROOTS))
 PATTERNS = st.sampled_from(
     [
@@ -33,6 +35,11 @@ PATTERNS = st.sampled_from(
         "abc*c",
         "lec?.pdf",
         "*.iso",
+        "*.pdf",
+        "*c.iso",
+        "*.tar.gz",
+        "?.gz",
+        "a*.gz",
         "*b*",
         "[ab]*",
         "[!a]*",
@@ -227,6 +234,37 @@ def test_a_star_search_stops_when_its_page_is_full():
     index._sorted.chunks_from = counting  # type: ignore[method-assign]
 
     assert [s.fname for s in index.search("*", None, 3)] == ["f00000", "f00001", "f00002"]
-    assert [s.fname for s in index.search("*.bin", None, 3)] == []
+    assert [s.fname for s in index.search("*x", None, 3)] == []  # no match: every name is looked at
     assert len(taken[0]) <= 2 * CHUNK
     assert sum(len(chunk) for chunk in taken) == len(taken[0]) + 10_000  # the first search took one chunk
+
+
+def test_an_extension_search_looks_only_at_the_names_with_that_extension():
+    index = Index()
+    index.add("ann", [FileRecord(f"f{i:05}.bin", 1, ROOTS[0]) for i in range(10_000)])
+    index.add("ann", [FileRecord(f"z{i}.iso", 1, ROOTS[0]) for i in range(3)])
+    looked: list[str] = []
+    original = index._names.__class__.__getitem__
+
+    class Watched(dict):
+        def __getitem__(self, key: str) -> Any:
+            looked.append(key)
+            return original(self, key)
+
+    index._names = Watched(index._names)
+    index._sorted = None  # type: ignore[assignment]  # the list of every name is not needed
+
+    assert [s.fname for s in index.search("*.iso", None, 10)] == ["z0.iso", "z1.iso", "z2.iso"]
+    assert looked == ["z0.iso", "z1.iso", "z2.iso"]
+    assert index.search("*.pdf", None, 10) == []
+    assert index._by_ext.keys() == {".bin", ".iso"}
+
+
+def test_names_leave_the_extension_lists_with_their_last_holder():
+    index = Index()
+    index.add("ann", [FileRecord("a.iso", 1, ROOTS[0]), FileRecord("b.bin", 1, ROOTS[0])])
+    index.add("bob", [FileRecord("a.iso", 1, ROOTS[1])])
+    index.replace("ann", [])
+    assert index._by_ext.keys() == {".iso"}
+    index.remove("bob", "a.iso")
+    assert index._by_ext == {} and list(index._sorted) == []
