@@ -105,8 +105,8 @@ async def main(reactor: Any, hosts: int, files: int, seconds: float) -> None:
             print(f"sources lookups/s: before (SQL per lookup, 50 in flight) {before:,.0f}; after (index) {after:,.0f}")
 
             for pattern in ("lec00*", "*.pdf", "*.iso", "h00001-*"):
-                page = directory.index.search(pattern, None, directory.page_size + 1, online.keys())
-                per = rate(seconds / 3, lambda p=pattern: directory.index.search(p, None, 501, online.keys()))
+                page = directory.index.search(pattern, None, directory.page_size + 1)
+                per = rate(seconds / 3, lambda p=pattern: directory.index.search(p, None, directory.page_size + 1))
                 print(f"search {pattern!r}: {len(page)} items a page, {per:,.0f} pages/s")
 
             tracemalloc.start()

@@ -32,7 +32,7 @@ from ..tls import Fingerprint
 from . import passwords
 from .glob import check_pattern
 from .index import Index
-from .online import HostChannel, OnlineHost, SearchPage
+from .online import HostChannel, OnlineHost, OnlineHosts, SearchPage
 from .passwords import HashingQueue
 from .sessions import SESSION_LIFETIME, SessionTokens
 from .stats import TrackerStats
@@ -79,7 +79,8 @@ class Directory:
         self.clock = clock
         self._reactor = reactor
         self._threadpool = threadpool
-        self.online: dict[str, OnlineHost] = {}
+        #: Online hosts by name; the index counts each file's online holders from its changes.
+        self.online: dict[str, OnlineHost] = OnlineHosts(lambda name, online: self.index.set_online(name, online))
         self.by_account = Throttle(clock, account_limits)
         self.by_address = Throttle(clock, address_limits)
         self.gate = gate if gate is not None else Gate()
@@ -109,7 +110,7 @@ class Directory:
         except BaseException:
             self._loading = None
             raise
-        self.index = Index.of(holdings)
+        self.index = Index.of(holdings, self.online.keys())
         self._loaded = True
         await self.tokens.started()
 
@@ -370,7 +371,7 @@ class Directory:
         check_pattern(pattern)
         if not self._loaded:
             await self.load()
-        found = self.index.search(pattern, after, self.page_size + 1, self.online.keys())
+        found = self.index.search(pattern, after, self.page_size + 1)
         if len(found) <= self.page_size:
             return SearchPage(found, None)
         last = found[self.page_size - 1]

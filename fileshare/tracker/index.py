@@ -33,8 +33,26 @@ from .store import Cursor, FileRecord, FileSummary, Holding
 #: Names whose sorted holdings :meth:`Index.holdings` keeps at most (then it starts again).
 CACHED = 10_000
 
-#: fname -> root -> {host: size}
-Roots = dict[str, dict[str, int]]
+
+class Group:
+    """The holders of one ``(fname, root)``: host -> size, how many of them are online, their smallest size."""
+
+    __slots__ = ("holders", "online", "_size")
+
+    def __init__(self) -> None:
+        self.holders: dict[str, int] = {}
+        self.online = 0
+        self._size: int | None = None
+
+    @property
+    def size(self) -> int:
+        if self._size is None:
+            self._size = min(self.holders.values())
+        return self._size
+
+
+#: fname -> root -> its Group
+Roots = dict[str, Group]
 
 
 class Index:
@@ -46,11 +64,14 @@ class Index:
         self._by_ext: dict[str, SortedNames] = {}
         #: fname -> its holdings sorted by host, until it changes (see :meth:`holdings`).
         self._cache: dict[str, list[Holding]] = {}
+        #: The hosts online now, for each group's count (see :meth:`set_online`).
+        self._online: set[str] = set()
 
     @classmethod
-    def of(cls, holdings: Iterable[Holding]) -> "Index":
-        """An index of *holdings* (what ``store.holdings()`` gives at start)."""
+    def of(cls, holdings: Iterable[Holding], online: Iterable[str] = ()) -> "Index":
+        """An index of *holdings* (what ``store.holdings()`` gives at start) with *online* hosts online."""
         index = cls()
+        index._online.update(online)
         for h in holdings:
             index._put(h.host, h.fname, h.size, h.root)
         return index
@@ -75,6 +96,19 @@ class Index:
         self._drop(host, fname)
         return True
 
+    def set_online(self, host: str, online: bool) -> None:
+        """*host* came online or went offline: the online counts of its files follow (``search``'s ``online``)."""
+        if online == (host in self._online):
+            return
+        if online:
+            self._online.add(host)
+        else:
+            self._online.discard(host)
+        delta = 1 if online else -1
+        names = self._names
+        for fname, root in self._hosts.get(host, {}).items():
+            names[fname][root].online += delta
+
     def _put(self, host: str, fname: str, size: int, root: str) -> None:
         self._cache.pop(fname, None)
         old = self._hosts.get(host, {}).get(fname)
@@ -92,10 +126,18 @@ class Index:
             if same is None:
                 same = self._by_ext[ext] = SortedNames()
             same.add(fname)
-        holders = roots.get(root)
-        if holders is None:
-            holders = roots[root] = {}
-        holders[host] = size
+        group = roots.get(root)
+        if group is None:
+            group = roots[root] = Group()
+        old_size = group.holders.get(host)
+        group.holders[host] = size
+        if old_size is None:
+            if host in self._online:
+                group.online += 1
+            if group._size is not None and size < group._size:
+                group._size = size
+        else:
+            group._size = None
         held[fname] = root
 
     def _drop(self, host: str, fname: str) -> None:
@@ -105,9 +147,13 @@ class Index:
         if not held:
             del self._hosts[host]
         roots = self._names[fname]
-        holders = roots[root]
-        del holders[host]
-        if not holders:
+        group = roots[root]
+        size = group.holders.pop(host)
+        if host in self._online:
+            group.online -= 1
+        if size == group._size:
+            group._size = None
+        if not group.holders:
             del roots[root]
             if not roots:
                 del self._names[fname]
@@ -138,7 +184,7 @@ class Index:
             roots = self._names.get(fname)
             if roots is None:
                 return []
-            found = [Holding(h, fname, size, root) for root, holders in roots.items() for h, size in holders.items()]
+            found = [Holding(h, fname, size, root) for root, g in roots.items() for h, size in g.holders.items()]
             found.sort(key=lambda h: h.host)
             if len(self._cache) >= CACHED:
                 self._cache.clear()
@@ -149,8 +195,15 @@ class Index:
         """Everything, sorted by name and host, as ``store.holdings()`` lists it."""
         return [h for fname in self._sorted for h in self.holdings(fname)]
 
-    def search(self, pattern: str, after: Cursor | None, limit: int, online: Collection[str] = ()) -> list[FileSummary]:
-        """One page of summaries, exactly as :meth:`.store.ITrackerStore.search` gives it."""
+    def search(
+        self, pattern: str, after: Cursor | None, limit: int, online: Collection[str] | None = None
+    ) -> list[FileSummary]:
+        """One page of summaries, exactly as :meth:`.store.ITrackerStore.search` gives it.
+
+        *online* None counts the hosts :meth:`set_online` knows, kept per
+        group, so a summary costs the same however many hold it; else the
+        hosts in *online* are counted (as the store does).
+        """
         if limit <= 0:
             return []
         page: list[FileSummary] = []
@@ -159,8 +212,9 @@ class Index:
             for root in sorted(roots):
                 if after is not None and (fname, root) <= tuple(after):
                     continue
-                holders = roots[root]
-                page.append(FileSummary(fname, min(holders.values()), root, _online(holders, online), len(holders)))
+                g = roots[root]
+                count = g.online if online is None else _online(g.holders, online)
+                page.append(FileSummary(fname, g.size, root, count, len(g.holders)))
                 if len(page) == limit:
                     return page
         return page

@@ -2,6 +2,7 @@
 Who is online, as the directory sees it: a channel to each host and what it told at login.
 """
 
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import attrs
@@ -46,3 +47,51 @@ class SearchPage:
 
     items: list[FileSummary]
     next: Cursor | None
+
+
+class OnlineHosts(dict[str, OnlineHost]):
+    """The online hosts by name; every host that comes or goes is told to *changed(name, online)*.
+
+    The index keeps per-file counts of online holders from it (``search``'s
+    ``online``), whichever code adds or removes a host.
+    """
+
+    def __init__(self, changed: Callable[[str, bool], None]) -> None:
+        super().__init__()
+        self._changed = changed
+
+    def __setitem__(self, name: str, host: OnlineHost) -> None:
+        new = name not in self
+        super().__setitem__(name, host)
+        if new:
+            self._changed(name, True)
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(name)
+        self._changed(name, False)
+
+    def pop(self, name: str, *default: Any) -> Any:
+        if name not in self:
+            return super().pop(name, *default)
+        host = super().pop(name)
+        self._changed(name, False)
+        return host
+
+    def popitem(self) -> tuple[str, OnlineHost]:
+        name, host = super().popitem()
+        self._changed(name, False)
+        return name, host
+
+    def setdefault(self, name: str, host: OnlineHost) -> OnlineHost:  # type: ignore[override]
+        if name not in self:
+            self[name] = host
+        return self[name]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        items: Iterable[tuple[str, OnlineHost]] = dict(*args, **kwargs).items()
+        for name, host in items:
+            self[name] = host
+
+    def clear(self) -> None:
+        for name in list(self):
+            del self[name]

@@ -55,6 +55,7 @@ OPS = st.one_of(
     st.tuples(st.just("announce"), st.sampled_from(HOSTS), st.lists(RECORDS, max_size=5), st.booleans()),
     st.tuples(st.just("publish"), st.sampled_from(HOSTS), RECORDS),
     st.tuples(st.just("unpublish"), st.sampled_from(HOSTS), NAMES),
+    st.tuples(st.sampled_from(["online", "offline"]), st.sampled_from(HOSTS)),
 )
 
 
@@ -98,6 +99,10 @@ def apply(directory: Directory, op: tuple) -> None:
             run(directory.announce(op[1], op[2], reset=op[3]))
         elif op[0] == "publish":
             run(directory.publish(op[1], op[2]))
+        elif op[0] == "online":
+            directory.online[op[1]] = OnlineHost(op[1], None, "", 0.0)
+        elif op[0] == "offline":
+            directory.online.pop(op[1], None)
         else:
             run(directory.unpublish(op[1], op[2]))
     except FileshareError:
@@ -128,9 +133,12 @@ def check_agreement(ops: list, online: list[str], pattern: str) -> None:
         apply(directory, op)
     for name in online:
         directory.online[name] = OnlineHost(name, None, "", 0.0)
+    assert directory.index._online == set(directory.online)
 
     assert directory.index.all_holdings() == run(store.holdings())
-    assert Index.of(run(store.holdings())).all_holdings() == directory.index.all_holdings()
+    loaded = Index.of(run(store.holdings()), directory.online.keys())
+    assert loaded.all_holdings() == directory.index.all_holdings()
+    assert loaded.search("*", None, 100) == directory.index.search("*", None, 100)
     for host in HOSTS:
         assert directory.index.count(host) == run(store.count_files(host))
     for fname in ["a", "b.iso", "lec1.pdf", "*", "missing"]:
@@ -139,8 +147,9 @@ def check_agreement(ops: list, online: list[str], pattern: str) -> None:
     for limit in (1, 2, 100):
         after = None
         while True:
-            page = directory.index.search(pattern, after, limit, directory.online.keys())
+            page = directory.index.search(pattern, after, limit)  # online counts kept as hosts came and went
             assert page == run(store.search(pattern, after, limit, directory.online.keys()))
+            assert page == directory.index.search(pattern, after, limit, directory.online.keys())
             if len(page) < limit:
                 break
             after = (page[-1].fname, page[-1].root)
@@ -268,3 +277,31 @@ def test_names_leave_the_extension_lists_with_their_last_holder():
     assert index._by_ext.keys() == {".iso"}
     index.remove("bob", "a.iso")
     assert index._by_ext == {} and list(index._sorted) == []
+
+
+def test_every_change_to_the_online_hosts_reaches_the_index():
+    directory = build_directory(MemoryTrackerStore())
+    run(directory.announce("ann", [FileRecord("a", 1, ROOTS[0])], True))
+    run(directory.announce("bob", [FileRecord("a", 2, ROOTS[0])], True))
+    online = directory.online
+
+    def counted() -> tuple[int, set[str]]:
+        (summary,) = directory.index.search("a", None, 10)
+        return summary.online, directory.index._online
+
+    host = OnlineHost("ann", None, "", 0.0)
+    online["ann"] = host
+    online["ann"] = host  # the same host again: counted once
+    assert counted() == (1, {"ann"})
+    online.update(bob=OnlineHost("bob", None, "", 0.0))
+    assert counted() == (2, {"ann", "bob"})
+    assert online.pop("ann") is host and online.pop("ann", None) is None
+    assert counted() == (1, {"bob"})
+    online.setdefault("ann", host)
+    del online["bob"]
+    assert counted() == (1, {"ann"})
+    online.popitem()
+    assert counted() == (0, set())
+    online.update({"ann": host, "bob": host})
+    online.clear()
+    assert counted() == (0, set())
