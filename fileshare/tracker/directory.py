@@ -9,7 +9,7 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -93,26 +93,29 @@ class Directory:
         self.tokens = SessionTokens(store, clock, session_lifetime)
         #: The file index in memory (:mod:`.index`), loaded from the store by :meth:`load`.
         self.index = Index()
-        self._loading: Deferred | None = None
+        self._waiting: list[Deferred] = []
         self._loaded = False
 
     def load(self) -> Deferred:
         """Load the index from the store, once (again after a failure); index reads and writes wait for it."""
-        if self._loading is None:
-            self._loading = Deferred.fromCoroutine(self._load())
+        if self._loaded:
+            return succeed(None)
         d: Deferred = Deferred()
-        self._loading.addBoth(lambda result: (d.callback(result), result)[1])
+        self._waiting.append(d)
+        if len(self._waiting) == 1:
+            Deferred.fromCoroutine(self._load()).addBoth(self._tell_waiting)
         return d
 
     async def _load(self) -> None:
-        try:
-            holdings = await self.store.holdings()
-        except BaseException:
-            self._loading = None
-            raise
+        holdings = await self.store.holdings()
         self.index = Index.of(holdings, self.online.keys())
         self._loaded = True
         await self.tokens.started()
+
+    def _tell_waiting(self, result: Any) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(result)  # a Failure fails each of them
 
     # -- accounts
 

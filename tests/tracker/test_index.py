@@ -305,3 +305,21 @@ def test_every_change_to_the_online_hosts_reaches_the_index():
     online.update({"ann": host, "bob": host})
     online.clear()
     assert counted() == (0, set())
+
+
+def test_a_failed_load_fails_its_waiters_and_the_next_lookup_loads_again():
+    store = CountingStore()
+    pending: defer.Deferred = defer.Deferred()
+    holdings = store.store.holdings
+    store.store.holdings = lambda: pending
+    directory = Directory(store, Clock(), reactor=None, threadpool=None)
+    first, second = directory.load(), directory.load()  # one load for both
+    failures: list = []
+    first.addErrback(failures.append)
+    second.addErrback(failures.append)
+    pending.errback(OSError("disk on fire"))
+    assert [f.type for f in failures] == [OSError, OSError]
+
+    store.store.holdings = holdings
+    assert run(directory.search("*")).items == []
+    assert store.calls.count("holdings") == 2
