@@ -35,14 +35,69 @@ CACHED = 10_000
 
 
 class Group:
-    """The holders of one ``(fname, root)``: host -> size, how many of them are online, their smallest size."""
+    """The holders of one ``(fname, root)``: host -> size, how many of them are online, their smallest size.
 
-    __slots__ = ("holders", "online", "_size")
+    Most files have one holder, so that one is kept in two slots and a
+    dictionary is made only for a second (a dictionary of one would triple
+    the group's size).
+    """
 
-    def __init__(self) -> None:
-        self.holders: dict[str, int] = {}
+    __slots__ = ("root", "_host", "_host_size", "_many", "online", "_size")
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._host: str | None = None
+        self._host_size = 0
+        self._many: dict[str, int] | None = None
         self.online = 0
         self._size: int | None = None
+
+    @property
+    def holders(self) -> dict[str, int]:
+        """host -> size (read only: a new dictionary for a single holder)."""
+        if self._many is not None:
+            return self._many
+        return {} if self._host is None else {self._host: self._host_size}
+
+    def __len__(self) -> int:
+        if self._many is not None:
+            return len(self._many)
+        return 0 if self._host is None else 1
+
+    def put(self, host: str, size: int) -> int | None:
+        """Add or update *host*; its size before (None: it is new here)."""
+        many = self._many
+        if many is not None:
+            old = many.get(host)
+            many[host] = size
+        elif self._host is None or self._host == host:
+            old = None if self._host is None else self._host_size
+            self._host, self._host_size = host, size
+        else:
+            self._many = {self._host: self._host_size, host: size}
+            self._host, old = None, None
+        if old is None:
+            if self._size is not None and size < self._size:
+                self._size = size
+        else:
+            self._size = None
+        return old
+
+    def pop(self, host: str) -> int:
+        """Remove *host*; its size."""
+        many = self._many
+        if many is None:
+            assert self._host == host
+            self._host = None
+            size = self._host_size
+        else:
+            size = many.pop(host)
+            if len(many) == 1:
+                ((self._host, self._host_size),) = many.items()
+                self._many = None
+        if size == self._size:
+            self._size = None
+        return size
 
     @property
     def size(self) -> int:
@@ -51,8 +106,16 @@ class Group:
         return self._size
 
 
-#: fname -> root -> its Group
-Roots = dict[str, Group]
+#: The groups of one name, sorted by root: a list, since a name almost always has one root
+#: (a list of one costs a third of a dict of one, and it is in ``search``'s order already).
+Roots = list[Group]
+
+
+def _group(roots: Roots, root: str) -> Group | None:
+    for g in roots:
+        if g.root == root:
+            return g
+    return None
 
 
 class Index:
@@ -107,7 +170,9 @@ class Index:
         delta = 1 if online else -1
         names = self._names
         for fname, root in self._hosts.get(host, {}).items():
-            names[fname][root].online += delta
+            group = _group(names[fname], root)
+            assert group is not None
+            group.online += delta
 
     def _put(self, host: str, fname: str, size: int, root: str) -> None:
         self._cache.pop(fname, None)
@@ -119,25 +184,20 @@ class Index:
             held = self._hosts[host] = {}
         roots = self._names.get(fname)
         if roots is None:
-            roots = self._names[fname] = {}
+            roots = self._names[fname] = []
             self._sorted.add(fname)
             ext = _ext(fname)
             same = self._by_ext.get(ext)
             if same is None:
                 same = self._by_ext[ext] = SortedNames()
             same.add(fname)
-        group = roots.get(root)
+        group = _group(roots, root)
         if group is None:
-            group = roots[root] = Group()
-        old_size = group.holders.get(host)
-        group.holders[host] = size
-        if old_size is None:
-            if host in self._online:
-                group.online += 1
-            if group._size is not None and size < group._size:
-                group._size = size
-        else:
-            group._size = None
+            group = Group(root)
+            roots.append(group)
+            roots.sort(key=lambda g: g.root)
+        if group.put(host, size) is None and host in self._online:
+            group.online += 1
         held[fname] = root
 
     def _drop(self, host: str, fname: str) -> None:
@@ -147,14 +207,13 @@ class Index:
         if not held:
             del self._hosts[host]
         roots = self._names[fname]
-        group = roots[root]
-        size = group.holders.pop(host)
+        group = _group(roots, root)
+        assert group is not None
+        group.pop(host)
         if host in self._online:
             group.online -= 1
-        if size == group._size:
-            group._size = None
-        if not group.holders:
-            del roots[root]
+        if not len(group):
+            roots.remove(group)
             if not roots:
                 del self._names[fname]
                 self._sorted.discard(fname)
@@ -184,7 +243,7 @@ class Index:
             roots = self._names.get(fname)
             if roots is None:
                 return []
-            found = [Holding(h, fname, size, root) for root, g in roots.items() for h, size in g.holders.items()]
+            found = [Holding(h, fname, size, g.root) for g in roots for h, size in g.holders.items()]
             found.sort(key=lambda h: h.host)
             if len(self._cache) >= CACHED:
                 self._cache.clear()
@@ -208,13 +267,12 @@ class Index:
             return []
         page: list[FileSummary] = []
         for fname in self._candidates(compile_glob(pattern), after):
-            roots = self._names[fname]
-            for root in sorted(roots):
+            for g in self._names[fname]:
+                root = g.root
                 if after is not None and (fname, root) <= tuple(after):
                     continue
-                g = roots[root]
                 count = g.online if online is None else _online(g.holders, online)
-                page.append(FileSummary(fname, g.size, root, count, len(g.holders)))
+                page.append(FileSummary(fname, g.size, root, count, len(g)))
                 if len(page) == limit:
                     return page
         return page
