@@ -1,4 +1,4 @@
--- fileshare 0.3: session tokens (fileshare/tracker/sessions.py).  A peer that
+-- fileshare 0.2: session tokens (fileshare/tracker/sessions.py).  A peer that
 -- reconnects presents its last login's token instead of going through the
 -- password check; only the token's SHA-256 is kept.  'expires' is Unix time,
 -- NULL while the session is online (a tracker that starts gives those a
