@@ -1,6 +1,7 @@
 """Small services shared by the tracker and the peer."""
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,22 @@ class StartupError(Exception):
     """A service cannot start; the message is one line naming what and why."""
 
 
+#: The listen backlog of a tracker's ``--listen`` when its endpoint names none: room for a storm of
+#: connects (Twisted's default is 50; Linux caps it at ``net.core.somaxconn``, 4096 by default).
+LISTEN_BACKLOG = 4096
+
+#: Endpoint types that take ``backlog=`` (see twisted.internet.endpoints).
+_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """*description* with ``backlog=BACKLOG`` added if its type takes one and it names none itself."""
+    parts = re.split(r"(?<!\\):", description)
+    if parts[0] not in _BACKLOG_TYPES or any(p.startswith("backlog=") for p in parts[1:]):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
 class ListeningService(service.Service):
     """Listen on an endpoint string while running; ``port`` is the listening port.
 
@@ -29,8 +46,13 @@ class ListeningService(service.Service):
     calls before the reactor runs.
     """
 
-    def __init__(self, reactor: Any, description: str, factory: Any, name: str, option: str) -> None:
-        self.endpoint = serverFromString(reactor, description)
+    def __init__(
+        self, reactor: Any, description: str, factory: Any, name: str, option: str, backlog: int | None = None
+    ) -> None:
+        """*backlog*: the listen backlog when *description* names none (None: Twisted's default, 50)."""
+        self.endpoint = serverFromString(
+            reactor, description if backlog is None else with_backlog(description, backlog)
+        )
         self.description = description
         self.option = option
         self.factory = factory

@@ -6,10 +6,10 @@ timeout=..., **fields)`` returning a Deferred, which the protocol provides.
 """
 
 import hmac
-import secrets
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
-import attrs
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -32,8 +32,12 @@ from ..tls import Fingerprint
 from . import passwords
 from .cluster import ICluster, LocalCluster
 from .glob import check_pattern
+from .index import Index
+from .online import HostChannel, OnlineHost, OnlineHosts, SearchPage
+from .passwords import HashingQueue
+from .sessions import SESSION_LIFETIME, SessionTokens
 from .stats import TrackerStats
-from .store import Cursor, FileRecord, FileSummary, Holding, ITrackerStore, TooManyFiles
+from .store import Cursor, FileRecord, Holding, ITrackerStore, TooManyFiles
 from .throttle import ACCOUNT_LIMITS, ADDRESS_LIMITS, Gate, Limits, Throttle, seconds_text
 
 log = Logger()
@@ -44,45 +48,6 @@ LIVE_TIMEOUT = 5.0
 MAX_RECORDS = 10_000
 #: Items per ``search`` reply (``--page-size``); the reply's ``next`` cursor asks for the following page.
 PAGE_SIZE = 500
-
-
-class HostChannel(Protocol):
-    def call(self, op: str, timeout: float | None = None, **fields: Any) -> Any: ...
-
-    def disconnect(self) -> None: ...
-
-    def end_session(self, code: str, reason: str) -> None:
-        """Tell the host why its session ends (``ended``), then disconnect."""
-
-
-@attrs.define
-class OnlineHost:
-    name: str
-    channel: HostChannel
-    endpoint: str
-    since: float
-    files: int = 0
-    #: Where the host is, for people: its address and transfer port ("192.0.2.7:7710").
-    where: str = ""
-    #: A secret given at login that lets the same peer take its own stale session back.
-    session: str = ""
-    #: This session's key for the download tickets other hosts present to it (see fileshare.tickets).
-    ticket_key: bytes = attrs.field(factory=tickets.new_key, repr=False)
-    #: The certificate fingerprint of the host's TLS connection to the tracker (None with --no-tls):
-    #: read from the connection, never claimed, so fetchers and tickets can bind to it.
-    fingerprint: Fingerprint | None = None
-    #: What fetchers are told: ``PinnedAddress.to_wire()`` (host, port, fingerprint), or host and port alone.
-    transfer_address: dict[str, object] = attrs.field(factory=dict)
-    #: The tracker of the group the host is connected to ('' for this one; see fileshare.tracker.cluster).
-    tracker: str = ""
-
-
-@attrs.frozen
-class SearchPage:
-    """One page of ``search``; *next* is the cursor of the following page, None on the last."""
-
-    items: list[FileSummary]
-    next: Cursor | None
 
 
 class Directory:
@@ -108,12 +73,16 @@ class Directory:
         max_records: int = MAX_RECORDS,
         page_size: int = PAGE_SIZE,
         cluster: ICluster | None = None,
+        hashing: HashingQueue | None = None,
+        session_lifetime: float = SESSION_LIFETIME,
     ) -> None:
+        """*hashing* lines up the password checks (None: straight to *threadpool*, bounded by its threads)."""
         self.store = store
         self.clock = clock
         self._reactor = reactor
         self._threadpool = threadpool
-        self.online: dict[str, OnlineHost] = {}
+        #: Online hosts by name; the index counts each file's online holders from its changes.
+        self.online: dict[str, OnlineHost] = OnlineHosts(lambda name, online: self.index.set_online(name, online))
         self.by_account = Throttle(clock, account_limits)
         self.by_address = Throttle(clock, address_limits)
         self.gate = gate if gate is not None else Gate()
@@ -124,24 +93,48 @@ class Directory:
         #: Hosts online on other trackers of the group (``cluster.remote``) and its one-session rule.
         self.cluster = cluster if cluster is not None else LocalCluster()
         self.cluster.bind(self)
+        self.hashing = hashing
+        #: Session tokens, which let a reconnecting peer skip the password check (:mod:`.sessions`).
+        self.tokens = SessionTokens(store, clock, session_lifetime)
+        #: The file index in memory (:mod:`.index`), loaded from the store by :meth:`load`.
+        self.index = Index()
+        self._waiting: list[Deferred] = []
+        self._loaded = False
+
+    def load(self) -> Deferred:
+        """Load the index from the store, once (again after a failure); index reads and writes wait for it."""
+        if self._loaded:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._waiting.append(d)
+        if len(self._waiting) == 1:
+            Deferred.fromCoroutine(self._load()).addBoth(self._tell_waiting)
+        return d
+
+    async def _load(self) -> None:
+        holdings = await self.store.holdings()
+        self.index = Index.of(holdings, self.online.keys())
+        self._loaded = True
+        await self.tokens.started()
+
+    def _tell_waiting(self, result: Any) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(result)  # a Failure fails each of them
 
     # -- accounts
 
     async def register(self, name: str, password: str, address: str = "") -> None:
         check_account(name)
         check_password(password)
-        self._enter_gate(address)
-        try:
-            encoded = await deferToThreadPool(self._reactor, self._threadpool, passwords.hash_password, password)
-        finally:
-            self.gate.leave(address)
+        encoded = await self._hashed(address, passwords.hash_password, password)
         await self.store.create_account(name, encoded)
         log.info("account {name} registered from {address}", name=name, address=address)
 
     async def login(
         self,
         name: str,
-        password: str,
+        password: str | None,
         channel: HostChannel,
         endpoint: str,
         address: str = "",
@@ -160,11 +153,21 @@ class Directory:
         old connection had died).  *fingerprint* is the key of the host's TLS
         connection and *transfer_address* the record fetchers get (see
         :class:`OnlineHost`).
+
+        *session* is also the session token (:mod:`.sessions`): while valid it
+        stands in for the password, which is checked only when it is not.
         """
         check_account(name)
-        check_password(password)
-        if not await self._password_matches(name, password, address):
+        if password is not None:
+            check_password(password)
+        if not self._loaded:
+            await self.load()
+        by_token = session is not None and await self.tokens.valid(name, session)
+        wanted = lambda: getattr(channel, "connected", True)  # noqa: E731
+        if not by_token and not await self._password_matches(name, password, address, wanted):
             # One message for both cases, so names cannot be probed.
+            if password is None:
+                raise AuthError("unknown account or expired session; log in with the password")
             raise AuthError("unknown account or wrong password")
         ban = await self.store.ban(name)
         if ban is not None:
@@ -197,11 +200,12 @@ class Directory:
             fingerprint=fingerprint,
             transfer_address=dict(transfer_address or {}),
         )
-        host.session = secrets.token_hex(16)
+        host.session = self.tokens.new()
         if previous is not None and previous.channel is channel:
             host.files = previous.files
         await self.cluster.claim(host, replace, session)
         self.online[name] = host
+        self.tokens.save(name, host.session)
         self.stats.logins.add()
         log.info(
             "host {name} logged in from {address}; fetchers reach it at {where}",
@@ -212,11 +216,16 @@ class Directory:
         )
         return host
 
-    def logout(self, name: str, channel: HostChannel) -> None:
+    def logout(self, name: str, channel: HostChannel, dropped: bool = False) -> None:
+        """*name* on *channel* goes offline: its session token is revoked, or if the connection *dropped*, expires."""
         host = self.online.get(name)
         if host is not None and host.channel is channel:
             del self.online[name]
             self.cluster.release(host)
+            if dropped:
+                self.tokens.dropped(name, host.session)
+            else:
+                self.tokens.revoke(name)
             log.info("host {name} logged out (was at {where})", name=name, where=host.where)
 
     async def passwd(self, name: str, old: str, new: str, address: str = "") -> None:
@@ -225,16 +234,20 @@ class Directory:
         check_password(new)
         if not await self._password_matches(name, old, address):
             raise AuthError("wrong password")
-        self._enter_gate(address)
-        try:
-            encoded = await deferToThreadPool(self._reactor, self._threadpool, passwords.hash_password, new)
-        finally:
-            self.gate.leave(address)
+        encoded = await self._hashed(address, passwords.hash_password, new)
         await self.store.set_password_hash(name, encoded)
+        await self.tokens.revoke(name)
         log.info("host {name} changed its password", name=name, address=address)
 
-    async def _password_matches(self, name: str, password: str, address: str) -> bool:
-        """Throttle, then verify in the thread pool; failures are counted and logged."""
+    async def _password_matches(
+        self, name: str, password: str | None, address: str, wanted: Callable[[], bool] = lambda: True
+    ) -> bool:
+        """Throttle, then verify in the thread pool; failures are counted and logged.
+
+        No *password* (a login by session token whose token did not hold)
+        is a failure without a hash; *wanted* says whether the connection
+        still waits for the answer when the check's turn comes.
+        """
         for throttle, key, who in (
             (self.by_account, name, f"for {name}"),
             (self.by_address, address, f"from {address}"),
@@ -242,18 +255,14 @@ class Directory:
             wait = throttle.wait(key)
             if wait > 0:
                 raise Throttled(f"too many failed logins {who}; try again in {seconds_text(wait)}")
-        self._enter_gate(address)
-        try:
-            encoded = await self.store.password_hash(name)
-            matches = await deferToThreadPool(
-                self._reactor,
-                self._threadpool,
-                passwords.verify_password,
-                password,
-                encoded if encoded is not None else passwords.DUMMY_HASH,
-            )
-        finally:
-            self.gate.leave(address)
+        encoded = await self.store.password_hash(name)
+        matches = password is not None and await self._hashed(
+            address,
+            passwords.verify_password,
+            password,
+            encoded if encoded is not None else passwords.DUMMY_HASH,
+            wanted=wanted,
+        )
         if matches and encoded is not None:
             self.by_account.succeeded(name)
             return True
@@ -268,11 +277,16 @@ class Directory:
         )
         return False
 
-    def _enter_gate(self, address: str) -> None:
-        if not self.gate.enter(address):
-            if self.gate.in_flight(address) >= self.gate.per_key:
-                raise Throttled(f"too many password checks at once from {address}; wait for their answers")
-            raise Throttled("the tracker is busy checking passwords; try again in 1 s")
+    async def _hashed(
+        self, address: str, f: Callable[..., Any], *args: Any, wanted: Callable[[], bool] = lambda: True
+    ) -> Any:
+        """*f(*args)* in the hashing pool, through the per-address gate and the hashing queue."""
+        self.gate.admit(address)
+        try:
+            start = lambda: deferToThreadPool(self._reactor, self._threadpool, f, *args)  # noqa: E731
+            return await (start() if self.hashing is None else self.hashing.run(start, wanted))
+        finally:
+            self.gate.leave(address)
 
     # -- the operator's powers
 
@@ -287,11 +301,13 @@ class Directory:
         """End *name*'s session, telling it why; it may log in again."""
         host = await self._online(name)
         self._end(host, "kicked", "kicked by the tracker's operator")
+        await self.tokens.revoke(name)
 
     async def ban(self, name: str, reason: str) -> bool:
         """Refuse *name*'s logins from now on and end its session; True if it was online."""
         check_account(name)
         await self.store.add_ban(name, reason, self.clock.seconds())
+        await self.tokens.revoke(name)
         log.info("banned {name}: {reason}", name=name, reason=reason)
         host = self.online.get(name) or self.cluster.remote.get(name)
         if host is not None:
@@ -308,6 +324,8 @@ class Directory:
 
     async def announce(self, name: str, records: list[FileRecord], reset: bool) -> int:
         """Index *records* for *name* (all of its files if *reset*); over ``max_records``, nothing is stored."""
+        if not self._loaded:
+            await self.load()
         try:
             if reset:
                 await self.store.replace_files(name, records, self.max_records)
@@ -316,17 +334,20 @@ class Directory:
         except TooManyFiles as e:
             self._too_many(e, "announce")
             raise
-        count = await self.store.count_files(name)
+        count = self.index.replace(name, records) if reset else self.index.add(name, records)
         if name in self.online:
             self.online[name].files = count
         return count
 
     async def publish(self, name: str, record: FileRecord) -> None:
+        if not self._loaded:
+            await self.load()
         try:
-            count = await self.store.add_file(name, record, self.max_records)
+            await self.store.add_file(name, record, self.max_records)
         except TooManyFiles as e:
             self._too_many(e, "publish")
             raise
+        count = self.index.add(name, [record])
         if name in self.online:
             self.online[name].files = count
 
@@ -342,8 +363,11 @@ class Directory:
 
     async def unpublish(self, name: str, fname: str) -> None:
         check_fname(fname)
+        if not self._loaded:
+            await self.load()
         if not await self.store.remove_file(name, fname):
             raise NotFound(f"{fname!r} is not published by {name}")
+        self.index.remove(name, fname)
         if name in self.online:
             self.online[name].files = max(0, self.online[name].files - 1)
 
@@ -351,27 +375,40 @@ class Directory:
         """One page of the files whose names match the glob *pattern*, with how many holders are online.
 
         At most ``page_size`` summaries, sorted by fname then root, after the
-        cursor *after*; the store is asked for one more to learn whether
+        cursor *after*; the index is asked for one more to learn whether
         another page follows, so *next* is None exactly on the last page.
+        Answered from memory, without a store call once the index is loaded.
         """
         check_pattern(pattern)
-        found = await self.store.search(
-            pattern, after, self.page_size + 1, self.online.keys() | self.cluster.remote.keys()
-        )
+        if not isinstance(self.cluster, LocalCluster):
+            # A group: other trackers write the shared index too, so it is read from the database.
+            found = await self.store.search(
+                pattern, after, self.page_size + 1, self.online.keys() | self.cluster.remote.keys()
+            )
+        else:
+            if not self._loaded:
+                await self.load()
+            found = self.index.search(pattern, after, self.page_size + 1)
         if len(found) <= self.page_size:
             return SearchPage(found, None)
         last = found[self.page_size - 1]
         return SearchPage(found[: self.page_size], (last.fname, last.root))
 
     async def sources(self, fname: str, asking: str | None) -> list[tuple[Holding, OnlineHost]]:
-        """Online hosts other than *asking* that hold *fname*."""
+        """Online hosts other than *asking* that hold *fname*, from the index in memory."""
         check_fname(fname)
-        found = []
-        for h in await self.store.holdings(fname):
-            host = self.online.get(h.host) or self.cluster.remote.get(h.host)
-            if host is not None and h.host != asking:
-                found.append((h, host))
-        return found
+        if not isinstance(self.cluster, LocalCluster):
+            # A group: hosts on other trackers hold files this tracker's memory has not seen.
+            found = []
+            for h in await self.store.holdings(fname):
+                host = self.online.get(h.host) or self.cluster.remote.get(h.host)
+                if host is not None and h.host != asking:
+                    found.append((h, host))
+            return found
+        if not self._loaded:
+            await self.load()
+        online = self.online
+        return [(h, online[h.host]) for h in self.index.holdings(fname) if h.host in online and h.host != asking]
 
     def ticket(self, asking: str, binding: str, root: str, source: OnlineHost) -> str:
         """A download ticket letting *asking* (bound to *binding*) get *root* from *source*.

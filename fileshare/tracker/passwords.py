@@ -9,6 +9,11 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, DeferredSemaphore
+
+from ..errors import Throttled, Unavailable
 
 # 16 MiB of memory per hash (128 * r * n bytes).
 N, R, P = 2**14, 8, 1
@@ -51,3 +56,42 @@ def verify_password(password: str, encoded: str) -> bool:
 #: login to an unknown account is checked against it, so that it costs the same
 #: scrypt work, and takes the same time, as a wrong password for a real one.
 DUMMY_HASH = f"scrypt${N}${R}${P}${_b64(bytes(16))}${_b64(bytes(_DKLEN))}"
+
+
+#: Password hashes computed at once (``--hash-threads``): one fewer than the CPUs leaves a core to the
+#: reactor thread, which answers lookups while a login storm is checked.
+HASH_THREADS = max(1, (os.cpu_count() or 2) - 1)
+#: Password checks waiting in line at most (``--hash-queue``); a login past it is refused at once as busy.
+#: At ~50 checks a second a full line drains in about 10 s, well inside the 30 s login timeout.
+HASH_QUEUE = 500
+
+
+class HashingQueue:
+    """Password hashing in line: at most *concurrency* in the thread pool, at most *waiting* queued.
+
+    A login storm then costs the tracker *concurrency* cores, never all of
+    them, and the hashes wait here in order rather than in the pool's
+    unbounded queue.  A check whose connection is gone by its turn is
+    skipped: its login could not be answered anyway.
+    """
+
+    def __init__(self, concurrency: int = HASH_THREADS, waiting: int = HASH_QUEUE) -> None:
+        self._semaphore = DeferredSemaphore(concurrency)
+        self.waiting = waiting
+
+    @property
+    def queued(self) -> int:
+        """Checks waiting for their turn (not counting those running)."""
+        return len(self._semaphore.waiting)
+
+    def run(self, start: Callable[[], Deferred], wanted: Callable[[], bool] = lambda: True) -> Deferred:
+        """Call *start* (which hands the hash to the pool) in turn; Throttled at once if the line is full."""
+        if self.queued >= self.waiting:
+            raise Throttled("the tracker is busy checking passwords; try again in 1 s")
+
+        def turn() -> Deferred:
+            if not wanted():
+                raise Unavailable("connection lost while waiting for the password check")
+            return start()
+
+        return self._semaphore.run(turn)

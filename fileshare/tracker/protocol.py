@@ -164,12 +164,14 @@ class TrackerServerProtocol(RPCProtocol):
             raise BadRequest("field 'port' must be 1-65535")
         name = field(message, "name", str)
         session = message.get("session")
+        # A session token may stand in for the password (fileshare.tracker.sessions).
+        password = None if isinstance(session, str) and "password" not in message else field(message, "password", str)
         peer = self.transport.getPeer()
         # The key of this very connection, not one the peer claims.
         fingerprint = peer_fingerprint(self.transport)
         host = await self.directory.login(
             name,
-            field(message, "password", str),
+            password,
             self,
             endpoint_for(peer, port),
             address=address_of(peer),
@@ -181,7 +183,7 @@ class TrackerServerProtocol(RPCProtocol):
         )
         if not self.connected:
             # Lost while the password was checked: connectionLost saw no host to log out.
-            self.directory.logout(host.name, self)
+            self.directory.logout(host.name, self, dropped=True)
             raise Unavailable("connection lost while logging in")
         if self.host is not None and self.host != host.name:
             self.directory.logout(self.host, self)
@@ -271,7 +273,7 @@ class TrackerServerProtocol(RPCProtocol):
         if self.factory is not None:
             self.factory.connections.discard(self)
         if self.host is not None:
-            self.directory.logout(self.host, self)
+            self.directory.logout(self.host, self, dropped=True)
         super().connectionLost(reason)
 
 

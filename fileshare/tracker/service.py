@@ -10,7 +10,15 @@ from twisted.python.threadpool import ThreadPool
 
 from ..limits import CONSOLE_CAPS, TRACKER_CAPS, Caps, LimitingFactory, count_option, seconds_option
 from ..secure import server_factory
-from ..services import CallbackService, ListeningService, Program, StartupError, ThreadPoolService, first_failure
+from ..services import (
+    LISTEN_BACKLOG,
+    CallbackService,
+    ListeningService,
+    Program,
+    StartupError,
+    ThreadPoolService,
+    first_failure,
+)
 from ..storage.sqlite import DatabaseError
 from ..tls import Identity, IdentityError, load_or_create
 from ..tls.ca import load_identity
@@ -19,9 +27,12 @@ from .admin import AdminConsoleFactory
 from .cluster import LocalCluster
 from .database import open_database, open_pg_database
 from .directory import MAX_RECORDS, PAGE_SIZE, Directory
+from .passwords import HASH_QUEUE, HASH_THREADS, HashingQueue
 from .pg_store import PostgresTrackerStore, is_postgres
 from .protocol import TrackerFactory
+from .sessions import SESSION_LIFETIME
 from .store import SQLiteTrackerStore
+from .throttle import Gate
 from .timeouts import IDLE_TIMEOUT, LOGIN_TIMEOUT, Timeouts
 
 log = Logger()
@@ -46,6 +57,34 @@ class Options(usage.Options):
         ["max-pending", None, TRACKER_CAPS.pending, "Connections to --listen not yet logged in.", count_option],
         ["login-timeout", None, LOGIN_TIMEOUT, "Seconds from connecting to a successful login.", seconds_option],
         ["idle-timeout", None, IDLE_TIMEOUT, "Seconds of silence before a logged-in peer is pinged.", seconds_option],
+        [
+            "listen-backlog",
+            None,
+            LISTEN_BACKLOG,
+            "Connects the kernel queues for --listen before they are accepted (unless --listen says backlog=).",
+            count_option,
+        ],
+        [
+            "session-lifetime",
+            None,
+            SESSION_LIFETIME,
+            "Seconds a session token lets a peer whose connection dropped log in again without the password check.",
+            seconds_option,
+        ],
+        [
+            "hash-threads",
+            None,
+            HASH_THREADS,
+            "Password checks computed at once (default: one fewer than the CPUs, at least 1).",
+            count_option,
+        ],
+        [
+            "hash-queue",
+            None,
+            HASH_QUEUE,
+            "Password checks waiting in line; past it a login is told to retry.",
+            count_option,
+        ],
         ["max-records", None, MAX_RECORDS, "Files one host may have in the index.", int],
         ["cluster", None, None, "PostgreSQL database (URL or libpq string) of a group of trackers acting as one."],
         ["tracker-name", None, None, "This tracker's name in the group (default: host name and process id)."],
@@ -164,7 +203,8 @@ class TrackerService(service.MultiService):
             database = open_database(options["db"], create=bool(options.get("create")))
         #: The tracker's TLS identity (None with --no-tls); made beside the database on first start.
         self.identity = tracker_identity(options)
-        pool = ThreadPool(minthreads=0, maxthreads=2, name="fileshare-tracker-cpu")
+        hash_threads = options.get("hash-threads", HASH_THREADS)
+        pool = ThreadPool(minthreads=0, maxthreads=hash_threads, name="fileshare-tracker-cpu")
         ThreadPoolService(pool).setServiceParent(self)
         if postgres:
             store: Any = PostgresTrackerStore(options["db"], reactor)
@@ -182,6 +222,10 @@ class TrackerService(service.MultiService):
             max_records=options.get("max-records", MAX_RECORDS),
             page_size=options.get("page-size", PAGE_SIZE),
             cluster=self.cluster,
+            hashing=HashingQueue(hash_threads, options.get("hash-queue", HASH_QUEUE)),
+            # The line above bounds the checks in all; the gate keeps only each address's share.
+            gate=Gate(total=hash_threads + options.get("hash-queue", HASH_QUEUE)),
+            session_lifetime=options.get("session-lifetime", SESSION_LIFETIME),
         )
         timeouts = Timeouts(
             login=options.get("login-timeout", LOGIN_TIMEOUT), idle=options.get("idle-timeout", IDLE_TIMEOUT)
@@ -200,7 +244,14 @@ class TrackerService(service.MultiService):
             "tracker port",
             pending="not yet logged in",
         )
-        self.listener = ListeningService(reactor, options["listen"], listening, "tracker", "--listen")
+        self.listener = ListeningService(
+            reactor,
+            options["listen"],
+            listening,
+            "tracker",
+            "--listen",
+            backlog=options.get("listen-backlog", LISTEN_BACKLOG),
+        )
         self.listener.setServiceParent(self)
         self.admin = ListeningService(
             reactor,
@@ -218,6 +269,10 @@ class TrackerService(service.MultiService):
         self.admin.setServiceParent(self)
 
     def startService(self) -> None:
+        # The index is read into memory before the first login asks for it (and waits for it).
+        loading = self.directory.load()
+        loading.addCallback(lambda _: log.info("index loaded: {count} files", count=self.directory.index.size))
+        loading.addErrback(lambda f: log.failure("cannot load the index from the database", f))
         super().startService()
         self.cluster_ready = self._cluster_service.ready
         self.started = first_failure([self.listener.listening, self.admin.listening, self.cluster_ready])

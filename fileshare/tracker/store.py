@@ -17,6 +17,7 @@ from zope.interface import Interface, implementer
 from ..errors import Conflict, FileshareError, NotFound
 from ..storage.sqlite import Schema, open_pool, prepare
 from .glob import compile_glob
+from .sessions import ISessionStore, SessionRecord
 
 
 @attrs.frozen
@@ -164,7 +165,7 @@ class ITrackerStore(Interface):
 SCHEMA = Schema("fileshare.tracker.schema", "tracker database")
 
 
-@implementer(ITrackerStore)
+@implementer(ITrackerStore, ISessionStore)
 class SQLiteTrackerStore:
     """The store in an SQLite file; *prepared* says the caller already ran :func:`prepare` on it."""
 
@@ -256,6 +257,28 @@ class SQLiteTrackerStore:
     async def count_files(self, host: str) -> int:
         rows = await self._pool.runQuery("SELECT COUNT(*) FROM files WHERE host = ?", (host,))
         return rows[0][0]
+
+    # -- session tokens (ISessionStore)
+
+    async def session(self, name: str) -> SessionRecord | None:
+        rows = await self._pool.runQuery("SELECT token_hash, expires FROM sessions WHERE name = ?", (name,))
+        return SessionRecord(*rows[0]) if rows else None
+
+    def save_session(self, name: str, token_hash: str) -> Any:
+        return self._pool.runOperation(
+            "INSERT OR REPLACE INTO sessions (name, token_hash, expires) VALUES (?, ?, NULL)", (name, token_hash)
+        )
+
+    def expire_session(self, name: str, token_hash: str, expires: float) -> Any:
+        return self._pool.runOperation(
+            "UPDATE sessions SET expires = ? WHERE name = ? AND token_hash = ?", (expires, name, token_hash)
+        )
+
+    def revoke_session(self, name: str) -> Any:
+        return self._pool.runOperation("DELETE FROM sessions WHERE name = ?", (name,))
+
+    def expire_open_sessions(self, expires: float) -> Any:
+        return self._pool.runOperation("UPDATE sessions SET expires = ? WHERE expires IS NULL", (expires,))
 
     def close(self) -> None:
         self._pool.close()

@@ -21,6 +21,8 @@ from collections import OrderedDict
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
+from ..errors import Throttled
+
 
 @attrs.frozen
 class Limits:
@@ -139,6 +141,13 @@ class Gate:
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
         self._count += 1
         return True
+
+    def admit(self, key: str) -> None:
+        """:meth:`enter` for a password check from address *key*, or Throttled saying which cap is full."""
+        if not self.enter(key):
+            if self.in_flight(key) >= self.per_key:
+                raise Throttled(f"too many password checks at once from {key}; wait for their answers")
+            raise Throttled("the tracker is busy checking passwords; try again in 1 s")
 
     def leave(self, key: str) -> None:
         left = self._in_flight[key] - 1

@@ -89,7 +89,9 @@ def test_an_emptied_database_after_use_is_refused_and_left_alone(tmp_path):
 def test_a_database_whose_tables_were_dropped_after_use_is_refused(tmp_path):
     path = used(tmp_path)
     connection = sqlite3.connect(path)
-    connection.executescript("DROP TABLE bans; DROP TABLE files; DROP TABLE accounts; DROP TABLE meta;")
+    connection.executescript(
+        "DROP TABLE sessions; DROP TABLE bans; DROP TABLE files; DROP TABLE accounts; DROP TABLE meta;"
+    )
     connection.close()
     assert refused_with(path).startswith(f"the tracker database {path} has no tables, but this tracker used one")
 
@@ -137,7 +139,7 @@ def test_a_0_1_0_database_is_upgraded_given_an_id_and_said_so(tmp_path):
     shutil.copy(FIXTURE, path)
     with capturedLogs() as events:
         opened = open_database(str(path))
-    assert (opened.prepared.created, opened.prepared.old_version, opened.prepared.version) == (False, 0, 4)
+    assert (opened.prepared.created, opened.prepared.old_version, opened.prepared.version) == (False, 0, 5)
     assert (tmp_path / "tracker.db.id").read_text() == opened.id + "\n"
     assert table_rows(path, "SELECT name FROM accounts ORDER BY name") == [("alice",), ("bob",)]
     assert [e["log_format"] for e in events] == [

@@ -588,7 +588,7 @@ def test_many_sources_are_sent_in_several_frames():
     alice = build_online(directory, "alice")
     for i in range(250):
         build_online(directory, f"host{i:03}")
-        now(directory.store.add_file(f"host{i:03}", FileRecord("big.iso", 1, ROOT_A)))
+        now(directory.publish(f"host{i:03}", FileRecord("big.iso", 1, ROOT_A)))
     alice.transport.clear()
     alice.protocol.dataReceived(b'{"id":99,"op":"sources","fname":"big.iso"}\n')
     frames = [json.loads(line) for line in alice.transport.value().split(b"\n")[:-1]]

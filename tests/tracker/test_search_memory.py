@@ -57,7 +57,9 @@ async def test_search_star_over_20000_records_from_several_hosts_answers_one_pag
                 host, [FileRecord(f"file-{n:06d}.bin", n, root_of(n)) for n in range(first, first + PER_HOST)]
             )
         assert sum([await store.count_files(h) for h in HOSTS]) == 20_000
-        protocol = TrackerServerProtocol(Directory(store, Clock(), reactor=reactor, threadpool=None))
+        directory = Directory(store, Clock(), reactor=reactor, threadpool=None)
+        await directory.load()  # at start, not per request: the index is in memory
+        protocol = TrackerServerProtocol(directory)
         transport = ReplyTransport()
         protocol.makeConnection(transport)
         protocol.greeted, protocol.host = True, "host0"

@@ -63,7 +63,7 @@ async def test_a_0_1_0_database_opens_with_its_accounts_and_files_and_is_upgrade
         assert await store.count_files("alice") == 2
     finally:
         store.close()
-    assert user_version(path) == SCHEMA.version == 4
+    assert user_version(path) == SCHEMA.version == 5
 
 
 def test_a_database_newer_than_this_code_is_refused_naming_both_versions(tmp_path):
