@@ -11,7 +11,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger, LogPublisher, globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 
-from .logfilter import level_from_environment, quiet_twisted
+from .logfilter import address_text, level_from_environment, quiet_twisted
 
 log = Logger()
 
@@ -66,7 +66,12 @@ class ListeningService(service.Service):
 
         def listening(port: Any) -> Any:
             self.port = port
-            log.info("{name} listening on {address}", name=self.name, address=port.getHost())
+            log.info(
+                "{name} listening on {where}",
+                name=self.name,
+                where=address_text(port.getHost()),
+                address=port.getHost(),
+            )
             self.listening.callback(port)
             return port
 
@@ -80,7 +85,12 @@ class ListeningService(service.Service):
         super().stopService()
         if self.port is not None:
             port, self.port = self.port, None
-            log.info("{name} no longer listening on {address}", name=self.name, address=port.getHost())
+            log.info(
+                "{name} no longer listening on {where}",
+                name=self.name,
+                where=address_text(port.getHost()),
+                address=port.getHost(),
+            )
             return port.stopListening()
         return None
 

@@ -165,7 +165,7 @@ async def test_a_listening_service_logs_when_it_stops_listening():
     with capturedLogs() as events:
         await listening.stopService()
 
-    assert f"peer uploads no longer listening on {address}" in [formatEvent(e) for e in events]
+    assert f"peer uploads no longer listening on {address.host}:{address.port}" in [formatEvent(e) for e in events]
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ from fileshare.tls import first_use_creator, generate, wrap_server_factory
 from .harness import ConsoleClient, console
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
-LISTENING = re.compile(r"(tracker|admin console|peer uploads|peer console) listening on .*port=(\d+)")
+LISTENING = re.compile(r"(tracker|admin console|peer uploads|peer console) listening on \S*:(\d+)$", re.MULTILINE)
 MiB = 1 << 20
 
 #: (test, what, figure) rows printed at the end of the run.

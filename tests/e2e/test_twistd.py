@@ -16,7 +16,7 @@ from twisted.internet.protocol import ProcessProtocol
 from .harness import console
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
-LISTENING = re.compile(r"(tracker|admin console|peer uploads|peer console) listening on .*port=(\d+)")
+LISTENING = re.compile(r"(tracker|admin console|peer uploads|peer console) listening on \S*:(\d+)$", re.MULTILINE)
 
 pytestmark = pytest.mark.skipif(not os.path.exists(TWISTD), reason="twistd is not installed next to this Python")
 
