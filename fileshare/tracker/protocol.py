@@ -95,6 +95,8 @@ class TrackerServerProtocol(RPCProtocol):
         self.directory = directory
         self.host: str | None = None
         self.greeted = False
+        #: What this connection's download tickets bind to (its TLS key), read at the first ``sources``.
+        self._binding: str | None = None
         self.deadlines: Deadlines | None = None
         if timeouts is not None:
             self.deadlines = Deadlines(self, timeouts, directory.clock, warnings or RateLimitedLog(log, self.clock))
@@ -239,7 +241,11 @@ class TrackerServerProtocol(RPCProtocol):
     async def sources(self, message: dict[str, Any]) -> dict[str, Any]:
         host = self._logged_in()
         found = await self.directory.sources(field(message, "fname", str), host)
-        binding = client_binding(self.transport)
+        if self._binding is None:
+            # Read once: the certificate is the connection's (as at login), and the
+            # fingerprint costs a hash of it, per request otherwise.
+            self._binding = client_binding(self.transport)
+        binding = self._binding
         return {
             "items": [
                 {
