@@ -490,10 +490,13 @@ def run_fileshare(ctx: Context, config: Config, peers: int) -> dict[str, Any]:
         )
         time.sleep(1.0)
         online = Counter()
+        indexed = 0
         for t in trackers:
-            online.update(admin_stats(t))
+            seen = admin_stats(t)
+            indexed = max(indexed, seen.get("files") or 0)  # one shared index: each tracker counts all of it
+            online.update({"online": seen.get("online") or 0})  # each counts the hosts on itself
         result["admin_online"] = online.get("online")
-        result["admin_files"] = online.get("files")
+        result["admin_files"] = indexed
         result["rss_online"] = sum(memory(p) for p in tracker_pids)
 
         cpu = {"tracker": tracker_pids, "load": workers.pids}
