@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from ..errors import Conflict, NotFound
 from .glob import ANY, STAR, CharSet, compile_glob
+from .sessions import ISessionStore, SessionRecord
 from .store import Ban, Cursor, FileRecord, FileSummary, Holding, ITrackerStore, TooManyFiles
 
 #: Connections (and threads) the store keeps: queries in flight at once.
@@ -68,7 +69,7 @@ def _storable(text: str) -> bool:
     return "\x00" not in text and not any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)
 
 
-@implementer(ITrackerStore)
+@implementer(ITrackerStore, ISessionStore)
 class PostgresTrackerStore:
     """The store in the PostgreSQL database at *url*, already prepared; ``pool`` is there for other tables' code."""
 
@@ -190,6 +191,33 @@ class PostgresTrackerStore:
         if not _storable(host):
             return 0
         return (await self._rows("SELECT COUNT(*) FROM files WHERE host = %s", (host,)))[0][0]
+
+    # -- session tokens (ISessionStore): in the database, so a reconnect skips the password check after a restart
+
+    async def session(self, name: str) -> SessionRecord | None:
+        if not _storable(name):
+            return None
+        rows = await self._rows("SELECT token_hash, expires FROM sessions WHERE name = %s", (name,))
+        return SessionRecord(*rows[0]) if rows else None
+
+    async def save_session(self, name: str, token_hash: str) -> None:
+        await self._rowcount(
+            "INSERT INTO sessions (name, token_hash, expires) VALUES (%s, %s, NULL) "
+            "ON CONFLICT (name) DO UPDATE SET token_hash = EXCLUDED.token_hash, expires = NULL",
+            (name, token_hash),
+        )
+
+    async def expire_session(self, name: str, token_hash: str, expires: float) -> None:
+        await self._rowcount(
+            "UPDATE sessions SET expires = %s WHERE name = %s AND token_hash = %s", (expires, name, token_hash)
+        )
+
+    async def revoke_session(self, name: str) -> None:
+        if _storable(name):
+            await self._rowcount("DELETE FROM sessions WHERE name = %s", (name,))
+
+    async def expire_open_sessions(self, expires: float) -> None:
+        await self._rowcount("UPDATE sessions SET expires = %s WHERE expires IS NULL", (expires,))
 
     def close(self) -> None:
         self.pool.close()

@@ -101,9 +101,10 @@ def test_with_a_postgresql_db_the_identity_is_kept_in_the_working_directory():
 
 def test_a_first_start_creates_the_tables_and_records_each_step(pg_url):
     opened = open_pg_database(pg_url)
-    assert (opened.created, opened.before, opened.applied) == (True, (), (1, 100))
+    assert (opened.created, opened.before, opened.applied) == (True, (), (1, 2, 100))
     assert rows(pg_url, "SELECT step, name FROM schema_version ORDER BY step") == [
         (1, "001-initial.sql"),
+        (2, "002-sessions.sql"),
         (100, "100-cluster.sql"),
     ]
     assert rows(pg_url, "SELECT value FROM meta WHERE key = 'id'") == [(opened.id,)]
@@ -114,7 +115,7 @@ def test_a_second_start_keeps_the_data_and_applies_nothing_again(pg_url):
     first = open_pg_database(pg_url)
     execute(pg_url, "INSERT INTO accounts (name, password_hash) VALUES ('alice', 'h')")
     again = open_pg_database(pg_url)
-    assert (again.created, again.before, again.id) == (False, (1, 100), first.id)
+    assert (again.created, again.before, again.id) == (False, (1, 2, 100), first.id)
     assert rows(pg_url, "SELECT name FROM accounts") == [("alice",)]
 
 
@@ -137,15 +138,15 @@ def test_steps_the_database_lacks_are_applied_in_number_order_even_after_a_gap(p
     package = steps_package(
         tmp_path,
         monkeypatch,
-        {"150-later.sql": "CREATE TABLE later (x int);", "002-next.sql": "CREATE TABLE next (x int);"},
+        {"150-later.sql": "CREATE TABLE later (x int);", "003-next.sql": "CREATE TABLE next (x int);"},
     )
     opened = open_pg_database(pg_url, package)
-    assert (opened.created, opened.before, opened.applied) == (False, (1, 100), (1, 2, 100, 150))
-    assert [r[0] for r in rows(pg_url, "SELECT step FROM schema_version ORDER BY applied, step")] == [1, 100, 2, 150]
+    assert (opened.created, opened.before, opened.applied) == (False, (1, 2, 100), (1, 2, 3, 100, 150))
+    assert [r[0] for r in rows(pg_url, "SELECT step FROM schema_version ORDER BY applied, step")] == [1, 2, 100, 3, 150]
 
 
 def test_a_failing_step_leaves_the_database_as_it_was(pg_url, tmp_path, monkeypatch):
-    package = steps_package(tmp_path, monkeypatch, {"002-broken.sql": "CREATE TABLE broken (x nosuchtype);"})
+    package = steps_package(tmp_path, monkeypatch, {"003-broken.sql": "CREATE TABLE broken (x nosuchtype);"})
     with pytest.raises(DatabaseError, match=r'^cannot prepare the tracker database --db .*type "nosuchtype"'):
         open_pg_database(pg_url, package)
     assert rows(pg_url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
