@@ -40,6 +40,9 @@ class ICluster(Interface):
     def release(host: Any) -> None:
         """*host*'s session ended here; forget it for the group (no-op if another tracker took it over)."""
 
+    def files_changed(host: str) -> None:
+        """This tracker stored a change of *host*'s files: the other trackers re-read them into their index."""
+
     def start() -> Deferred:
         """Join the group; fires when the cluster is ready."""
 
@@ -63,6 +66,9 @@ class LocalCluster:
         return None
 
     def release(self, host: Any) -> None:
+        pass
+
+    def files_changed(self, host: str) -> None:
         pass
 
     def start(self) -> Deferred:
