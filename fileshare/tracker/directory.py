@@ -9,7 +9,7 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -102,6 +102,8 @@ class Directory:
         self._loaded = False
         #: host -> whether another re-read was asked while one runs (:meth:`files_changed`).
         self._rereading: dict[str, bool] = {}
+        #: host -> lookups waiting for its re-read to end (:meth:`_reread_done`).
+        self._reread_waiters: dict[str, list[Deferred]] = {}
         #: Hosts whose files changed while :meth:`reload_index` read the store (None: no reload runs).
         self._touched: set[str] | None = None
 
@@ -154,6 +156,17 @@ class Directory:
                 self._rereading[name] = False
         finally:
             del self._rereading[name]
+            for d in self._reread_waiters.pop(name, []):
+                d.callback(None)
+
+    async def _reread_done(self) -> None:
+        """Wait for the re-reads running now: a file another tracker just stored may be on its way to the index."""
+        waits = []
+        for name in self._rereading:
+            d: Deferred = Deferred()
+            self._reread_waiters.setdefault(name, []).append(d)
+            waits.append(d)
+        await DeferredList(waits)
 
     async def reload_index(self) -> None:
         """Load the whole index again (notifications may have been missed); hosts changed meanwhile are re-read."""
@@ -174,10 +187,10 @@ class Directory:
         if self._touched is not None:
             self._touched.add(name)
 
-    def _stored(self, name: str, count: int) -> None:
-        """This tracker stored and indexed a change of *name*'s files: the group hears of it."""
+    async def _stored(self, name: str, count: int) -> None:
+        """This tracker stored and indexed a change of *name*'s files: the group hears of it before the host does."""
         self._indexed(name, count)
-        self.cluster.files_changed(name)
+        await self.cluster.files_changed(name)
 
     def _tell_waiting(self, result: Any) -> None:
         waiting, self._waiting = self._waiting, []
@@ -397,7 +410,7 @@ class Directory:
             self._too_many(e, "announce")
             raise
         count = self.index.replace(name, records) if reset else self.index.add(name, records)
-        self._stored(name, count)
+        await self._stored(name, count)
         return count
 
     async def publish(self, name: str, record: FileRecord) -> None:
@@ -408,7 +421,7 @@ class Directory:
         except TooManyFiles as e:
             self._too_many(e, "publish")
             raise
-        self._stored(name, self.index.add(name, [record]))
+        await self._stored(name, self.index.add(name, [record]))
 
     def _too_many(self, e: TooManyFiles, op: str) -> None:
         self._limits_log.warn(
@@ -427,7 +440,7 @@ class Directory:
         if not await self.store.remove_file(name, fname):
             raise NotFound(f"{fname!r} is not published by {name}")
         self.index.remove(name, fname)
-        self._stored(name, self.index.count(name))
+        await self._stored(name, self.index.count(name))
 
     async def search(self, pattern: str = "*", after: Cursor | None = None) -> SearchPage:
         """One page of the files whose names match the glob *pattern*, with how many holders are online.
@@ -451,6 +464,14 @@ class Directory:
         check_fname(fname)
         if not self._loaded:
             await self.load()
+        found = self._sources(fname, asking)
+        if not found and self._rereading:
+            # Another tracker may have just stored it: answer after the re-reads running now.
+            await self._reread_done()
+            found = self._sources(fname, asking)
+        return found
+
+    def _sources(self, fname: str, asking: str | None) -> list[tuple[Holding, OnlineHost]]:
         online, remote = self.online, self.cluster.remote
         found = []
         for h in self.index.holdings(fname):

@@ -111,9 +111,9 @@ class PostgresCluster:
         for name, host in hosts.items():
             self.remote[name] = host
 
-    def files_changed(self, host: str) -> None:
+    def files_changed(self, host: str) -> Deferred:
         """Tell the group that *host*'s files changed (its name only: payloads stay far under 8000 bytes)."""
-        self._pool.runInteraction(_notify, SESSIONS_CHANNEL, {"files": host, "tracker": self.id}).addErrback(
+        return self._pool.runInteraction(_notify, SESSIONS_CHANNEL, {"files": host, "tracker": self.id}).addErrback(
             lambda f: log.warn("could not tell the group that {name}'s files changed: {why}", name=host, why=f.value)
         )
 
