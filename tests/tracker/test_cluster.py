@@ -118,6 +118,16 @@ def test_every_stored_change_of_a_hosts_files_is_told_to_the_group_by_name(threa
     assert cluster.calls == [("files", "bob")] * 4
 
 
+def test_a_publish_is_answered_only_once_the_group_was_told(threads):  # noqa: F811
+    directory, cluster = build_group_directory("bob")
+    told: defer.Deferred = defer.Deferred()
+    cluster.files_changed = lambda host: told
+    published = defer.ensureDeferred(directory.publish("bob", FileRecord("notes.txt", 5, ROOT)))
+    assert not published.called
+    told.callback(None)
+    assert published.called
+
+
 def test_a_refused_write_is_not_told_to_the_group(threads):  # noqa: F811
     directory, cluster = build_group_directory("bob")
     with pytest.raises(NotFound):
@@ -135,6 +145,22 @@ def test_files_another_tracker_stored_replace_the_hosts_files_in_the_index(threa
     assert run(directory.sources("old.txt", "alice")) == []
     [(holding, _)] = run(directory.sources("new.txt", "alice"))
     assert (holding.host, holding.size) == ("bob", 6)
+
+
+def test_a_sources_miss_while_another_trackers_change_is_being_read_answers_after_the_read(threads):  # noqa: F811
+    directory, cluster = build_group_directory("alice", "bob")
+    login(directory, "alice")
+    run(directory.load())
+    cluster.remote["bob"] = remote_host("bob")
+    reading: defer.Deferred = defer.Deferred()
+    directory.store.host_files = lambda host: reading  # the store's answer is on its way
+    run_later = directory.files_changed("bob")
+    answers: list[Any] = []
+    defer.ensureDeferred(directory.sources("notes.txt", "alice")).addCallback(answers.append)
+    assert answers == []
+    reading.callback([FileRecord("notes.txt", 5, ROOT)])
+    [[(holding, source)]] = answers
+    assert (holding.host, source.name, run_later.called) == ("bob", "bob", True)
 
 
 def test_a_host_offline_everywhere_is_no_source(threads):  # noqa: F811
