@@ -93,6 +93,7 @@ class PostgresCluster:
         self._stopping = False
         self._joined = False
         self._names: dict[str, str] = {}  # tracker id -> name, for 'peers'
+        self._unsent: set[str] = set()  # hosts whose files-changed notice failed (sent again at the next heartbeat)
         #: Called with no arguments after every change of ``remote`` (tests wait on it instead of sleeping).
         self.watchers: list[Any] = []
 
@@ -112,9 +113,17 @@ class PostgresCluster:
             self.remote[name] = host
 
     def files_changed(self, host: str) -> Deferred:
-        """Tell the group that *host*'s files changed (its name only: payloads stay far under 8000 bytes)."""
+        """Tell the group that *host*'s files changed (its name only: payloads stay far under 8000 bytes).
+
+        A notice that could not be sent is sent again at the next heartbeat.
+        """
+
+        def unsent(failure: Any) -> None:
+            self._unsent.add(host)
+            log.warn("could not tell the group that {name}'s files changed: {why}", name=host, why=failure.value)
+
         return self._pool.runInteraction(_notify, SESSIONS_CHANNEL, {"files": host, "tracker": self.id}).addErrback(
-            lambda f: log.warn("could not tell the group that {name}'s files changed: {why}", name=host, why=f.value)
+            unsent
         )
 
     def bind(self, directory: Any) -> None:
@@ -241,6 +250,9 @@ class PostgresCluster:
                 # Notifications sent while the LISTEN connection was down are lost: load the index again.
                 if self.directory is not None:
                     await self.directory.reload_index()
+            unsent, self._unsent = self._unsent, set()
+            for host in sorted(unsent):
+                self.files_changed(host)
             self._beats += 1
             if self._beats % RELOAD_EVERY == 1:
                 await self._reload()

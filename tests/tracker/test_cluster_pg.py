@@ -19,7 +19,7 @@ from fileshare.tracker import directory as directory_module
 from fileshare.tracker import passwords
 from fileshare.tracker.directory import Directory
 from fileshare.tracker.memory_store import MemoryTrackerStore
-from fileshare.tracker.pg_cluster import RELOAD_EVERY, PostgresCluster
+from fileshare.tracker.pg_cluster import RELOAD_EVERY, SESSIONS_CHANNEL, PostgresCluster
 from fileshare.tracker.store import FileRecord
 
 from ._pg_fixture import pg_conninfo, pg_database  # noqa: F401
@@ -248,6 +248,26 @@ async def test_files_stored_while_b_lost_its_listen_connection_are_indexed_when_
     await a.publish("alice", FileRecord("missed.txt", 5, ROOT))
     await until(b, lambda: b.index.count("alice") == 1, timeout=HEARTBEAT * 4)
     assert [s.fname for s in (await b.search("*")).items] == ["missed.txt"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_files_notice_that_could_not_be_sent_is_sent_at_the_next_heartbeat(group, monkeypatch):
+    a, b = group
+    await login(a, "alice")
+    await b.load()
+    real = a.cluster._pool.runInteraction
+    failed = []
+
+    def fail_the_first_files_notice(f: Any, *args: Any) -> Any:
+        if not failed and args[:1] == (SESSIONS_CHANNEL,) and "files" in args[1]:
+            failed.append(args[1])
+            return defer.fail(psycopg.OperationalError("the connection was lost"))
+        return real(f, *args)
+
+    monkeypatch.setattr(a.cluster._pool, "runInteraction", fail_the_first_files_notice)
+    await a.publish("alice", FileRecord("notes.txt", 5, ROOT))
+    assert failed == [{"files": "alice", "tracker": a.cluster.id}]
+    await until(b, lambda: b.index.count("alice") == 1, timeout=HEARTBEAT * 4)
 
 
 @pytest_twisted.ensureDeferred
