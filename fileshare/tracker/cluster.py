@@ -40,6 +40,12 @@ class ICluster(Interface):
     def release(host: Any) -> None:
         """*host*'s session ended here; forget it for the group (no-op if another tracker took it over)."""
 
+    def files_changed(host: str) -> Deferred:
+        """This tracker stored a change of *host*'s files: the other trackers re-read them into their index.
+
+        Fires once the notice is sent (or could not be: it never fails).
+        """
+
     def start() -> Deferred:
         """Join the group; fires when the cluster is ready."""
 
@@ -64,6 +70,9 @@ class LocalCluster:
 
     def release(self, host: Any) -> None:
         pass
+
+    def files_changed(self, host: str) -> Deferred:
+        return succeed(None)
 
     def start(self) -> Deferred:
         return succeed(None)

@@ -9,7 +9,7 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -82,7 +82,7 @@ class Directory:
         self._reactor = reactor
         self._threadpool = threadpool
         #: Online hosts by name; the index counts each file's online holders from its changes.
-        self.online: dict[str, OnlineHost] = OnlineHosts(lambda name, online: self.index.set_online(name, online))
+        self.online: dict[str, OnlineHost] = OnlineHosts(self.online_changed)
         self.by_account = Throttle(clock, account_limits)
         self.by_address = Throttle(clock, address_limits)
         self.gate = gate if gate is not None else Gate()
@@ -100,6 +100,12 @@ class Directory:
         self.index = Index()
         self._waiting: list[Deferred] = []
         self._loaded = False
+        #: host -> whether another re-read was asked while one runs (:meth:`files_changed`).
+        self._rereading: dict[str, bool] = {}
+        #: host -> lookups waiting for its re-read to end (:meth:`_reread_done`).
+        self._reread_waiters: dict[str, list[Deferred]] = {}
+        #: Hosts whose files changed while :meth:`reload_index` read the store (None: no reload runs).
+        self._touched: set[str] | None = None
 
     def load(self) -> Deferred:
         """Load the index from the store, once (again after a failure); index reads and writes wait for it."""
@@ -113,9 +119,78 @@ class Directory:
 
     async def _load(self) -> None:
         holdings = await self.store.holdings()
-        self.index = Index.of(holdings, self.online.keys())
+        self.index = Index.of(holdings, self.online.keys() | self.cluster.remote.keys())
         self._loaded = True
         await self.tokens.started()
+
+    # -- keeping the index coherent with the other trackers of a group
+
+    def online_changed(self, name: str, online: bool = False) -> None:
+        """*name* came or went here or on another tracker: online in the index if online anywhere in the group."""
+        self.index.set_online(name, name in self.online or name in self.cluster.remote)
+
+    def files_changed(self, name: str) -> Deferred | None:
+        """Another tracker stored a change of *name*'s files: re-read them from the store into the index.
+
+        One read per host at a time; a notice during a read asks for one
+        more, so the last read starts after the last change.  Answers the
+        read's Deferred, or None if the running one takes the notice.
+        """
+        if name in self._rereading:
+            self._rereading[name] = True
+            return None
+        self._rereading[name] = False
+        return Deferred.fromCoroutine(self._reread(name)).addErrback(
+            lambda f: log.warn("could not re-read the files of {name}: {why}", name=name, why=f.value)
+        )
+
+    async def _reread(self, name: str) -> None:
+        try:
+            if not self._loaded:
+                await self.load()
+            while True:
+                records = await self.store.host_files(name)
+                self._indexed(name, self.index.replace(name, records))
+                if not self._rereading[name]:
+                    return
+                self._rereading[name] = False
+        finally:
+            del self._rereading[name]
+            for d in self._reread_waiters.pop(name, []):
+                d.callback(None)
+
+    async def _reread_done(self) -> None:
+        """Wait for the re-reads running now: a file another tracker just stored may be on its way to the index."""
+        waits = []
+        for name in self._rereading:
+            d: Deferred = Deferred()
+            self._reread_waiters.setdefault(name, []).append(d)
+            waits.append(d)
+        await DeferredList(waits)
+
+    async def reload_index(self) -> None:
+        """Load the whole index again (notifications may have been missed); hosts changed meanwhile are re-read."""
+        if not self._loaded or self._touched is not None:
+            return
+        self._touched = set()
+        try:
+            holdings = await self.store.holdings()
+            self.index = Index.of(holdings, self.online.keys() | self.cluster.remote.keys())
+        finally:
+            touched, self._touched = self._touched, None
+        for name in touched:
+            self.files_changed(name)
+
+    def _indexed(self, name: str, count: int) -> None:
+        if name in self.online:
+            self.online[name].files = count
+        if self._touched is not None:
+            self._touched.add(name)
+
+    async def _stored(self, name: str, count: int) -> None:
+        """This tracker stored and indexed a change of *name*'s files: the group hears of it before the host does."""
+        self._indexed(name, count)
+        await self.cluster.files_changed(name)
 
     def _tell_waiting(self, result: Any) -> None:
         waiting, self._waiting = self._waiting, []
@@ -335,8 +410,7 @@ class Directory:
             self._too_many(e, "announce")
             raise
         count = self.index.replace(name, records) if reset else self.index.add(name, records)
-        if name in self.online:
-            self.online[name].files = count
+        await self._stored(name, count)
         return count
 
     async def publish(self, name: str, record: FileRecord) -> None:
@@ -347,9 +421,7 @@ class Directory:
         except TooManyFiles as e:
             self._too_many(e, "publish")
             raise
-        count = self.index.add(name, [record])
-        if name in self.online:
-            self.online[name].files = count
+        await self._stored(name, self.index.add(name, [record]))
 
     def _too_many(self, e: TooManyFiles, op: str) -> None:
         self._limits_log.warn(
@@ -368,8 +440,7 @@ class Directory:
         if not await self.store.remove_file(name, fname):
             raise NotFound(f"{fname!r} is not published by {name}")
         self.index.remove(name, fname)
-        if name in self.online:
-            self.online[name].files = max(0, self.online[name].files - 1)
+        await self._stored(name, self.index.count(name))
 
     async def search(self, pattern: str = "*", after: Cursor | None = None) -> SearchPage:
         """One page of the files whose names match the glob *pattern*, with how many holders are online.
@@ -380,35 +451,34 @@ class Directory:
         Answered from memory, without a store call once the index is loaded.
         """
         check_pattern(pattern)
-        if not isinstance(self.cluster, LocalCluster):
-            # A group: other trackers write the shared index too, so it is read from the database.
-            found = await self.store.search(
-                pattern, after, self.page_size + 1, self.online.keys() | self.cluster.remote.keys()
-            )
-        else:
-            if not self._loaded:
-                await self.load()
-            found = self.index.search(pattern, after, self.page_size + 1)
+        if not self._loaded:
+            await self.load()
+        found = self.index.search(pattern, after, self.page_size + 1)
         if len(found) <= self.page_size:
             return SearchPage(found, None)
         last = found[self.page_size - 1]
         return SearchPage(found[: self.page_size], (last.fname, last.root))
 
     async def sources(self, fname: str, asking: str | None) -> list[tuple[Holding, OnlineHost]]:
-        """Online hosts other than *asking* that hold *fname*, from the index in memory."""
+        """Online hosts other than *asking* (here or on another tracker of the group) that hold *fname*, from the index in memory."""
         check_fname(fname)
-        if not isinstance(self.cluster, LocalCluster):
-            # A group: hosts on other trackers hold files this tracker's memory has not seen.
-            found = []
-            for h in await self.store.holdings(fname):
-                host = self.online.get(h.host) or self.cluster.remote.get(h.host)
-                if host is not None and h.host != asking:
-                    found.append((h, host))
-            return found
         if not self._loaded:
             await self.load()
-        online = self.online
-        return [(h, online[h.host]) for h in self.index.holdings(fname) if h.host in online and h.host != asking]
+        found = self._sources(fname, asking)
+        if not found and self._rereading:
+            # Another tracker may have just stored it: answer after the re-reads running now.
+            await self._reread_done()
+            found = self._sources(fname, asking)
+        return found
+
+    def _sources(self, fname: str, asking: str | None) -> list[tuple[Holding, OnlineHost]]:
+        online, remote = self.online, self.cluster.remote
+        found = []
+        for h in self.index.holdings(fname):
+            host = online.get(h.host) or remote.get(h.host)
+            if host is not None and h.host != asking:
+                found.append((h, host))
+        return found
 
     def ticket(self, asking: str, binding: str, root: str, source: OnlineHost) -> str:
         """A download ticket letting *asking* (bound to *binding*) get *root* from *source*.

@@ -75,6 +75,9 @@ class MemoryTrackerStore:
     async def remove_file(self, host: str, fname: str) -> bool:
         return self._files.get(host, {}).pop(fname, None) is not None
 
+    async def host_files(self, host: str) -> list[FileRecord]:
+        return sorted(self._files.get(host, {}).values(), key=lambda f: f.fname)
+
     async def holdings(self, fname: str | None = None, pattern: str | None = None) -> list[Holding]:
         if fname is not None:
             wanted: Any = lambda name: name == fname  # noqa: E731

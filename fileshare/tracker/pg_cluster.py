@@ -39,6 +39,7 @@ from ..errors import OnlineElsewhere, Unavailable
 from ..tls import Fingerprint
 from .cluster import ICluster
 from .directory import OnlineHost
+from .online import OnlineHosts
 from .pg_relay import Listener, Relays, RemoteChannel, _notify, channel_of
 
 log = Logger()
@@ -78,7 +79,8 @@ class PostgresCluster:
         self.channel = channel_of(self.id)
         self.heartbeat_interval = heartbeat
         self.dead_after = dead_after
-        self.remote: dict[str, OnlineHost] = {}
+        #: Its changes reach the directory, whose index counts a host online anywhere in the group.
+        self.remote: dict[str, OnlineHost] = OnlineHosts(self._remote_changed)
         self.directory: Any = None
         self._pool = adbapi.ConnectionPool(
             "psycopg", conninfo, cp_min=1, cp_max=3, cp_noisy=False, cp_reconnect=True, cp_reactor=reactor
@@ -91,12 +93,38 @@ class PostgresCluster:
         self._stopping = False
         self._joined = False
         self._names: dict[str, str] = {}  # tracker id -> name, for 'peers'
+        self._unsent: set[str] = set()  # hosts whose files-changed notice failed (sent again at the next heartbeat)
         #: Called with no arguments after every change of ``remote`` (tests wait on it instead of sleeping).
         self.watchers: list[Any] = []
 
     def _changed(self) -> None:
         for watcher in list(self.watchers):
             watcher()
+
+    def _remote_changed(self, name: str, online: bool) -> None:
+        if self.directory is not None:
+            self.directory.online_changed(name)
+
+    def _set_remote(self, hosts: dict[str, OnlineHost]) -> None:
+        """``remote`` becomes *hosts*, changed in place so the directory hears of each host that came or went."""
+        for name in [n for n in self.remote if n not in hosts]:
+            del self.remote[name]
+        for name, host in hosts.items():
+            self.remote[name] = host
+
+    def files_changed(self, host: str) -> Deferred:
+        """Tell the group that *host*'s files changed (its name only: payloads stay far under 8000 bytes).
+
+        A notice that could not be sent is sent again at the next heartbeat.
+        """
+
+        def unsent(failure: Any) -> None:
+            self._unsent.add(host)
+            log.warn("could not tell the group that {name}'s files changed: {why}", name=host, why=failure.value)
+
+        return self._pool.runInteraction(_notify, SESSIONS_CHANNEL, {"files": host, "tracker": self.id}).addErrback(
+            unsent
+        )
 
     def bind(self, directory: Any) -> None:
         self.directory = directory
@@ -207,7 +235,7 @@ class PostgresCluster:
             if dead or dropped:
                 gone = {tracker for tracker, _ in dead} | set(dropped)
                 # At once here, without waiting for this tracker's own 'reload' to come back.
-                self.remote = {n: h for n, h in self.remote.items() if h.channel.tracker not in gone}
+                self._set_remote({n: h for n, h in self.remote.items() if h.channel.tracker not in gone})
                 self._changed()
             for tracker, name in dead:
                 log.warn(
@@ -219,6 +247,12 @@ class PostgresCluster:
             if self._listener is None and not self._stopping:
                 await self._listen()
                 self._beats = 0
+                # Notifications sent while the LISTEN connection was down are lost: load the index again.
+                if self.directory is not None:
+                    await self.directory.reload_index()
+            unsent, self._unsent = self._unsent, set()
+            for host in sorted(unsent):
+                self.files_changed(host)
             self._beats += 1
             if self._beats % RELOAD_EVERY == 1:
                 await self._reload()
@@ -262,7 +296,7 @@ class PostgresCluster:
 
         rows, trackers = await self._pool.runInteraction(load)
         self._names = dict(trackers)
-        self.remote = {row[0]: self._host(_row_dict(row)) for row in rows}
+        self._set_remote({row[0]: self._host(_row_dict(row)) for row in rows})
         self._changed()
 
     def _host(self, row: dict[str, Any]) -> OnlineHost:
@@ -306,6 +340,11 @@ class PostgresCluster:
             host = self.remote.get(message["down"])
             if host is not None and host.session == message["session"]:
                 del self.remote[message["down"]]
+        elif "files" in message:
+            if message["tracker"] != self.id and self.directory is not None:
+                read = self.directory.files_changed(message["files"])
+                if read is not None:  # its watchers hear when the index has the change
+                    read.addCallback(lambda _: self._changed())
         elif "reload" in message:
             Deferred.fromCoroutine(self._reload()).addErrback(lambda f: log.failure("reloading sessions", f))
 

@@ -187,6 +187,12 @@ class PostgresTrackerStore:
         )
         return [FileSummary(*row) for row in rows]
 
+    async def host_files(self, host: str) -> list[FileRecord]:
+        if not _storable(host):
+            return []
+        rows = await self._rows("SELECT fname, size, root FROM files WHERE host = %s ORDER BY fname", (host,))
+        return [FileRecord(*row) for row in rows]
+
     async def count_files(self, host: str) -> int:
         if not _storable(host):
             return 0

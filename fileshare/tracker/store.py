@@ -158,6 +158,9 @@ class ITrackerStore(Interface):
     def count_files(host: str) -> Any:
         """How many files *host* has announced."""
 
+    def host_files(host: str) -> Any:
+        """Every :class:`FileRecord` of *host*, sorted by name: one query, for a tracker re-reading a host another wrote."""
+
     def close() -> None:
         """Release the database."""
 
@@ -257,6 +260,10 @@ class SQLiteTrackerStore:
     async def count_files(self, host: str) -> int:
         rows = await self._pool.runQuery("SELECT COUNT(*) FROM files WHERE host = ?", (host,))
         return rows[0][0]
+
+    async def host_files(self, host: str) -> list[FileRecord]:
+        rows = await self._pool.runQuery("SELECT fname, size, root FROM files WHERE host = ? ORDER BY fname", (host,))
+        return [FileRecord(*row) for row in rows]
 
     # -- session tokens (ISessionStore)
 

@@ -85,3 +85,36 @@ async def test_a_peer_on_b_fetches_from_a_peer_on_a_and_a_killed_a_takes_its_hos
     peers = await admin.command("peers")
     assert (len(peers.data), peers.status) == (1, "OK 1 host online")
     assert (await bob.command("fetch notes.bin --from alice")).status.startswith("ERR ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_a_peer_on_a_publishes_b_serves_from_its_index_and_forgets_when_unpublished(
+    pg_database,  # noqa: F811
+    net,
+    tmp_path,
+):
+    a = await start_group_tracker(net, "tracker-a", pg_database)
+    b = await start_group_tracker(net, "tracker-b", pg_database)
+    _, alice = await net.user("alice", tracker_port=a.listener.port_number)
+    _, bob = await net.user("bob", tracker_port=b.listener.port_number)
+    await until(b, lambda: "alice" in b.cluster.remote, timeout=5)
+    asked: list[str] = []
+    store = b.directory.store
+    store.search = lambda *args, **kwargs: asked.append("search")  # B must not look up in the database
+    store.holdings = lambda *args, **kwargs: asked.append("holdings")
+    source = tmp_path / "notes.bin"
+    source.write_bytes(os.urandom(3000))
+
+    assert (await alice.command(f"publish {source} notes.bin")).ok
+    await until(b, lambda: b.directory.index.count("alice") == 1, timeout=5)
+    found = await bob.command("search notes*")
+    assert (found.status, [line.split()[0] for line in found.data]) == ("OK 1 file match 'notes*'", ["notes.bin"])
+    fetched = await bob.command("fetch notes.bin")
+    assert fetched.status.startswith("OK fetched notes.bin 3000 bytes in ") and " from alice" in fetched.status
+
+    assert (await alice.command("unpublish notes.bin")).status == "OK unpublished notes.bin"
+    await until(b, lambda: b.directory.index.count("alice") == 0, timeout=5)
+    assert [h.host for h in b.directory.index.holdings("notes.bin")] == ["bob"]  # the copy bob fetched
+    assert (await bob.command("search notes*")).data[0].endswith(" online=1 holders=1")
+    assert (await bob.command("fetch notes.bin --from alice")).status.startswith("ERR ")
+    assert asked == []

@@ -7,7 +7,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from fileshare.errors import OnlineElsewhere, Unavailable
+from fileshare.errors import NotFound, OnlineElsewhere, Unavailable
 from fileshare.tracker.cluster import ICluster, LocalCluster, end_local
 from fileshare.tracker.directory import Directory, OnlineHost
 from fileshare.tracker.store import FileRecord
@@ -39,6 +39,10 @@ class RecordingCluster:
 
     def release(self, host: Any) -> None:
         self.calls.append(("release", host.name, host.session))
+
+    def files_changed(self, host: str) -> defer.Deferred:
+        self.calls.append(("files", host))
+        return defer.succeed(None)
 
     def start(self) -> defer.Deferred:
         return defer.succeed(None)
@@ -103,6 +107,60 @@ def test_sources_include_hosts_online_on_other_trackers(threads):  # noqa: F811
     bob = cluster.remote["bob"] = remote_host("bob")
     [(holding, source)] = run(directory.sources("notes.txt", "alice"))
     assert (holding.host, source) == ("bob", bob)
+
+
+def test_every_stored_change_of_a_hosts_files_is_told_to_the_group_by_name(threads):  # noqa: F811
+    directory, cluster = build_group_directory("bob")
+    run(directory.publish("bob", FileRecord("notes.txt", 5, ROOT)))
+    run(directory.announce("bob", [FileRecord("talk.iso", 7, ROOT)], reset=True))
+    run(directory.announce("bob", [FileRecord("more.iso", 7, ROOT)], reset=False))
+    run(directory.unpublish("bob", "talk.iso"))
+    assert cluster.calls == [("files", "bob")] * 4
+
+
+def test_a_publish_is_answered_only_once_the_group_was_told(threads):  # noqa: F811
+    directory, cluster = build_group_directory("bob")
+    told: defer.Deferred = defer.Deferred()
+    cluster.files_changed = lambda host: told
+    published = defer.ensureDeferred(directory.publish("bob", FileRecord("notes.txt", 5, ROOT)))
+    assert not published.called
+    told.callback(None)
+    assert published.called
+
+
+def test_a_refused_write_is_not_told_to_the_group(threads):  # noqa: F811
+    directory, cluster = build_group_directory("bob")
+    with pytest.raises(NotFound):
+        run(directory.unpublish("bob", "never.txt"))
+    assert cluster.calls == []
+
+
+def test_files_another_tracker_stored_replace_the_hosts_files_in_the_index(threads):  # noqa: F811
+    directory, cluster = build_group_directory("alice", "bob")
+    login(directory, "alice")
+    run(directory.publish("bob", FileRecord("old.txt", 5, ROOT)))
+    cluster.remote["bob"] = remote_host("bob")
+    run(directory.store.replace_files("bob", [FileRecord("new.txt", 6, ROOT)]))  # as tracker B did
+    run(directory.files_changed("bob"))
+    assert run(directory.sources("old.txt", "alice")) == []
+    [(holding, _)] = run(directory.sources("new.txt", "alice"))
+    assert (holding.host, holding.size) == ("bob", 6)
+
+
+def test_a_sources_miss_while_another_trackers_change_is_being_read_answers_after_the_read(threads):  # noqa: F811
+    directory, cluster = build_group_directory("alice", "bob")
+    login(directory, "alice")
+    run(directory.load())
+    cluster.remote["bob"] = remote_host("bob")
+    reading: defer.Deferred = defer.Deferred()
+    directory.store.host_files = lambda host: reading  # the store's answer is on its way
+    run_later = directory.files_changed("bob")
+    answers: list[Any] = []
+    defer.ensureDeferred(directory.sources("notes.txt", "alice")).addCallback(answers.append)
+    assert answers == []
+    reading.callback([FileRecord("notes.txt", 5, ROOT)])
+    [[(holding, source)]] = answers
+    assert (holding.host, source.name, run_later.called) == ("bob", "bob", True)
 
 
 def test_a_host_offline_everywhere_is_no_source(threads):  # noqa: F811

@@ -19,7 +19,7 @@ from fileshare.tracker import directory as directory_module
 from fileshare.tracker import passwords
 from fileshare.tracker.directory import Directory
 from fileshare.tracker.memory_store import MemoryTrackerStore
-from fileshare.tracker.pg_cluster import RELOAD_EVERY, PostgresCluster
+from fileshare.tracker.pg_cluster import RELOAD_EVERY, SESSIONS_CHANNEL, PostgresCluster
 from fileshare.tracker.store import FileRecord
 
 from ._pg_fixture import pg_conninfo, pg_database  # noqa: F401
@@ -163,7 +163,7 @@ async def test_b_gives_a_host_on_a_as_a_source_with_a_ticket_its_own_login_key_v
     alice = await login(a, "alice")
     await login(b, "bob")
     await a.publish("alice", FileRecord("notes.txt", 5, ROOT))
-    await until(b, lambda: "alice" in b.cluster.remote)
+    await until(b, lambda: "alice" in b.cluster.remote and b.index.count("alice") == 1)
     [(holding, source)] = await b.sources("notes.txt", "bob")
     assert (holding.host, source.transfer_address) == ("alice", {"host": "127.0.0.1", "port": 7710})
     text = b.ticket("bob", tickets.NO_BINDING, ROOT, source)
@@ -176,9 +176,98 @@ async def test_search_on_b_counts_a_holder_online_on_a(group):
     a, b = group
     await login(a, "alice")
     await a.publish("alice", FileRecord("notes.txt", 5, ROOT))
-    await until(b, lambda: "alice" in b.cluster.remote)
+    await until(b, lambda: "alice" in b.cluster.remote and b.index.count("alice") == 1)
     [summary] = (await b.search("notes*")).items
     assert (summary.online, summary.holders) == (1, 1)
+
+
+class NoStoreLookups:
+    """A store whose lookups fail the test: the directory must answer from its index."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("search", "holdings"):
+            raise AssertionError(f"store.{name} called for a lookup")
+        return getattr(self._store, name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_b_serves_what_a_host_on_a_publishes_and_unpublishes_from_its_index_without_store_lookups(group):
+    a, b = group
+    await login(a, "alice")
+    await login(b, "bob")
+    await b.load()
+    b.store = NoStoreLookups(b.store)  # loaded before: from now on, a lookup in the store fails the test
+    await until(b, lambda: "alice" in b.cluster.remote)
+
+    await a.publish("alice", FileRecord("notes.txt", 5, ROOT))
+    await a.announce("alice", [FileRecord("talk.iso", 7, "c" * 64)], reset=False)
+    await until(b, lambda: b.index.count("alice") == 2)
+    assert [(h.host, h.fname, h.size, h.root) for h, _ in await b.sources("notes.txt", "bob")] == [
+        ("alice", "notes.txt", 5, ROOT)
+    ]
+    assert [(s.fname, s.online, s.holders) for s in (await b.search("*")).items] == [
+        ("notes.txt", 1, 1),
+        ("talk.iso", 1, 1),
+    ]
+
+    await a.unpublish("alice", "notes.txt")
+    await until(b, lambda: b.index.count("alice") == 1)
+    assert await b.sources("notes.txt", "bob") == []
+    assert [s.fname for s in (await b.search("*")).items] == ["talk.iso"]
+
+    await a.announce("alice", [], reset=True)
+    await until(b, lambda: b.index.count("alice") == 0)
+    assert (await b.search("*")).items == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_host_that_goes_offline_on_a_counts_zero_online_in_search_on_b(group):
+    a, b = group
+    channel = Channel()
+    await login(a, "alice", channel)
+    await a.publish("alice", FileRecord("notes.txt", 5, ROOT))
+    await until(b, lambda: "alice" in b.cluster.remote and b.index.count("alice") == 1)
+    assert [(s.online, s.holders) for s in (await b.search("notes*")).items] == [(1, 1)]
+    a.logout("alice", channel)
+    await until(b, lambda: "alice" not in b.cluster.remote)
+    assert [(s.online, s.holders) for s in (await b.search("notes*")).items] == [(0, 1)]
+    assert await b.sources("notes.txt", "bob") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_files_stored_while_b_lost_its_listen_connection_are_indexed_when_it_reopens(group):
+    a, b = group
+    await login(a, "alice")
+    await b.load()
+    lost = b.cluster._listener
+    b.cluster._listener_lost("test: connection reset")  # b hears nothing until its next heartbeat reopens it
+    lost.conn.close()
+    await a.publish("alice", FileRecord("missed.txt", 5, ROOT))
+    await until(b, lambda: b.index.count("alice") == 1, timeout=HEARTBEAT * 4)
+    assert [s.fname for s in (await b.search("*")).items] == ["missed.txt"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_files_notice_that_could_not_be_sent_is_sent_at_the_next_heartbeat(group, monkeypatch):
+    a, b = group
+    await login(a, "alice")
+    await b.load()
+    real = a.cluster._pool.runInteraction
+    failed = []
+
+    def fail_the_first_files_notice(f: Any, *args: Any) -> Any:
+        if not failed and args[:1] == (SESSIONS_CHANNEL,) and "files" in args[1]:
+            failed.append(args[1])
+            return defer.fail(psycopg.OperationalError("the connection was lost"))
+        return real(f, *args)
+
+    monkeypatch.setattr(a.cluster._pool, "runInteraction", fail_the_first_files_notice)
+    await a.publish("alice", FileRecord("notes.txt", 5, ROOT))
+    assert failed == [{"files": "alice", "tracker": a.cluster.id}]
+    await until(b, lambda: b.index.count("alice") == 1, timeout=HEARTBEAT * 4)
 
 
 @pytest_twisted.ensureDeferred

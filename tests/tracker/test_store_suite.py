@@ -187,6 +187,18 @@ async def test_count_files_of_an_unknown_host_is_zero(store):
     assert await store.count_files("nobody") == 0
 
 
+@pytest_twisted.ensureDeferred
+async def test_host_files_are_that_hosts_records_only_sorted_by_name(store):
+    await with_hosts(store, "alice", "bob")
+    await store.replace_files("alice", [rec("b", 2, ROOT_B), rec("a", 1)])
+    await store.add_file("bob", rec("a", 5, ROOT_C))
+    await store.add_file("alice", rec("c", 3))
+    await store.remove_file("alice", "b")
+    assert await store.host_files("alice") == [rec("a", 1), rec("c", 3)]
+    assert await store.host_files("bob") == [rec("a", 5, ROOT_C)]
+    assert await store.host_files("nobody") == []
+
+
 # -- holdings: by name, by pattern, all; sorted by name then host
 
 
