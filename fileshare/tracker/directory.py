@@ -6,7 +6,8 @@ timeout=..., **fields)`` returning a Deferred, which the protocol provides.
 """
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -100,6 +101,8 @@ class Directory:
         self.index = Index()
         self._waiting: list[Deferred] = []
         self._loaded = False
+        #: Changes of this tracker on their way to the store and the index (:meth:`_writing`).
+        self._writes: set[Deferred] = set()
         #: host -> whether another re-read was asked while one runs (:meth:`files_changed`).
         self._rereading: dict[str, bool] = {}
         #: host -> lookups waiting for its re-read to end (:meth:`_reread_done`).
@@ -401,27 +404,45 @@ class Directory:
         """Index *records* for *name* (all of its files if *reset*); over ``max_records``, nothing is stored."""
         if not self._loaded:
             await self.load()
-        try:
-            if reset:
-                await self.store.replace_files(name, records, self.max_records)
-            else:
-                await self.store.add_files(name, records, self.max_records)
-        except TooManyFiles as e:
-            self._too_many(e, "announce")
-            raise
-        count = self.index.replace(name, records) if reset else self.index.add(name, records)
+        with self._writing():
+            try:
+                if reset:
+                    await self.store.replace_files(name, records, self.max_records)
+                else:
+                    await self.store.add_files(name, records, self.max_records)
+            except TooManyFiles as e:
+                self._too_many(e, "announce")
+                raise
+            count = self.index.replace(name, records) if reset else self.index.add(name, records)
         await self._stored(name, count)
         return count
 
     async def publish(self, name: str, record: FileRecord) -> None:
         if not self._loaded:
             await self.load()
+        with self._writing():
+            try:
+                await self.store.add_file(name, record, self.max_records)
+            except TooManyFiles as e:
+                self._too_many(e, "publish")
+                raise
+            count = self.index.add(name, [record])
+        await self._stored(name, count)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A change on its way to the store and then the index: a lookup that finds nothing waits for it.
+
+        So a file whose publish reached this tracker before a ``sources`` is
+        found by it, as when one database thread served both in turn.
+        """
+        done: Deferred = Deferred()
+        self._writes.add(done)
         try:
-            await self.store.add_file(name, record, self.max_records)
-        except TooManyFiles as e:
-            self._too_many(e, "publish")
-            raise
-        await self._stored(name, self.index.add(name, [record]))
+            yield
+        finally:
+            self._writes.discard(done)
+            done.callback(None)
 
     def _too_many(self, e: TooManyFiles, op: str) -> None:
         self._limits_log.warn(
@@ -437,9 +458,10 @@ class Directory:
         check_fname(fname)
         if not self._loaded:
             await self.load()
-        if not await self.store.remove_file(name, fname):
-            raise NotFound(f"{fname!r} is not published by {name}")
-        self.index.remove(name, fname)
+        with self._writing():
+            if not await self.store.remove_file(name, fname):
+                raise NotFound(f"{fname!r} is not published by {name}")
+            self.index.remove(name, fname)
         await self._stored(name, self.index.count(name))
 
     async def search(self, pattern: str = "*", after: Cursor | None = None) -> SearchPage:
@@ -465,9 +487,10 @@ class Directory:
         if not self._loaded:
             await self.load()
         found = self._sources(fname, asking)
-        if not found and self._rereading:
-            # Another tracker may have just stored it: answer after the re-reads running now.
-            await self._reread_done()
+        if not found and (self._rereading or self._writes):
+            # A change stored just now, here or by another tracker, may be on its way
+            # to the index: answer after the writes and re-reads running now.
+            await DeferredList([*self._writes, Deferred.fromCoroutine(self._reread_done())])
             found = self._sources(fname, asking)
         return found
 

@@ -315,3 +315,51 @@ def test_stats_count_logins_and_failures_in_the_last_minute_and_since_start(thre
     assert (stats.logins.recent(), stats.logins.total) == (0, 1)
     assert (stats.failed_logins.recent(), stats.failed_logins.total) == (1, 2)
     assert (stats.tickets.recent(), stats.tickets.total) == (0, 0)
+
+
+def test_a_sources_that_finds_nothing_waits_for_a_publish_already_on_its_way_to_the_store(threads):
+    """One SQLite thread used to serve a publish and a later lookup in turn; the index keeps that order."""
+
+    class SlowStore(MemoryTrackerStore):
+        held: defer.Deferred | None = None
+
+        async def add_file(self, host, record, limit=None):
+            self.held = defer.Deferred()
+            await self.held
+            return await super().add_file(host, record, limit)
+
+    store = SlowStore()
+    directory = Directory(store, Clock(), reactor=None, threadpool=None)
+    for name in ("alice", "carol"):
+        run(directory.register(name, f"{name}-pw"))
+        login(directory, name)
+    publishing = started(directory.publish("alice", FileRecord("notes.txt", 5, "a" * 64)))
+    looking = started(directory.sources("notes.txt", "carol"))
+
+    assert not looking.called  # the publish is still on its way to the store and the index
+    store.held.callback(None)
+    assert publishing.called
+    assert [(h.host, online.name) for h, online in looking.result] == [("alice", "alice")]
+
+
+def test_a_sources_that_finds_something_does_not_wait_for_writes(threads):
+    class SlowStore(MemoryTrackerStore):
+        held: defer.Deferred | None = None
+
+        async def add_file(self, host, record, limit=None):
+            if record.fname == "other.txt":
+                self.held = defer.Deferred()
+                await self.held
+            return await super().add_file(host, record, limit)
+
+    store = SlowStore()
+    directory = Directory(store, Clock(), reactor=None, threadpool=None)
+    for name in ("alice", "carol"):
+        run(directory.register(name, f"{name}-pw"))
+        login(directory, name)
+    run(directory.publish("alice", FileRecord("notes.txt", 5, "a" * 64)))
+    started(directory.publish("alice", FileRecord("other.txt", 5, "b" * 64)))
+
+    looking = started(directory.sources("notes.txt", "carol"))
+
+    assert [h.host for h, _ in looking.result] == ["alice"]
