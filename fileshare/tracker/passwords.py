@@ -9,9 +9,10 @@ import base64
 import hashlib
 import hmac
 import os
+from collections import deque
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.defer import Deferred, maybeDeferred
 
 from ..errors import Throttled, Unavailable
 
@@ -72,26 +73,49 @@ class HashingQueue:
     A login storm then costs the tracker *concurrency* cores, never all of
     them, and the hashes wait here in order rather than in the pool's
     unbounded queue.  A check whose connection is gone by its turn is
-    skipped: its login could not be answered anyway.
+    skipped: its login could not be answered anyway.  The line is walked in
+    a loop, not by callbacks calling each other, so hundreds of skipped
+    checks in a row (a storm whose connections timed out while waiting) do
+    not nest one call per check.
     """
 
     def __init__(self, concurrency: int = HASH_THREADS, waiting: int = HASH_QUEUE) -> None:
-        self._semaphore = DeferredSemaphore(concurrency)
+        self.concurrency = concurrency
         self.waiting = waiting
+        self._line: deque[tuple[Callable[[], Deferred], Callable[[], bool], Deferred]] = deque()
+        self._running = 0
+        self._pumping = False
 
     @property
     def queued(self) -> int:
         """Checks waiting for their turn (not counting those running)."""
-        return len(self._semaphore.waiting)
+        return len(self._line)
 
     def run(self, start: Callable[[], Deferred], wanted: Callable[[], bool] = lambda: True) -> Deferred:
         """Call *start* (which hands the hash to the pool) in turn; Throttled at once if the line is full."""
         if self.queued >= self.waiting:
             raise Throttled("the tracker is busy checking passwords; try again in 1 s")
+        d: Deferred = Deferred()
+        self._line.append((start, wanted, d))
+        self._pump()
+        return d
 
-        def turn() -> Deferred:
-            if not wanted():
-                raise Unavailable("connection lost while waiting for the password check")
-            return start()
+    def _pump(self) -> None:
+        if self._pumping:
+            return  # the loop below is running further up the stack and will see the change
+        self._pumping = True
+        try:
+            while self._line and self._running < self.concurrency:
+                start, wanted, d = self._line.popleft()
+                if not wanted():
+                    d.errback(Unavailable("connection lost while waiting for the password check"))
+                    continue
+                self._running += 1
+                maybeDeferred(start).addBoth(self._done, d)
+        finally:
+            self._pumping = False
 
-        return self._semaphore.run(turn)
+    def _done(self, result: object, d: Deferred) -> None:
+        self._running -= 1
+        d.callback(result)  # a Failure fails it
+        self._pump()

@@ -250,3 +250,22 @@ def test_lookups_are_answered_while_logins_wait_for_their_password_checks(thread
     assert [h.host for h, _ in found] == ["bob"] and not waiting.called
     threads.finish_all()
     assert waiting.result.name == "alice"
+
+
+def test_a_long_line_of_checks_whose_connections_are_gone_is_skipped_without_deep_recursion():
+    """A storm whose queued logins all timed out: 5,000 skipped in a row must not nest 5,000 calls."""
+    from twisted.internet import defer
+
+    queue = HashingQueue(concurrency=1, waiting=10_000)
+    first: defer.Deferred = defer.Deferred()
+    running = queue.run(lambda: first)
+    skipped = [queue.run(lambda: defer.succeed("hash"), wanted=lambda: False) for _ in range(5000)]
+    last = queue.run(lambda: defer.succeed("last hash"))
+    for d in skipped:
+        d.addErrback(lambda f: f.trap(Unavailable))
+
+    first.callback("first hash")
+
+    assert running.result == "first hash"
+    assert all(d.called for d in skipped)
+    assert last.result == "last hash" and queue.queued == 0
