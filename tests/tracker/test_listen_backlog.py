@@ -76,12 +76,12 @@ def test_storm_options_default_to_600_s_tokens_a_core_left_to_lookups_and_a_line
     directory = build_tracker(tmp_path).directory
     assert directory.tokens.lifetime == 600.0
     assert directory.hashing.waiting == 500
-    assert directory.hashing._semaphore.limit == max(1, (os.cpu_count() or 2) - 1)
-    assert directory.gate.total == directory.hashing._semaphore.limit + 500
+    assert directory.hashing.concurrency == max(1, (os.cpu_count() or 2) - 1)
+    assert directory.gate.total == directory.hashing.concurrency + 500
 
 
 def test_storm_options_set_the_token_lifetime_hash_threads_and_line(tmp_path):
     tracker = build_tracker(tmp_path, "--session-lifetime", "60", "--hash-threads", "3", "--hash-queue", "40")
     assert tracker.directory.tokens.lifetime == 60.0
-    assert (tracker.directory.hashing._semaphore.limit, tracker.directory.hashing.waiting) == (3, 40)
+    assert (tracker.directory.hashing.concurrency, tracker.directory.hashing.waiting) == (3, 40)
     assert tracker.directory.gate.total == 43
