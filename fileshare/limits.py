@@ -48,6 +48,15 @@ class Caps:
     per_address: int = attrs.field(validator=attrs.validators.ge(1))
     pending: int = attrs.field(validator=attrs.validators.ge(1))
 
+    @classmethod
+    def from_options(cls, options: Any, defaults: Caps) -> Caps:
+        """The caps a port's --max-connections, --max-per-address and --max-pending ask for, else *defaults*."""
+        return cls(
+            total=options.get("max-connections", defaults.total),
+            per_address=options.get("max-per-address", defaults.per_address),
+            pending=options.get("max-pending", defaults.pending),
+        )
+
 
 #: The tracker's --listen: --max-connections, --max-per-address, --max-pending.
 TRACKER_CAPS = Caps(total=4096, per_address=64, pending=256)

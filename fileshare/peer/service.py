@@ -218,11 +218,7 @@ class PeerService(service.MultiService):
             options.get("send-timeout", SEND_TIMEOUT),
         )
         self.identity = _identity(options, self.repository.state_dir)
-        caps = Caps(
-            total=options.get("max-connections", PEER_CAPS.total),
-            per_address=options.get("max-per-address", PEER_CAPS.per_address),
-            pending=options.get("max-pending", PEER_CAPS.pending),
-        )
+        caps = Caps.from_options(options, PEER_CAPS)
         uploads = LimitingFactory(
             server_factory(self.uploads, self.identity, reactor, "fetcher", "peer"),
             caps,

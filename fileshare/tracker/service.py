@@ -232,11 +232,7 @@ class TrackerService(service.MultiService):
         )
         self.peers = TrackerFactory(self.directory, timeouts)
         self.peers.max_in_flight = options.get("max-in-flight", MAX_IN_FLIGHT)
-        caps = Caps(
-            total=options.get("max-connections", TRACKER_CAPS.total),
-            per_address=options.get("max-per-address", TRACKER_CAPS.per_address),
-            pending=options.get("max-pending", TRACKER_CAPS.pending),
-        )
+        caps = Caps.from_options(options, TRACKER_CAPS)
         listening = LimitingFactory(
             server_factory(self.peers, self.identity, reactor, "peer", "peer"),
             caps,
