@@ -1,0 +1,1 @@
+"""The web pages and JSON API of the tracker and of a peer (``--web``); see docs/api.rst."""

@@ -1,0 +1,20 @@
+import pytest
+import pytest_twisted
+
+from .browser import Browser, why_no_browser
+
+
+@pytest_twisted.async_yield_fixture
+async def browser(tmp_path):
+    """A headless Chromium; skipped, with the reason, where it cannot run."""
+    why = why_no_browser()
+    if why is not None:
+        pytest.skip(why)
+    b = await Browser.start(tmp_path)
+    try:
+        yield b
+    finally:
+        try:
+            await b.screenshot("last")
+        finally:
+            await b.quit()
