@@ -163,7 +163,9 @@ class StaticFiles(Resource):
         super().__init__()
         for name, path in files.items():
             suffix = path[path.rfind(".") :]
-            self.putChild(name.encode(), Bytes(package_file(path), _CONTENT_TYPES.get(suffix, "application/octet-stream")))
+            self.putChild(
+                name.encode(), Bytes(package_file(path), _CONTENT_TYPES.get(suffix, "application/octet-stream"))
+            )
 
     def getChild(self, path: bytes, request: Any) -> IResource:
         return NotFound()

@@ -12,8 +12,9 @@ Chromium is kept off the network: only loopback names resolve, and its backgroun
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.threads import deferToThread
 
@@ -29,7 +30,7 @@ def why_no_browser() -> str | None:
         import selenium  # noqa: F401
     except ImportError:
         return "selenium is not installed (pip install '.[test]')"
-    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+    for path in (CHROMIUM, CHROMEDRIVER):
         if not Path(path).exists() and not shutil.which(Path(path).name):
             return f"{path} is missing (apt-get install chromium chromium-driver; .ci/run does it as root)"
     return None
