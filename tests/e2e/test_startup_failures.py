@@ -41,7 +41,7 @@ def error_lines(proto: Twistd, plugin: str) -> list[str]:
 
 TRACKER = ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1"]
 PEER = ["--tracker", "tcp:host=127.0.0.1:port=1", "--listen", "tcp:0:interface=127.0.0.1"]
-PEER += ["--control", "tcp:0:interface=127.0.0.1"]
+PEER += ["--control", "tcp:0:interface=127.0.0.1", "--web", "none"]
 
 
 def replace(args: list[str], option: str, value: str) -> list[str]:

@@ -94,6 +94,8 @@ class Processes:
                 "tcp:0:interface=127.0.0.1",
                 "--control",
                 "tcp:0:interface=127.0.0.1",
+                "--web",
+                "none",
                 "--repo",
                 repo,
                 *options,
