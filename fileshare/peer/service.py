@@ -17,7 +17,7 @@ from ..storage.sqlite import DatabaseError
 from ..tls import Identity, IdentityError, PinFileError, PinStore, load_or_create
 from ..tls.ca import load_certificates
 from ..tls.pins import FILE_NAME as PIN_FILE
-from ..web.peer_api import peer_site
+from ..web.peer_api import PeerApi, peer_site
 from ..web.site import web_listener
 from .console import PeerConsoleFactory
 from .flow import SEND_TIMEOUT
@@ -272,10 +272,11 @@ class PeerService(service.MultiService):
         self.control.setServiceParent(self)
         # Off unless asked for: the default endpoint is in Options, so code building the
         # service from a plain dict (tests, tools) opens no fixed port by accident.
+        self.web_api = PeerApi(self.peer, reactor)
         self.web = web_listener(
             reactor,
             options.get("web") or "none",
-            peer_site(self.peer, reactor),
+            peer_site(self.web_api),
             self.identity,
             options.get("web-password-file"),
             "peer web page",

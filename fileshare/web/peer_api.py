@@ -88,6 +88,7 @@ class PeerApi:
         self.clock = clock
         #: How the last fetches started here ended, newest last.
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self._settled: dict[str, list[Deferred]] = {}
 
     def endpoints(self) -> dict[str, IResource]:
         return {
@@ -120,6 +121,8 @@ class PeerApi:
         Deferred.fromCoroutine(self.peer.fetch(name, from_host, hash_prefix, None, jobs.append)).addBoth(settle)
         if not outcome and jobs:
             await DeferredList([jobs[0].looked_up(), settled], fireOnOneCallback=True)
+            if not outcome and jobs[0].over:  # it ended: its result is on its way
+                await settled
         if outcome:
             result = outcome[0]
             if isinstance(result, Failure):
@@ -131,9 +134,20 @@ class PeerApi:
         running_on[0] = True
         return {"fetch": progress_view(jobs[0].progress()), "result": None}
 
+    def settled(self, name: str) -> Deferred:
+        """Fires with the outcome (as in ``recent``) once the fetch of *name* started here ends."""
+        d: Deferred = Deferred()
+        self._settled.setdefault(name, []).append(d)
+        return d
+
+    def _record(self, outcome: dict[str, Any]) -> None:
+        self.recent.append(outcome)
+        for d in self._settled.pop(outcome["name"], []):
+            d.callback(outcome)
+
     def _remember(self, name: str, result: FetchResult) -> None:
         entry = result.entry
-        self.recent.append(
+        self._record(
             {
                 "name": name,
                 "outcome": "already" if result.already else "fetched",
@@ -155,7 +169,7 @@ class PeerApi:
         else:
             log.failure("fetch of {fname!r} started from the web page failed", failure, fname=name)
             outcome, message = "failed", "internal error; the peer's log says more"
-        self.recent.append({"name": name, "outcome": outcome, "message": message, "at": self.clock.seconds()})
+        self._record({"name": name, "outcome": outcome, "message": message, "at": self.clock.seconds()})
 
 
 class _Child(Endpoint):
@@ -338,7 +352,7 @@ class UploadsEndpoint(_Child):
         return uploads_view(self.api.peer)
 
 
-def peer_site(peer: Peer, clock: Any) -> IResource:
+def peer_site(api: PeerApi) -> IResource:
     """The peer's whole site: its page at ``/``, the page's files, and this API."""
     assets = {"style.css": "style.css", "peer.css": "peer.css", "peer.js": "peer.js"}
-    return site_root("peer.html", assets, PeerApi(peer, clock).endpoints())
+    return site_root("peer.html", assets, api.endpoints())
