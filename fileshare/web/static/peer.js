@@ -152,7 +152,7 @@ async function search(event, more) {
     const shown = body.rows.length;
     $("results").hidden = shown === 0;
     $("search-more").hidden = page.next === null;
-    say("search-message", shown === 0 ? "No file matches " + q + "." : shown + " file" + (shown === 1 ? "" : "s") + " match " + q + (page.next ? " (more below)" : ""));
+    say("search-message", shown === 0 ? "No file matches " + q + "." : shown + (shown === 1 ? " file matches " : " files match ") + q + (page.next ? " (more below)" : ""));
   } catch (e) {
     say("search-message", e.message, true);
   }
