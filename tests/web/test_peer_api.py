@@ -493,3 +493,38 @@ async def test_the_page_and_its_files_are_served(net):
     assert script.status == 200 and script.header("content-type") == "text/javascript; charset=utf-8"
     assert sheet.status == 200 and sheet.header("content-type") == "text/css; charset=utf-8"
     assert b"<script>" not in page.body and b"style=" not in page.body and b" onclick" not in page.body
+
+
+def test_the_page_listens_on_loopback_port_7781_unless_told_otherwise(tmp_path):
+    from fileshare.peer.service import Options, PeerService
+
+    default = Options()
+    default.parseOptions(["--repo", str(tmp_path / "a"), "--no-tls"])
+    off = Options()
+    off.parseOptions(["--repo", str(tmp_path / "b"), "--no-tls", "--web", "none"])
+
+    on, none = PeerService(default, reactor), PeerService(off, reactor)
+    try:
+        assert default["web"] == "tcp:7781:interface=127.0.0.1" and default["web-password-file"] is None
+        assert on.web.description == "tcp:7781:interface=127.0.0.1" and on.web in list(on)
+        assert none.web is None
+    finally:
+        on.repository.close()
+        none.repository.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_beyond_loopback_the_page_is_served_over_tls_with_the_password(net, tmp_path):
+    import base64
+
+    (tmp_path / "web-pw").write_text("open sesame\n")
+    await net.start_tracker()
+    peer = await net.start_peer("carol", web="tcp:0", web_password_file=str(tmp_path / "web-pw"))
+    url = f"https://127.0.0.1:{peer.web.port_number}/api/v1/session"
+    basic = "Basic " + base64.b64encode(b"me:open sesame").decode()
+
+    allowed = await request(reactor, url, headers={"Authorization": basic})
+    refused = await request(reactor, url)
+
+    assert allowed.status == 200 and allowed.json["logged_in"] is False
+    assert refused.status == 401 and refused.json["error"] == "unauthorized"
