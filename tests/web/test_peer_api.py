@@ -296,6 +296,7 @@ async def test_a_running_fetch_is_listed_and_cancelled_by_delete(net, tmp_path):
     started = await call(bob, "POST", "fetches", {"name": "big.bin"})
     one = await call(bob, "GET", "fetches/big.bin")
     listed = (await call(bob, "GET", "fetches")).json["fetches"]
+    twice = await call(bob, "POST", "fetches", {"name": "big.bin"})
     cancelled = await call(bob, "DELETE", "fetches/big.bin")
     outcome = await settled
     gone = await call(bob, "GET", "fetches/big.bin")
@@ -304,10 +305,35 @@ async def test_a_running_fetch_is_listed_and_cancelled_by_delete(net, tmp_path):
     assert one.json["name"] == "big.bin" and one.json["size"] == 2 << 20
     assert sorted(one.json) == ["done", "eta", "name", "percent", "phase", "queued", "rate", "size", "sources"]
     assert [f["name"] for f in listed] == ["big.bin"]
+    assert error(twice) == (409, "conflict", "'big.bin' is already being fetched")
     assert cancelled.status == 200 and cancelled.json == {"cancelled": "big.bin"}
     assert (outcome["outcome"], outcome["message"]) == ("cancelled", "fetch of 'big.bin' cancelled")
     assert error(gone) == (404, "not-found", "no fetch of 'big.bin' in progress")
     assert not (tmp_path / "bob" / "big.bin").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_name_for_two_different_files_is_409_ambiguous_and_hash_chooses(net, tmp_path):
+    bob = await alice_shares(net, tmp_path, {"same.txt": b"alice's"})
+    carol_peer, carol = await net.user("carol")
+    (tmp_path / "carol.txt").write_bytes(b"carol's")
+    assert (await carol.command(f"publish {tmp_path / 'carol.txt'} same.txt")).ok
+    carols = carol_peer.repository.by_name["same.txt"].root
+    settled = bob.web_api.settled("same.txt")
+
+    both = await call(bob, "POST", "fetches", {"name": "same.txt"})
+    nobody = await call(bob, "POST", "fetches", {"name": "same.txt", "from": "nobody"})
+    chosen = await call(bob, "POST", "fetches", {"name": "same.txt", "from": "carol", "hash": carols[:8]})
+    outcome = chosen.json["result"] or await settled
+
+    assert error(both) == (
+        409,
+        "ambiguous",
+        "2 different files are named 'same.txt'; choose one with --hash PREFIX",
+    )
+    assert error(nobody) == (404, "not-found", "no online host on nobody has 'same.txt'")
+    assert (outcome["outcome"], outcome["sources"]) == ("fetched", ["carol"])
+    assert (tmp_path / "bob" / "same.txt").read_bytes() == (tmp_path / "carol.txt").read_bytes()
 
 
 @pytest_twisted.ensureDeferred
@@ -528,3 +554,16 @@ async def test_beyond_loopback_the_page_is_served_over_tls_with_the_password(net
 
     assert allowed.status == 200 and allowed.json["logged_in"] is False
     assert refused.status == 401 and refused.json["error"] == "unauthorized"
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_a_tracker_the_session_says_disconnected_and_commands_say_why(net):
+    peer = await net.start_peer("carol", tracker_port=1, web=WEB)
+    console = await net.console(peer)
+
+    session = (await call(peer, "GET", "session")).json
+    login = await call(peer, "POST", "session/login", {"name": "carol", "password": "pw"})
+    typed = await console.command("login carol pw")
+
+    assert (session["connected"], session["logged_in"], session["tracker"]) == (False, False, None)
+    assert error(login) == (503, "unavailable", typed.status.removeprefix("ERR "))
