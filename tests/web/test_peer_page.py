@@ -100,3 +100,31 @@ async def test_a_user_publishes_a_local_file_and_unpublishes_it(net, tmp_path, b
     await browser.wait_for_text("#files-message", "0 files in")
     await browser.screenshot("unpublished")
     assert carol.repository.entries() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_user_cancels_a_fetch_from_its_progress_bar(net, tmp_path, browser):
+    await net.start_tracker()
+    _, alice = await net.user("alice")
+    (tmp_path / "slow.bin").write_bytes(os.urandom(2 << 20))
+    assert (await alice.command(f"publish {tmp_path / 'slow.bin'} slow.bin")).ok
+    # 2 MiB at 32 KiB/s takes a minute: the fetch is surely running when Cancel is clicked.
+    bob, _ = await net.user("bob", web=WEB, download_rate="32K")
+
+    await browser.get(page(bob))
+    await browser.wait_for_text("#who", "Logged in as bob")
+    await browser.type("#search-q", "slow.bin")
+    await browser.click("#search-form button")
+    await browser.wait_for_text("#results tbody tr td.name", "slow.bin")
+    await browser.click('#results tr[data-name="slow.bin"] .fetch-button')
+    await browser.wait_for_text('#fetches .fetch.running[data-name="slow.bin"]', "slow.bin")
+    await browser.screenshot("running")
+    await browser.click('#fetches .fetch.running[data-name="slow.bin"] .cancel')
+    await browser.wait_for_text(
+        '#fetches .fetch.failed[data-name="slow.bin"]', "cancelled: fetch of 'slow.bin' cancelled"
+    )
+    await browser.wait_for_text("#fetch-message", "Fetch of slow.bin cancelled.")
+    await browser.screenshot("cancelled")
+
+    assert bob.peer.fetches == {}
+    assert not (tmp_path / "bob" / "slow.bin").exists()

@@ -193,21 +193,30 @@ async function cancelFetch(name) {
   pollNow();
 }
 
+// One box per name, updated in place, so a poll never replaces the button a user is clicking.
+const boxes = new Map();
+
 function fetchBox(name, percent, line, state, cancellable) {
-  const box = el("div", null, "fetch " + state);
-  box.dataset.name = name;
-  box.appendChild(el("span", name, "name"));
-  const cancel = button("Cancel", () => cancelFetch(name), "secondary cancel");
-  cancel.hidden = !cancellable;
-  box.appendChild(cancel);
-  const bar = el("progress");
-  bar.max = 100;
-  bar.value = percent;
-  box.appendChild(bar);
-  const figures = el("span", null, "figures-line");
-  figures.appendChild(el("span", percent.toFixed(1) + "%", "pct"));
-  figures.appendChild(document.createTextNode(" · " + line));
-  box.appendChild(figures);
+  let box = boxes.get(name);
+  if (box === undefined) {
+    box = el("div");
+    box.dataset.name = name;
+    box.appendChild(el("span", name, "name"));
+    box.appendChild(button("Cancel", () => cancelFetch(name), "secondary cancel"));
+    const bar = el("progress");
+    bar.max = 100;
+    box.appendChild(bar);
+    const figures = el("span", null, "figures-line");
+    figures.appendChild(el("span", null, "pct"));
+    figures.appendChild(el("span", null, "line"));
+    box.appendChild(figures);
+    boxes.set(name, box);
+  }
+  box.className = "fetch " + state;
+  box.querySelector(".cancel").hidden = !cancellable;
+  box.querySelector("progress").value = percent;
+  box.querySelector(".pct").textContent = percent.toFixed(1) + "%";
+  box.querySelector(".line").textContent = " · " + line;
   return box;
 }
 
@@ -223,31 +232,41 @@ let lastFinished = 0;
 
 async function refreshFetches() {
   const state = await api("GET", "fetches");
-  const box = $("fetches");
-  box.textContent = "";
+  const order = [];
   const running = new Set();
   for (const f of state.fetches) {
     running.add(f.name);
-    box.appendChild(fetchBox(f.name, f.percent, runningLine(f), "running", true));
-  }
-  for (const p of state.paused) {
-    if (running.has(p.name)) continue;
-    const pct = p.pieces ? (100 * p.verified) / p.pieces : 0;
-    const b = fetchBox(p.name, pct, "paused: " + p.verified + " of " + p.pieces + " pieces kept; fetch it again to resume", "paused", true);
-    box.appendChild(b);
+    order.push(fetchBox(f.name, f.percent, runningLine(f), "running", true));
   }
   const seen = new Set(running);
+  for (const p of state.paused) {
+    if (seen.has(p.name)) continue;
+    seen.add(p.name);
+    const pct = p.pieces ? (100 * p.verified) / p.pieces : 0;
+    order.push(fetchBox(p.name, pct, "paused: " + p.verified + " of " + p.pieces + " pieces kept; fetch it again to resume", "paused", true));
+  }
   for (const r of state.recent.slice().reverse()) {
     if (seen.has(r.name)) continue;
     seen.add(r.name);
     if (r.outcome === "fetched" || r.outcome === "already") {
       const how = r.outcome === "already" ? "already here" : "fetched " + bytes(r.size) + " in " + seconds(r.seconds) + " from " + (r.sources.join(", ") || "no one");
-      box.appendChild(fetchBox(r.name, 100, how, "done", false));
+      order.push(fetchBox(r.name, 100, how, "done", false));
     } else {
-      box.appendChild(fetchBox(r.name, 0, r.outcome + ": " + r.message, "failed", false));
+      order.push(fetchBox(r.name, 0, r.outcome + ": " + r.message, "failed", false));
     }
   }
-  $("no-fetches").hidden = box.childElementCount > 0;
+  for (const [name, b] of boxes) {
+    if (!seen.has(name)) {
+      b.remove();
+      boxes.delete(name);
+    }
+  }
+  // Nodes move only when the order changed, so a button keeps its focus.
+  const box = $("fetches");
+  order.forEach((node, i) => {
+    if (box.children[i] !== node) box.insertBefore(node, box.children[i] || null);
+  });
+  $("no-fetches").hidden = order.length > 0;
   const finished = state.recent.length ? state.recent[state.recent.length - 1].at : 0;
   if (finished !== lastFinished) {
     lastFinished = finished;
