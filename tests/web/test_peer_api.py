@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Any
 
 import pytest
@@ -42,7 +43,7 @@ async def alice_shares(
     _, alice = await net.user("alice", web=WEB)
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-        assert (await alice.command(f"publish {tmp_path / name} {name}")).ok
+        assert (await alice.command(f"publish {shlex.quote(str(tmp_path / name))} {shlex.quote(name)}")).ok
     bob_peer, _ = await net.user("bob", web=WEB, **(bob or {}))
     return bob_peer
 
@@ -567,3 +568,40 @@ async def test_without_a_tracker_the_session_says_disconnected_and_commands_say_
 
     assert (session["connected"], session["logged_in"], session["tracker"]) == (False, False, None)
     assert error(login) == (503, "unavailable", typed.status.removeprefix("ERR "))
+
+
+def readme_curl_commands() -> list[str]:
+    """The ``curl`` lines of README.rst's peer web page section, as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "README.rst").read_text(encoding="utf-8")
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip().startswith("curl http") or line.strip().startswith("curl -H")
+    ]
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/curl"), reason="curl is not installed")
+@pytest_twisted.ensureDeferred
+async def test_the_readmes_curl_commands_log_in_state_start_a_fetch_and_follow_it(net, tmp_path):
+    import json
+
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    bob = await alice_shares(net, tmp_path, {"lecture 1.pdf": os.urandom(100_000)})
+    settled = bob.web_api.settled("lecture 1.pdf")
+    commands = readme_curl_commands()
+    replies = []
+    for line in commands:
+        argv = shlex.split(line.replace("127.0.0.1:7722", f"127.0.0.1:{bob.web.port_number}"))
+        out, err, code = await getProcessOutputAndValue("/usr/bin/curl", ["-s", *argv[1:]], env={})
+        assert code == 0, err
+        replies.append(json.loads(out))
+        if "-d" in argv:
+            await settled
+
+    assert len(commands) == 3
+    assert (replies[0]["logged_in"], replies[0]["name"]) == (True, "bob")
+    assert (replies[1]["fetch"] or replies[1]["result"])["name"] == "lecture 1.pdf"
+    assert [(r["name"], r["outcome"]) for r in replies[2]["recent"]] == [("lecture 1.pdf", "fetched")]
