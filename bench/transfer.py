@@ -415,6 +415,7 @@ class Swarm:
                 f"--tracker=tcp:host=127.0.0.1:port={self.tracker_port}",
                 f"--listen=tcp:{listen}:interface=127.0.0.1",
                 f"--control=tcp:{control}:interface=127.0.0.1",
+                "--web=none",
                 f"--repo={repo}",
                 *self.mode,
             ],

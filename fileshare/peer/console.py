@@ -1,5 +1,6 @@
 """The peer's control console: the commands a user types."""
 
+import json
 from typing import Any
 
 from twisted.internet.protocol import Factory
@@ -13,6 +14,7 @@ from ..errors import BadRequest
 from .download import Download, Progress
 from .fetches import Fetch
 from .node import AmbiguousName, Peer
+from .views import fetches_view, files_view, found_view, paused_view, session_view, uploads_view
 
 #: Seconds between progress lines of a running fetch.
 PROGRESS_INTERVAL = 1.0
@@ -60,11 +62,27 @@ def _parse_fetch_args(args: tuple[str, ...]) -> tuple[str, str | None, str | Non
 
 def show_found(session: Session, item: Any) -> None:
     """One ``search`` item as a data line."""
-    item = item if isinstance(item, dict) else {}
+    found = found_view(item)
     session.data(
-        f"{quote(str(item.get('fname')))} {item.get('size')} {item.get('root')} "
-        f"online={item.get('online')} holders={item.get('holders')}"
+        f"{quote(str(found['name']))} {found['size']} {found['root']} online={found['online']} holders={found['holders']}"
     )
+
+
+def json_line(session: Session, value: dict[str, Any]) -> None:
+    """One data line of JSON (``--json``); ASCII, so no character in a name can break the line."""
+    session.data(json.dumps(value, separators=(",", ":")))
+
+
+def show_found_json(session: Session, item: Any) -> None:
+    json_line(session, found_view(item))
+
+
+def json_flag(args: tuple[str, ...], usage: str) -> tuple[bool, list[str]]:
+    """Whether ``--json`` is among *args*, and the other words."""
+    words = [w for w in args if w != "--json"]
+    if len(args) - len(words) > 1:
+        raise BadRequest(f"usage: {usage}")
+    return len(words) != len(args), words
 
 
 def files_match(pattern: str) -> Any:
@@ -111,14 +129,25 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
         entry = await peer.unpublish(fname)
         return f"unpublished {quote(entry.fname)}"
 
-    async def files(session: Session) -> str:
-        entries = peer.repository.entries()
-        for e in entries:
-            session.data(f"{quote(e.fname)} {e.size} {e.root} {quote(e.path)}")
-        return f"{len(entries)} file{'s' if len(entries) != 1 else ''} in the repository"
+    async def files(session: Session, *args: str) -> str:
+        as_json, rest = json_flag(args, "files [--json]")
+        if rest:
+            raise BadRequest("usage: files [--json]")
+        rows = files_view(peer)
+        for row in rows:
+            if as_json:
+                json_line(session, row)
+            else:
+                session.data(f"{quote(row['name'])} {row['size']} {row['root']} {quote(row['path'])}")
+        return f"{len(rows)} file{'s' if len(rows) != 1 else ''} in the repository"
 
-    async def search(session: Session, pattern: str = "*") -> str:
-        return await pager.start(session, lambda after: peer.search(pattern, after), show_found, files_match(pattern))
+    async def search(session: Session, *args: str) -> str:
+        as_json, rest = json_flag(args, "search [--json] [PATTERN]")
+        if len(rest) > 1:
+            raise BadRequest("usage: search [--json] [PATTERN]")
+        pattern = rest[0] if rest else "*"
+        show = show_found_json if as_json else show_found
+        return await pager.start(session, lambda after: peer.search(pattern, after), show, files_match(pattern))
 
     async def fetch(session: Session, *args: str) -> str:
         fname, from_host, hash_prefix = _parse_fetch_args(args)
@@ -161,27 +190,41 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
         await peer.cancel(fname)
         return f"fetch of {quote(fname)} cancelled and its partial data removed"
 
-    async def status(session: Session) -> str:
-        link = peer.tracker
-        session.data(f"tracker {'connected' if link.connected else 'disconnected'}, {link.describe()}")
-        where = getattr(link, "where", None)
-        if where is not None and where() is not None:
-            session.data(where())
-        session.data(f"repository {quote(peer.repository.directory)} files={len(peer.repository.by_name)}")
-        slots = peer.uploads.slots
-        limit = slots.limit if slots.limit is not None else "unlimited"
-        session.data(
-            f"uploads active={len(slots.active)} max={limit} queued={len(slots.waiting)} sent={peer.uploads.sent_bytes} bytes"
-        )
-        for p in slots.waiting:
-            session.data(f"upload-queue {p.peer.host if hasattr(p.peer, 'host') else p.peer}")
-        for job in peer.fetches.values():
-            session.data("fetching " + format_progress(job.progress()).removeprefix("progress "))
-        inflight = {job.root for job in peer.fetches.values()}
-        for root, fname, _size, verified in await peer.repository.partials():
-            if root not in inflight:
-                done = sum(verified)
-                session.data(f"paused {quote(fname)} {done}/{len(verified)} pieces; 'fetch' resumes, 'cancel' discards")
+    async def status(session: Session, *args: str) -> str:
+        as_json, rest = json_flag(args, "status [--json]")
+        if rest:
+            raise BadRequest("usage: status [--json]")
+        state = session_view(peer)
+        repository = {"directory": peer.repository.directory, "files": len(peer.repository.by_name)}
+        uploads = uploads_view(peer)
+        fetching = fetches_view(peer)
+        paused = await paused_view(peer)
+        if as_json:
+            json_line(session, {"type": "session", **state})
+            json_line(session, {"type": "repository", **repository})
+            json_line(session, {"type": "uploads", **uploads})
+            for row in fetching:
+                json_line(session, {"type": "fetch", **row})
+            for row in paused:
+                json_line(session, {"type": "paused", **row})
+        else:
+            session.data(f"tracker {'connected' if state['connected'] else 'disconnected'}, {state['state']}")
+            if state["tracker"] is not None:
+                session.data(state["tracker"])
+            session.data(f"repository {quote(repository['directory'])} files={repository['files']}")
+            limit = uploads["max"] if uploads["max"] is not None else "unlimited"
+            session.data(
+                f"uploads active={uploads['active']} max={limit} queued={uploads['queued']} sent={uploads['sent']} bytes"
+            )
+            for p in waiting_hosts(peer):
+                session.data(f"upload-queue {p}")
+            for job in peer.fetches.values():
+                session.data("fetching " + format_progress(job.progress()).removeprefix("progress "))
+            for row in paused:
+                session.data(
+                    f"paused {quote(row['name'])} {row['verified']}/{row['pieces']} pieces;"
+                    " 'fetch' resumes, 'cancel' discards"
+                )
         return f"{len(peer.fetches)} fetch{'es' if len(peer.fetches) != 1 else ''} in flight"
 
     table.add("register", register, "register NAME PASSWORD", "create an account on the tracker", 2)
@@ -197,9 +240,14 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
     table.add("logout", logout, "logout", "log out; the tracker stops offering this host")
     table.add("publish", publish, "publish LNAME FNAME", "share the local file LNAME under the name FNAME", 2)
     table.add("unpublish", unpublish, "unpublish FNAME", "stop sharing FNAME", 1)
-    table.add("files", files, "files", "list this peer's repository")
+    table.add("files", files, "files [--json]", "list this peer's repository", 0, 1)
     table.add(
-        "search", search, "search [PATTERN]", "search the tracker's index (glob PATTERN), one page at a time", 0, 1
+        "search",
+        search,
+        "search [--json] [PATTERN]",
+        "search the tracker's index (glob PATTERN), one page at a time",
+        0,
+        2,
     )
     table.add("more", more_command(pager), "more", "the next page of the last 'search'")
     table.add(
@@ -211,10 +259,15 @@ def peer_commands(peer: Peer, clock: Any) -> CommandTable:
         6,
     )
     table.add("cancel", cancel, "cancel FNAME", "stop a fetch and remove its partial data", 1)
-    table.add("status", status, "status", "connection, uploads and transfers in flight")
+    table.add("status", status, "status [--json]", "connection, uploads and transfers in flight", 0, 1)
     table.add("help", help_command(table), "help", "list the commands")
     table.add("quit", quit_command, "quit", "close this console")
     return table
+
+
+def waiting_hosts(peer: Peer) -> list[str]:
+    """The hosts waiting in the upload queue, in their order."""
+    return [p.peer.host if hasattr(p.peer, "host") else str(p.peer) for p in peer.uploads.slots.waiting]
 
 
 class PeerConsoleFactory(Factory):

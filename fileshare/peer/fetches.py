@@ -29,7 +29,8 @@ class Fetch:
         self.fname = fname
         self.clock = clock
         self.started = clock.seconds()
-        self.phase = Phase.LOOKUP
+        self._looked_up: list[Deferred] = []
+        self._phase = Phase.LOOKUP
         self.size: int | None = None
         self.root: str | None = None
         #: The connections asked for the piece list (their queue places are shown).
@@ -41,6 +42,32 @@ class Fetch:
         self.stopped: FileshareError | None = None
         self._ended: list[Deferred] = []
         self.over = False
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @phase.setter
+    def phase(self, value: Phase) -> None:
+        self._phase = value
+        if value is not Phase.LOOKUP:
+            self._fire_looked_up()
+
+    def looked_up(self) -> Deferred:
+        """Fires once the tracker's answer is in (the fetch went past the lookup) or the fetch ended.
+
+        The web API waits for it, so a name nobody has is an error reply, not a fetch that fails later.
+        """
+        if self.over or self._phase is not Phase.LOOKUP:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._looked_up.append(d)
+        return d
+
+    def _fire_looked_up(self) -> None:
+        waiting, self._looked_up = self._looked_up, []
+        for d in waiting:
+            d.callback(None)
 
     def watch(self, connection: Any) -> None:
         """*connection* is being asked for the piece list (pool ``watch`` hook)."""
@@ -75,6 +102,7 @@ class Fetch:
 
     def ended(self) -> None:
         self.over = True
+        self._fire_looked_up()
         ended, self._ended = self._ended, []
         for d in ended:
             d.callback(None)

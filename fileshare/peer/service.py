@@ -12,11 +12,13 @@ from twisted.python.threadpool import ThreadPool
 from ..errors import BadRequest
 from ..limits import CONSOLE_CAPS, PEER_CAPS, Caps, LimitingFactory
 from ..secure import server_factory
-from ..services import CallbackService, ListeningService, Program, ThreadPoolService, first_failure
+from ..services import CallbackService, ListeningService, Program, StartupError, ThreadPoolService, first_failure
 from ..storage.sqlite import DatabaseError
 from ..tls import Identity, IdentityError, PinFileError, PinStore, load_or_create
 from ..tls.ca import load_certificates
 from ..tls.pins import FILE_NAME as PIN_FILE
+from ..web.peer_api import PeerApi, peer_site
+from ..web.site import web_listener
 from .console import PeerConsoleFactory
 from .flow import SEND_TIMEOUT
 from .node import Peer
@@ -78,6 +80,14 @@ class Options(usage.Options):
             "tcp:7711:interface=127.0.0.1",
             "Endpoint of this peer's console (no password: keep it local).",
         ],
+        [
+            "web",
+            None,
+            "tcp:7781:interface=127.0.0.1",
+            "Endpoint of this peer's web page and JSON API; 'none' turns it off. Beyond loopback it needs "
+            "--web-password-file and TLS.",
+        ],
+        ["web-password-file", None, None, "File whose first line is the password of this peer's web page."],
         ["repo", None, "fileshare-repo", "Repository directory: fetched files land here; state in DIR/.fileshare."],
         ["max-uploads", None, 4, "Concurrent upload connections; more wait in a queue.", _count],
         [
@@ -260,6 +270,21 @@ class PeerService(service.MultiService):
             "--control",
         )
         self.control.setServiceParent(self)
+        # Off unless asked for: the default endpoint is in Options, so code building the
+        # service from a plain dict (tests, tools) opens no fixed port by accident.
+        self.web_api = PeerApi(self.peer, reactor)
+        self.web = web_listener(
+            reactor,
+            options.get("web") or "none",
+            peer_site(self.web_api),
+            self.identity,
+            options.get("web-password-file"),
+            "peer web page",
+            option="--web",
+            password_option="--web-password-file",
+        )
+        if self.web is not None:
+            self.web.setServiceParent(self)
         self.started: Deferred | None = None
 
     def startService(self) -> None:
@@ -267,7 +292,12 @@ class PeerService(service.MultiService):
         # The repository is loaded before the tracker connection starts, so
         # the first announcement is complete.
         self.started = first_failure(
-            [Deferred.fromCoroutine(self.repository.load()), self.listener.listening, self.control.listening]
+            [
+                Deferred.fromCoroutine(self.repository.load()),
+                self.listener.listening,
+                self.control.listening,
+                *([self.web.listening] if self.web is not None else []),
+            ]
         )
         self.started.addCallback(lambda _: self.tracker.service.startService())
 
@@ -293,6 +323,6 @@ def makeService(options: Options) -> service.IService:
     reuse_large_buffers()
     try:
         peer = PeerService(options, reactor)
-    except (DatabaseError, IdentityError, PinFileError) as e:
+    except (DatabaseError, IdentityError, PinFileError, StartupError) as e:
         raise SystemExit(f"fileshare-peer: {e}") from None
     return Program("fileshare-peer", peer, reactor)

@@ -131,6 +131,8 @@ class Network:
                 "tcp:0:interface=127.0.0.1",
                 "--control",
                 "tcp:0:interface=127.0.0.1",
+                "--web",
+                "none",
                 "--repo",
                 str(self.tmp_path / name),
                 *[_flag(k, v) for k, v in options.items()],

@@ -171,6 +171,8 @@ class Cluster:
                 "tcp:0:interface=127.0.0.1",
                 "--control",
                 "tcp:0:interface=127.0.0.1",
+                "--web",
+                "none",
                 "--repo",
                 name,
                 *options,

@@ -41,7 +41,7 @@ def error_lines(proto: Twistd, plugin: str) -> list[str]:
 
 TRACKER = ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1"]
 PEER = ["--tracker", "tcp:host=127.0.0.1:port=1", "--listen", "tcp:0:interface=127.0.0.1"]
-PEER += ["--control", "tcp:0:interface=127.0.0.1"]
+PEER += ["--control", "tcp:0:interface=127.0.0.1", "--web", "none"]
 
 
 def replace(args: list[str], option: str, value: str) -> list[str]:
@@ -84,6 +84,36 @@ async def test_a_peer_whose_listen_port_is_taken_exits_with_status_1(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_a_peer_whose_control_port_is_taken_exits_with_status_1(tmp_path):
     await check_taken(tmp_path, "fileshare-peer", PEER + ["--repo", "r"], "--control")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_whose_web_port_is_taken_exits_with_status_1(tmp_path):
+    await check_taken(tmp_path, "fileshare-peer", PEER + ["--repo", "r"], "--web")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_whose_web_page_listens_beyond_loopback_without_a_password_exits_with_status_1(tmp_path):
+    proto = await run_until_exit(tmp_path, "fileshare-peer", replace(PEER, "--web", "tcp:0") + ["--repo", "r"])
+
+    assert proto.status == 1, proto.output
+    [line] = error_lines(proto, "fileshare-peer")
+    assert line.endswith(
+        "fileshare-peer: --web tcp:0 listens beyond loopback: give --web-password-file, or listen on loopback"
+        " (interface=127.0.0.1)"
+    ), line
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_whose_web_password_file_is_missing_exits_with_status_1_naming_it(tmp_path):
+    args = replace(PEER, "--web", "tcp:0:interface=127.0.0.1") + ["--repo", "r", "--web-password-file", "nope"]
+
+    proto = await run_until_exit(tmp_path, "fileshare-peer", args)
+
+    assert proto.status == 1, proto.output
+    [line] = error_lines(proto, "fileshare-peer")
+    assert line.endswith(
+        "fileshare-peer: --web-password-file: cannot read password file nope: No such file or directory"
+    ), line
 
 
 @pytest_twisted.ensureDeferred

@@ -13,10 +13,14 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 
+from tests.web.http import request
+
 from .harness import console
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
-LISTENING = re.compile(r"(tracker|admin console|peer uploads|peer console) listening on \S*:(\d+)$", re.MULTILINE)
+LISTENING = re.compile(
+    r"(tracker|admin console|peer uploads|peer console|peer web page) listening on \S*:(\d+)$", re.MULTILINE
+)
 
 pytestmark = pytest.mark.skipif(not os.path.exists(TWISTD), reason="twistd is not installed next to this Python")
 
@@ -94,6 +98,8 @@ class Processes:
                 "tcp:0:interface=127.0.0.1",
                 "--control",
                 "tcp:0:interface=127.0.0.1",
+                "--web",
+                "none",
                 "--repo",
                 repo,
                 *options,
@@ -174,5 +180,37 @@ async def test_a_fetcher_killed_mid_fetch_resumes_after_restart(tmp_path):
         resumed = [line for line in reply.data if line.startswith("resuming big.bin with ")]
         assert resumed and int(resumed[0].split()[3]) > 0, reply
         assert (tmp_path / "bob" / "big.bin").read_bytes() == (tmp_path / "big.bin").read_bytes()
+    finally:
+        await procs.stop_all()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_process_serves_its_page_and_api_on_web(tmp_path):
+    procs = Processes(tmp_path)
+    try:
+        await procs.tracker()
+        proto, _ = await procs.start(
+            "fileshare-peer",
+            [
+                "--tracker",
+                f"tcp:host=127.0.0.1:port={procs.tracker_port}",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--control",
+                "tcp:0:interface=127.0.0.1",
+                "--web",
+                "tcp:0:interface=127.0.0.1",
+                "--repo",
+                "carol",
+            ],
+            {"peer console", "peer web page"},
+        )
+        base = f"http://127.0.0.1:{proto.found['peer web page']}"
+
+        page = await request(reactor, base + "/")
+        session = await request(reactor, base + "/api/v1/session")
+
+        assert page.status == 200 and b'<script src="/static/peer.js"></script>' in page.body
+        assert session.status == 200 and session.json["logged_in"] is False
     finally:
         await procs.stop_all()
