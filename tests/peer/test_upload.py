@@ -24,6 +24,7 @@ from fileshare.errors import NotFound
 from fileshare.peer import published as published_module
 from fileshare.peer import senders as senders_module
 from fileshare.peer import upload as upload_module
+from fileshare.peer import upload_replies as upload_replies_module
 from fileshare.peer.repository import Entry, Stamp
 from fileshare.peer.source import SourceProtocol
 from fileshare.peer.upload import CHUNK, IDLE_TIMEOUT, SLOT_IDLE_GRACE, UploadProtocol, UploadService
@@ -732,7 +733,7 @@ def test_unexpected_failure_in_a_check_drops_the_connection(tmp_path, monkeypatc
     service, entry, _, _ = build_service(tmp_path)
     protocol, transport = connect_served(service)
     monkeypatch.setattr(published_module, "os", RecordingOs(fstat=lambda fd: 1 / 0))
-    monkeypatch.setattr(upload_module, "log", Logger(observer=lambda event: None))
+    monkeypatch.setattr(upload_replies_module, "log", Logger(observer=lambda event: None))
     request(protocol, op="get", root=entry.root, offset=0, length=10)
     assert transport.value() == b""
     assert transport.disconnected
