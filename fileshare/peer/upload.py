@@ -296,7 +296,7 @@ class UploadProtocol(UploadReplies, UploadLimits, MessageReceiver, TimeoutMixin)
         idle = self.state == "serving" and not self._busy and not self._requests
         if idle and self.idle_since is None:
             self.idle_since = self.clock.seconds()
-            if self.service.slots.waiting:
+            if self.service.slots.anyone_waits:
                 self.service.slots.reclaim()
         elif not idle:
             self.idle_since = None
