@@ -22,7 +22,6 @@ removed at the end unless ``--keep``.
 """
 
 import argparse
-import hashlib
 import os
 import sys
 import tempfile
@@ -32,58 +31,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from transfer import (  # noqa: E402  (the sibling benchmark's helpers)
-    DATA_CHUNK,
     MIB,
-    PASSWORD,
     BenchError,
-    Console,
     Peer,
     Processes,
     Swarm,
-    free_port,
-    wait_for_port,
+    make_file,
 )
 
 from fileshare.peer.ratelimit import parse_rate  # noqa: E402
-
-
-def make_file(path: str, size: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        remaining = size
-        while remaining:
-            chunk = os.urandom(min(DATA_CHUNK, remaining))
-            h.update(chunk)
-            f.write(chunk)
-            remaining -= len(chunk)
-    return h.hexdigest()
-
-
-class RateSwarm(Swarm):
-    """A Swarm whose peers take extra options (the rate caps)."""
-
-    def start_peer(self, name: str, *extra: str) -> Peer:  # type: ignore[override]
-        listen, control = free_port(), free_port()
-        repo = os.path.join(self.directory, name)
-        proc = self._twistd(
-            name,
-            "fileshare-peer",
-            [
-                f"--tracker=tcp:host=127.0.0.1:port={self.tracker_port}",
-                f"--listen=tcp:{listen}:interface=127.0.0.1",
-                f"--control=tcp:{control}:interface=127.0.0.1",
-                "--web=none",
-                f"--repo={repo}",
-                *self.mode,
-                *extra,
-            ],
-        )
-        wait_for_port(listen, proc)
-        wait_for_port(control, proc)
-        console = Console(control)
-        console.command(f"register {name} {PASSWORD}")
-        console.command(f"login {name} {PASSWORD}")
-        return Peer(name, proc, repo, console)
 
 
 def fetch_all(fetches: list[tuple[Peer, str]], timeout: float) -> float:
@@ -116,7 +72,7 @@ def run(args: argparse.Namespace, workdir: str, procs: Processes) -> list[tuple[
     whole, part = os.path.join(data, "whole.bin"), os.path.join(data, "third.bin")
     make_file(whole, total)
     make_file(part, third)
-    swarm = RateSwarm(os.path.join(workdir, "swarm"), procs, tls=not args.no_tls)
+    swarm = Swarm(os.path.join(workdir, "swarm"), procs, tls=not args.no_tls)
     swarm.start_tracker()
     timeout = 60.0 + 4 * args.seconds
     seeders = [swarm.start_peer(f"seeder{i}") for i in (1, 2, 3)]

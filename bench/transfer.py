@@ -157,18 +157,24 @@ class Dataset:
         return os.path.getsize(self.big)
 
 
-def make_data(directory: str, size_mib: int, small_count: int) -> Dataset:
-    """One big file of random bytes and many 64 KiB ones, with their SHA-256."""
-    os.makedirs(directory)
-    big = os.path.join(directory, BIG_NAME)
+def make_file(path: str, size: int) -> str:
+    """A file of *size* random bytes at *path*; its SHA-256."""
     h = hashlib.sha256()
-    with open(big, "wb") as f:
-        remaining = size_mib * MIB
+    with open(path, "wb") as f:
+        remaining = size
         while remaining:
             chunk = os.urandom(min(DATA_CHUNK, remaining))
             h.update(chunk)
             f.write(chunk)
             remaining -= len(chunk)
+    return h.hexdigest()
+
+
+def make_data(directory: str, size_mib: int, small_count: int) -> Dataset:
+    """One big file of random bytes and many 64 KiB ones, with their SHA-256."""
+    os.makedirs(directory)
+    big = os.path.join(directory, BIG_NAME)
+    big_sha = make_file(big, size_mib * MIB)
     small_dir = os.path.join(directory, "small")
     os.makedirs(small_dir)
     small, small_shas = [], []
@@ -180,7 +186,7 @@ def make_data(directory: str, size_mib: int, small_count: int) -> Dataset:
         small.append(path)
         small_shas.append(hashlib.sha256(data).hexdigest())
     os.sync()  # no dirty pages of the test data left to disturb the first measurement
-    return Dataset(big, h.hexdigest(), small, small_shas)
+    return Dataset(big, big_sha, small, small_shas)
 
 
 def check_copy(path: str, expected_sha: str, what: str) -> None:
@@ -404,8 +410,8 @@ class Swarm:
         wait_for_port(self.tracker_port, proc)
         wait_for_port(admin, proc)
 
-    def start_peer(self, name: str) -> Peer:
-        """A new peer with an empty repository, registered and logged in as *name*."""
+    def start_peer(self, name: str, *extra: str) -> Peer:
+        """A new peer with an empty repository, registered and logged in as *name*; *extra*: more options."""
         listen, control = free_port(), free_port()
         repo = os.path.join(self.directory, name)
         proc = self._twistd(
@@ -418,6 +424,7 @@ class Swarm:
                 "--web=none",
                 f"--repo={repo}",
                 *self.mode,
+                *extra,
             ],
         )
         wait_for_port(listen, proc)

@@ -344,7 +344,7 @@ class Download:
             return
         self._wake()  # its given-back pieces are there for the others
         self.crew.top_up()
-        if not self.crew.active:
+        if self.crew.exhausted:
             self._end(Unavailable(f"every source failed ({self.crew.failure_summary()})"))
 
     def _check_done(self) -> None:

@@ -49,6 +49,9 @@ class PieceListRace:
         self._errors: dict[Source, str] = {}
         #: Decided (won, failed or cancelled): attempts ending now change nothing.
         self._over = False
+        #: Sources to ask still, from calls to _next made while it was asking one.
+        self._asks = 0
+        self._asking = False
         self.done: Deferred = Deferred(lambda _: self._call_off())
 
     def run(self) -> Deferred:
@@ -57,8 +60,26 @@ class PieceListRace:
         return self.done
 
     def _next(self) -> None:
-        if self._over:
+        """Ask the next source.
+
+        An attempt can end (or queue us) before it is started, and ask for
+        the next source from within this call: it is counted, and this loop
+        asks it, so a thousand sources failing in a row do not nest a
+        thousand calls.
+        """
+        self._asks += 1
+        if self._asking:
             return
+        self._asking = True
+        try:
+            while self._asks and not self._over:
+                self._asks -= 1
+                self._ask_next()
+        finally:
+            self._asking = False
+            self._asks = 0
+
+    def _ask_next(self) -> None:
         if not self._waiting:
             if not self._attempts:
                 reasons = "; ".join(f"{s.host}: {self._errors[s]}" for s in self.sources if s in self._errors)

@@ -71,6 +71,7 @@ class UploadSlots:
         self._queues: dict[str, deque[UploadProtocol]] = {}
         self._reclaim_call: Any = None
         self._keepalive_call: Any = None
+        self._places_call: Any = None
         self._changing = False
         self._again = False
 
@@ -85,6 +86,11 @@ class UploadSlots:
         order = sorted(self._queues, key=lambda host: held[host])  # stable: turn order among equals
         queues = [list(self._queues[host]) for host in order]
         return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+
+    @property
+    def anyone_waits(self) -> bool:
+        """Whether any connection waits (without ordering them all, as :attr:`waiting` does)."""
+        return bool(self._queues)
 
     def queued_from(self, host: str) -> int:
         return len(self._queues.get(host, ()))
@@ -101,6 +107,7 @@ class UploadSlots:
                 f"too many connections from {host} wait for an upload slot (limit {self.per_address}); try later"
             )
         queue.append(protocol)
+        protocol.queued(self.waiting.index(protocol) + 1)  # its place at once; later moves in a batch
         self._changed()
         self.reclaim()
 
@@ -130,11 +137,14 @@ class UploadSlots:
         protocol.slotGranted()
 
     def _changed(self) -> None:
-        """Fill free slots, tell the waiting their places, ask greedy addresses to give slots back.
+        """Fill free slots, ask greedy addresses to give slots back, and have the waiting told their places.
 
         A slot given back at once (by an idle holder) calls in here again:
         that call only asks for another pass, so each pass sees the slots as
         they are and no more slots are taken back than others wait for.
+        Places are told once per reactor turn (:meth:`_tell_places`), so a
+        thousand waiting connections closing at once cost one pass over
+        the line, not a thousand passes and half a million messages.
         """
         if self._changing:
             self._again = True
@@ -145,13 +155,19 @@ class UploadSlots:
             while self._again:
                 self._again = False
                 self._fill()
-                for position, p in enumerate(self.waiting, 1):
-                    if p.position != position:
-                        p.queued(position)
                 self._rebalance()
+            if self._queues and self._places_call is None:
+                self._places_call = self.clock.callLater(0, self._tell_places)
             self._schedule_keepalive()
         finally:
             self._changing = False
+
+    def _tell_places(self) -> None:
+        """Tell every waiting connection whose place changed its new place."""
+        self._places_call = None
+        for position, p in enumerate(self.waiting, 1):
+            if p.position != position:
+                p.queued(position)
 
     def _fill(self) -> None:
         while self._queues and self.limit is not None and len(self.granted) < self.limit:

@@ -22,6 +22,8 @@ log = Logger()
 #: A connection must have said ``hello`` this long after connecting (bytes
 #: trickled meanwhile do not extend it), or it is closed.
 HELLO_TIMEOUT = 10.0
+#: A connection that sends nothing for this long while idle is closed.
+IDLE_TIMEOUT = 60.0
 
 
 class UploadLimits:

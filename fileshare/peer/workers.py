@@ -166,6 +166,7 @@ class Crew:
         self.paused_for: set[str] = set()
         #: Asks the tracker for a fresh ticket for this file from a host (None: no way to).
         self.renew: Callable[[str], Awaitable[str | None]] | None = None
+        self._topping_up = False
 
     @property
     def queued(self) -> int | None:
@@ -173,13 +174,29 @@ class Crew:
         places = [p.queue_position for p in self.active.values() if p is not None and p.queue_position]
         return min(places) if places else None
 
+    @property
+    def exhausted(self) -> bool:
+        """No worker runs and no source is left to start one for."""
+        return not self.active and not self._spare
+
     def top_up(self) -> None:
-        """Start workers for spare sources, up to the connection limit."""
-        while self._spare and len(self.active) < self.limit:
-            source = self._spare.popleft()
-            self.active[source] = None
-            d = Deferred.fromCoroutine(fetch_from(self.download, self, source))
-            d.addErrback(lambda f: log.failure("download worker failed", f))
+        """Start workers for spare sources, up to the connection limit.
+
+        A worker can end before it is started (its source failed at once)
+        and ask to top up again: that call returns and this loop goes on, so
+        a thousand sources failing in a row do not nest a thousand calls.
+        """
+        if self._topping_up:
+            return
+        self._topping_up = True
+        try:
+            while self._spare and len(self.active) < self.limit:
+                source = self._spare.popleft()
+                self.active[source] = None
+                d = Deferred.fromCoroutine(fetch_from(self.download, self, source))
+                d.addErrback(lambda f: log.failure("download worker failed", f))
+        finally:
+            self._topping_up = False
 
     def failure_summary(self) -> str:
         return "; ".join(f"{s.host}: {why}" for s, why in self.failed.items()) or "no source could be reached"

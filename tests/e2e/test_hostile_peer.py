@@ -212,25 +212,33 @@ async def fake(world: World, mode: str, fname: str, size: int, data: bytes | Non
     return source
 
 
+async def fetch_then_cancel(world: World, fetcher, source: FakeSource, fname: str, op: str) -> tuple:
+    """On *fetcher*, ``fetch fname``; once *source* was asked *op*, ``status`` and ``cancel`` on another console.
+
+    Their replies, and the fetch's.
+    """
+    watcher = await hostile.open_console(world.bob.found["peer console"])
+    try:
+        fetch = fetcher.send_raw(f"fetch {fname}\n".encode())[0]
+        await until(lambda: any(r.get("op") == op for r in source.requests), 10, f"the fetch asking the fake {op}")
+        status = await watcher.command("status")
+        cancelled = await watcher.command(f"cancel {fname}")
+        return status, cancelled, await bounded(fetch, 5, "the cancelled fetch ending")
+    finally:
+        watcher.transport.loseConnection()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_source_that_never_answers_is_dropped_and_its_fetch_is_shown_and_cancellable(world, request):
     data = os.urandom(3 * MiB)
     source = await fake(world, "silent", "silent.bin", len(data), data)
     fetcher = await hostile.open_console(world.bob.found["peer console"])
-    watcher = await hostile.open_console(world.bob.found["peer console"])
     try:
-        first = fetcher.send_raw(b"fetch silent.bin\n")[0]
-        await until(
-            lambda: source.requests and source.requests[-1].get("op") == "pieces", 10, "the fetch asking the fake"
-        )
-        status = await watcher.command("status")
-        cancelled = await watcher.command("cancel silent.bin")
-        first = await bounded(first, 5, "the cancelled fetch ending")
+        status, cancelled, first = await fetch_then_cancel(world, fetcher, source, "silent.bin", "pieces")
         second = await bounded(fetcher.command("fetch silent.bin"), REQUEST_TIMEOUT + 8, "a fetch from a silent source")
     finally:
         await source.stop()
-        for c in (fetcher, watcher):
-            c.transport.loseConnection()
+        fetcher.transport.loseConnection()
     await world.honest.roundtrip(request.node.name)
 
     assert any(d.startswith("fetching silent.bin ") for d in status.data), status
@@ -260,17 +268,11 @@ async def test_a_fetch_from_a_trickling_source_is_shown_and_cancellable(world, r
     data = os.urandom(3 * MiB)
     source = await fake(world, "trickle", "trickle.bin", len(data), data)
     fetcher = await hostile.open_console(world.bob.found["peer console"])
-    watcher = await hostile.open_console(world.bob.found["peer console"])
     try:
-        fetch = fetcher.send_raw(b"fetch trickle.bin\n")[0]
-        await until(lambda: any(r.get("op") == "get" for r in source.requests), 10, "the fetch asking for bytes")
-        status = await watcher.command("status")
-        cancelled = await watcher.command("cancel trickle.bin")
-        fetch = await bounded(fetch, 5, "the cancelled fetch ending")
+        status, cancelled, fetch = await fetch_then_cancel(world, fetcher, source, "trickle.bin", "get")
     finally:
         await source.stop()
-        for c in (fetcher, watcher):
-            c.transport.loseConnection()
+        fetcher.transport.loseConnection()
     await world.honest.roundtrip(request.node.name)
 
     assert any(d.startswith("fetching trickle.bin ") for d in status.data), status

@@ -6,9 +6,8 @@ import pytest_twisted
 
 from tests.tracker import pg_cluster as cluster
 
-from .harness import console
 from .test_startup_failures import TRACKER, error_lines, run_until_exit
-from .test_twistd import Processes, pytestmark  # noqa: F401  (skip without twistd)
+from .test_twistd import Processes, alice_publishes_to_bob, pytestmark  # noqa: F401  (skip without twistd)
 
 pg_cluster = cluster.pg_cluster
 pg_url = cluster.pg_url
@@ -18,19 +17,8 @@ pg_url = cluster.pg_url
 async def test_two_peer_processes_share_a_file_through_a_tracker_on_postgresql(tmp_path, pg_url):
     procs = Processes(tmp_path)
     try:
-        _, tports = await procs.start("fileshare-tracker", [*TRACKER, "--db", pg_url], {"tracker", "admin console"})
-        procs.tracker_port = tports["tracker"]
-        _, alice_port = await procs.peer("alice")
-        _, bob_port = await procs.peer("bob")
-        (tmp_path / "hello.txt").write_bytes(b"hello from alice\n" * 5000)
-
-        a = await console(alice_port)
-        b = await console(bob_port)
-        assert (await a.command("register alice pw")).ok
-        assert (await a.command("login alice pw")).ok
-        assert (await a.command(f"publish {tmp_path / 'hello.txt'} hello.txt")).ok
-        assert (await b.command("register bob pw")).ok
-        assert (await b.command("login bob pw")).ok
+        await procs.tracker("--db", pg_url)
+        a, b = await alice_publishes_to_bob(procs, tmp_path)
         found = await b.command("search hello*")
         fetched = await b.command("fetch hello.txt")
         for c in (a, b):

@@ -6,6 +6,7 @@ side by side in one directory, driven through their consoles.
 import os
 import re
 import sys
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -78,10 +79,11 @@ class Processes:
         self.running.append(proto)
         return proto, ports
 
-    async def tracker(self) -> dict[str, int]:
+    async def tracker(self, *options: str) -> dict[str, int]:
+        """A tracker process (with *options*, e.g. ``--db``); the ports of its tracker and admin console."""
         _, ports = await self.start(
             "fileshare-tracker",
-            ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1"],
+            ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1", *options],
             {"tracker", "admin console"},
         )
         self.tracker_port = ports["tracker"]
@@ -116,22 +118,30 @@ class Processes:
             await p.ended
 
 
+async def alice_publishes_to_bob(procs: Processes, tmp_path) -> tuple[Any, Any]:
+    """Peer processes alice and bob on *procs*' tracker, both logged in, alice publishing hello.txt (85,000 bytes).
+
+    Their consoles, which the caller closes.
+    """
+    _, alice_port = await procs.peer("alice")
+    _, bob_port = await procs.peer("bob")
+    (tmp_path / "hello.txt").write_bytes(b"hello from alice\n" * 5000)
+    a = await console(alice_port)
+    b = await console(bob_port)
+    assert (await a.command("register alice pw")).ok
+    assert (await a.command("login alice pw")).ok
+    assert (await a.command(f"publish {tmp_path / 'hello.txt'} hello.txt")).ok
+    assert (await b.command("register bob pw")).ok
+    assert (await b.command("login bob pw")).ok
+    return a, b
+
+
 @pytest_twisted.ensureDeferred
 async def test_two_peer_processes_share_a_file_through_a_tracker_process(tmp_path):
     procs = Processes(tmp_path)
     try:
         tports = await procs.tracker()
-        _, alice_port = await procs.peer("alice")
-        _, bob_port = await procs.peer("bob")
-        (tmp_path / "hello.txt").write_bytes(b"hello from alice\n" * 5000)
-
-        a = await console(alice_port)
-        b = await console(bob_port)
-        assert (await a.command("register alice pw")).ok
-        assert (await a.command("login alice pw")).ok
-        assert (await a.command(f"publish {tmp_path / 'hello.txt'} hello.txt")).ok
-        assert (await b.command("register bob pw")).ok
-        assert (await b.command("login bob pw")).ok
+        a, b = await alice_publishes_to_bob(procs, tmp_path)
         fetched = await b.command("fetch hello.txt")
         admin = await console(tports["admin console"])
         peers = await admin.command("peers")

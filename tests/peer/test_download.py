@@ -3,6 +3,7 @@
 import errno
 import os
 import random
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -474,3 +475,31 @@ def test_a_save_that_fails_on_a_full_database_ends_the_fetch_and_leaves_no_part_
     assert failure.value.message == "could not record the progress of 'data.bin': database or disk is full"
     assert t.download.state is State.PAUSED and not t.download.saved
     assert t.repo.calls[-1] == ("drop_partial", t.digest.root) and not os.path.exists(t.part)
+
+
+# -- many sources failing at once
+
+
+def test_sources_that_fail_at_once_in_a_row_are_skipped_in_a_loop_and_the_fetch_completes(tmp_path):
+    many = 2 * sys.getrecursionlimit()  # more than Python allows nested calls
+    t = build(tmp_path, hosts=[f"down{i}" for i in range(many)] + ["good"])
+    source(t, "good")
+
+    d = start(t)
+    t.threads.run()
+
+    assert result_of(d) is None and read(t.final) == DATA
+    assert len(t.download.crew.failed) == many and t.download.contributors == {"good"}
+
+
+def test_when_every_source_fails_at_once_the_fetch_is_unavailable_with_every_reason(tmp_path):
+    many = 2 * sys.getrecursionlimit()
+    t = build(tmp_path, hosts=[f"down{i}" for i in range(many)])
+
+    d = start(t)
+    t.threads.run()
+
+    failure = result_of(d)
+    assert failure.check(Unavailable)
+    reasons = "; ".join(f"down{i}: cannot connect: ConnectionRefusedError" for i in range(many))
+    assert failure.value.message == f"every source failed ({reasons})"

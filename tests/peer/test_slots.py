@@ -102,10 +102,11 @@ def test_a_thousand_hello_only_connections_from_one_address_delay_another_by_one
 
 
 def test_waiting_connections_are_served_round_robin_by_address_longest_waiting_address_first(tmp_path):
-    service, _, _, _ = build_service(tmp_path, max_uploads=1)
+    service, _, _, clock = build_service(tmp_path, max_uploads=1)
     holder, _ = greet(service, THIRD)
     arrivals = [("A1", GREEDY), ("A2", GREEDY), ("B1", MODEST), ("A3", GREEDY), ("B2", MODEST)]
     conns = {name: greet(service, host) for name, host in arrivals}
+    clock.advance(0)  # moves are told at the end of the reactor's turn
     by_protocol = {p: name for name, (p, _) in conns.items()}
 
     # A2 came before B1, but A's turn is after B's once A1 is served.
@@ -123,16 +124,18 @@ def test_waiting_connections_are_served_round_robin_by_address_longest_waiting_a
 
 
 def test_a_freed_slot_goes_to_the_address_holding_fewest_even_if_it_came_last(tmp_path):
-    service, entry, _, _ = build_service(tmp_path, max_uploads=3)
+    service, entry, _, clock = build_service(tmp_path, max_uploads=3)
     first, _ = mid_body(service, entry, GREEDY)
     mid_body(service, entry, GREEDY)
     mid_body(service, entry, MODEST)
     _, greedy_waiter = greet(service, GREEDY)
     _, third_waiter = greet(service, THIRD)
+    clock.advance(0)  # moves are told at the end of the reactor's turn
     assert messages(greedy_waiter) == [{"queued": 1}, {"queued": 2}]
     assert messages(third_waiter) == [{"queued": 1}]
     lose(first)  # the greedy address still holds one, the third none
     assert messages(third_waiter) == [GRANTED]
+    clock.advance(0)
     assert messages(greedy_waiter) == [{"queued": 1}]
 
 
@@ -201,11 +204,29 @@ def test_a_waiting_connection_hears_its_place_at_least_every_keepalive_and_whene
     clock.advance(0.5)
     assert messages(transport) == [{"queued": 2}]
     lose(first)
+    clock.advance(0)  # moves are told at the end of the reactor's turn
     assert messages(transport) == [{"queued": 1}]
     for _ in range(3):
         clock.advance(QUEUE_KEEPALIVE)
         assert messages(transport) == [{"queued": 1}]
     assert not transport.disconnecting  # waiting has no timeout
+
+
+def test_waiting_connections_that_close_in_one_turn_cost_the_one_behind_them_one_message(tmp_path):
+    """Each close moving every connection behind it up, told at once, made a thousand waiting
+    connections closing together half a million messages: seconds of a stalled reactor."""
+    service, _, _, clock = build_service(tmp_path, max_uploads=1)
+    greet(service, THIRD)
+    waiting = [greet(service, f"198.51.100.{n}") for n in range(1, 201)]
+    clock.advance(0)
+    last = waiting[-1][1]
+    assert messages(last) == [{"queued": 200}]
+
+    for protocol, _ in waiting[:-1]:  # in queue order, within one turn of the reactor
+        lose(protocol)
+    clock.advance(0)
+
+    assert messages(last) == [{"queued": 1}]
 
 
 def test_no_keepalive_is_sent_once_nobody_waits(tmp_path):

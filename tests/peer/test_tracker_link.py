@@ -12,7 +12,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
-from fileshare.peer.tracker_link import CALL_TIMEOUT, TrackerClientProtocol, TrackerLink
+from fileshare.peer.tracker_link import CALL_TIMEOUT, TrackerLink
+from fileshare.peer.tracker_protocol import TrackerClientProtocol
 from fileshare.tracker import directory as directory_module
 from fileshare.tracker import passwords
 from fileshare.tracker.directory import Directory

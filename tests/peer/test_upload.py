@@ -24,6 +24,7 @@ from fileshare.errors import NotFound
 from fileshare.peer import published as published_module
 from fileshare.peer import senders as senders_module
 from fileshare.peer import upload as upload_module
+from fileshare.peer import upload_replies as upload_replies_module
 from fileshare.peer.repository import Entry, Stamp
 from fileshare.peer.source import SourceProtocol
 from fileshare.peer.upload import CHUNK, IDLE_TIMEOUT, SLOT_IDLE_GRACE, UploadProtocol, UploadService
@@ -390,7 +391,7 @@ def test_with_one_slot_later_connections_queue_and_are_granted_in_order(tmp_path
 
 
 def test_a_queued_connection_leaving_moves_the_others_up(tmp_path):
-    service, _, _, _ = build_service(tmp_path, max_uploads=1)
+    service, _, _, clock = build_service(tmp_path, max_uploads=1)
     connect_served(service)
     second, second_transport = connect(service)
     third, third_transport = connect(service)
@@ -398,12 +399,13 @@ def test_a_queued_connection_leaving_moves_the_others_up(tmp_path):
     third.dataReceived(hello(service))
     messages(third_transport)
     lose(second)
+    clock.advance(0)  # moves are told at the end of the reactor's turn
     assert messages(third_transport) == [{"queued": 1}]
     assert list(service.slots.waiting) == [third]
 
 
 def test_a_freed_slot_goes_to_the_host_holding_fewest_slots(tmp_path):
-    service, entry, _, _ = build_service(tmp_path, max_uploads=2)
+    service, entry, _, clock = build_service(tmp_path, max_uploads=2)
     greedy_first, _ = connect(service, "192.0.2.1")
     greedy_second, _ = connect(service, "192.0.2.1")
     greedy_third, greedy_third_transport = connect(service, "192.0.2.1")
@@ -414,11 +416,13 @@ def test_a_freed_slot_goes_to_the_host_holding_fewest_slots(tmp_path):
     service.threads.run(2)  # both holders opened the file and wait for their read: mid-body
     modest, modest_transport = connect(service, "192.0.2.2")
     modest.dataReceived(hello(service))
+    clock.advance(0)  # moves are told at the end of the reactor's turn
     # The modest host holds no slot: it is served before the greedy one's third connection.
     assert messages(greedy_third_transport) == [{"queued": 1}, {"queued": 2}]
     assert messages(modest_transport) == [{"queued": 1}]
 
     lose(greedy_first)
+    clock.advance(0)
 
     assert messages(modest_transport) == [GRANTED]
     assert messages(greedy_third_transport) == [{"queued": 1}]
@@ -732,7 +736,7 @@ def test_unexpected_failure_in_a_check_drops_the_connection(tmp_path, monkeypatc
     service, entry, _, _ = build_service(tmp_path)
     protocol, transport = connect_served(service)
     monkeypatch.setattr(published_module, "os", RecordingOs(fstat=lambda fd: 1 / 0))
-    monkeypatch.setattr(upload_module, "log", Logger(observer=lambda event: None))
+    monkeypatch.setattr(upload_replies_module, "log", Logger(observer=lambda event: None))
     request(protocol, op="get", root=entry.root, offset=0, length=10)
     assert transport.value() == b""
     assert transport.disconnected
