@@ -39,7 +39,7 @@ def error_lines(proto: Twistd, plugin: str) -> list[str]:
     return [line for line in text.splitlines() if f"{plugin}: " in line]
 
 
-TRACKER = ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1"]
+TRACKER = ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1", "--web", "none"]
 PEER = ["--tracker", "tcp:host=127.0.0.1:port=1", "--listen", "tcp:0:interface=127.0.0.1"]
 PEER += ["--control", "tcp:0:interface=127.0.0.1"]
 

@@ -77,7 +77,7 @@ class Processes:
     async def tracker(self) -> dict[str, int]:
         _, ports = await self.start(
             "fileshare-tracker",
-            ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1"],
+            ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1", "--web", "none"],
             {"tracker", "admin console"},
         )
         self.tracker_port = ports["tracker"]
