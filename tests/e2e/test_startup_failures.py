@@ -77,6 +77,11 @@ async def test_a_tracker_whose_admin_port_is_taken_exits_with_status_1(tmp_path)
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_tracker_whose_web_port_is_taken_exits_with_status_1(tmp_path):
+    await check_taken(tmp_path, "fileshare-tracker", TRACKER, "--web")
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_peer_whose_listen_port_is_taken_exits_with_status_1(tmp_path):
     await check_taken(tmp_path, "fileshare-peer", PEER + ["--repo", "r"], "--listen")
 
