@@ -1,15 +1,21 @@
 """The tracker's JSON API (docs/api.rst, "Tracker API") against a live tracker and peers on loopback."""
 
+import base64
 import re
+import ssl
 import time
 
 import pytest
 import pytest_twisted
+from cryptography import x509
 from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
 
+from fileshare.tls.fingerprints import fingerprint
 from fileshare.tracker.directory import PAGE_SIZE
 from fileshare.tracker.glob import MAX_PATTERN
 from fileshare.tracker.store import FileRecord
+from tests.tracker._pg_fixture import pg_conninfo, pg_database  # noqa: F401
 
 from .http import request
 from .tracker_net import net, web_tracker  # noqa: F401  (fixture)
@@ -167,8 +173,10 @@ async def test_bad_paths_and_query_strings_are_json_errors(net, path, status, co
 @pytest_twisted.ensureDeferred
 async def test_the_api_is_read_only(net):  # noqa: F811
     tracker = await web_tracker(net)
-    reply = await request(reactor, tracker.base + "/api/v1/stats", "POST", json_body={})
-    assert (reply.status, reply.json["error"], reply.header("allow")) == (405, "method-not-allowed", "GET")
+    for path in ("stats", "peers", "files", "peers/alice/files"):
+        for method in ("POST", "DELETE"):
+            reply = await request(reactor, f"{tracker.base}/api/v1/{path}", method, json_body={})
+            assert (reply.status, reply.json["error"], reply.header("allow")) == (405, "method-not-allowed", "GET")
 
 
 @pytest_twisted.ensureDeferred
@@ -200,6 +208,20 @@ async def test_a_password_protected_page_refuses_a_request_without_the_password(
     assert (await request(reactor, tracker.base + "/api/v1/stats", headers={"Cookie": cookie})).status == 200
 
 
+@pytest_twisted.ensureDeferred
+async def test_beyond_loopback_the_page_is_served_over_tls_with_the_tracker_s_certificate(net, tmp_path):  # noqa: F811
+    (tmp_path / "admin-pw").write_text("hunter2\n")
+    tracker = await net.start_tracker(web="tcp:0:interface=0.0.0.0", admin_password_file=str(tmp_path / "admin-pw"))
+    await tracker.web.listening
+    basic = {"Authorization": "Basic " + base64.b64encode(b"admin:hunter2").decode()}
+    https = f"https://127.0.0.1:{tracker.web.port_number}"
+    assert (await request(reactor, https + "/api/v1/stats", headers=basic)).status == 200
+    pem = await deferToThread(ssl.get_server_certificate, ("127.0.0.1", tracker.web.port_number))
+    assert fingerprint(x509.load_pem_x509_certificate(pem.encode())) == tracker.identity.fingerprint
+    with pytest.raises(Exception):  # noqa: B017  (plain HTTP to a TLS port: no reply at all)
+        await request(reactor, f"http://127.0.0.1:{tracker.web.port_number}/api/v1/stats", headers=basic)
+
+
 def test_web_none_turns_the_page_off(tmp_path):
     from fileshare.tracker.service import TrackerService
 
@@ -207,3 +229,34 @@ def test_web_none_turns_the_page_off(tmp_path):
         {"listen": "tcp:0", "admin": "tcp:0", "web": "none", "db": str(tmp_path / "t.db"), "no-tls": True}, reactor
     )
     assert tracker.web is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_a_group_peers_names_each_host_s_tracker_and_discover_is_relayed(
+    pg_database,  # noqa: F811 (set up before net, so the trackers stop before their database goes)
+    net,  # noqa: F811
+    tmp_path,
+):
+    from tests.e2e.test_cluster import DEAD_AFTER, HEARTBEAT, until
+
+    trackers = []
+    for name, web in (("tracker-a", "none"), ("tracker-b", "tcp:0:interface=127.0.0.1")):
+        tracker = await net.start_tracker(
+            db="group.db", cluster=pg_database, tracker_name=name, heartbeat=HEARTBEAT, dead_after=DEAD_AFTER, web=web
+        )
+        await tracker.cluster_ready
+        trackers.append(tracker)
+    a, b = trackers
+    await b.web.listening
+    b.base = f"http://127.0.0.1:{b.web.port_number}"
+    _, alice = await net.user("alice", tracker_port=a.listener.port_number)
+    await net.user("bob", tracker_port=b.listener.port_number)
+    (tmp_path / "notes.txt").write_text("some notes")
+    assert (await alice.command(f"publish {tmp_path / 'notes.txt'} notes.txt")).ok
+    await until(b, lambda: "alice" in b.cluster.remote, timeout=5)
+
+    peers = (await get(b, "/api/v1/peers")).json["peers"]
+    assert [(p["name"], p["tracker"]) for p in peers] == [("alice", "tracker-a"), ("bob", "tracker-b")]
+    discovered = (await get(b, "/api/v1/peers/alice/files")).json
+    assert [f["name"] for f in discovered["files"]] == ["notes.txt"]
+    assert (await get(b, "/api/v1/stats")).json["hosts_online"] == 2

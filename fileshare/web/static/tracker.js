@@ -141,7 +141,9 @@
     const width = 600, height = 120, pad = 4;
     let top = 1;
     for (const h of history) top = Math.max(top, h.hosts, h.started, h.finished);
-    const x = (t) => ((t - (now - HISTORY_MS)) / HISTORY_MS) * width;
+    // The chart spans what was seen, from one minute up to HISTORY_MS, so a page just opened is not empty.
+    const span = Math.min(HISTORY_MS, Math.max(60 * 1000, now - history[0].t));
+    const x = (t) => ((t - (now - span)) / span) * width;
     const y = (v) => height - pad - (v / top) * (height - 2 * pad);
     const children = [];
     for (const fraction of [0.5, 1]) {
