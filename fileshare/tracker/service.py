@@ -286,6 +286,7 @@ class TrackerService(service.MultiService):
             self.web.setServiceParent(self)
 
     def startService(self) -> None:
+        self.directory.stats.started = self.directory.clock.seconds()
         # The index is read into memory before the first login asks for it (and waits for it).
         loading = self.directory.load()
         loading.addCallback(lambda _: log.info("index loaded: {count} files", count=self.directory.index.size))

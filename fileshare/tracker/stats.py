@@ -38,8 +38,9 @@ class EventCounter:
 class TrackerStats:
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
-        #: When the tracker started (for the uptime the admin console and the web page show).
-        self.started = clock.seconds()
+        #: When the tracker started, for the uptime the admin console and the web page show (set by the
+        #: service as it starts; clocks in tests start at 0).
+        self.started = 0.0
         self.logins = EventCounter(clock)
         self.failed_logins = EventCounter(clock)
         # Tickets for members-only downloads are issued elsewhere (another part
