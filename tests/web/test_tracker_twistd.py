@@ -1,7 +1,5 @@
 """``twistd fileshare-tracker --web ...`` as a user runs it: the page and the API from the tracker's own process."""
 
-import re
-
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
@@ -10,32 +8,31 @@ from tests.e2e.test_startup_failures import error_lines, run_until_exit
 from tests.e2e.test_twistd import Processes, pytestmark  # noqa: F401  (skip without twistd)
 
 from .http import request
+from .tracker_net import twistd_tracker
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
 
-def free_port() -> int:
+async def free_port() -> int:
     port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
     number = port.getHost().port
-    port.stopListening()
+    await port.stopListening()
     return number
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_tracker_serves_its_page_on_the_web_endpoint(tmp_path):
     procs = Processes(tmp_path)
-    number = free_port()
+    number = await free_port()
     try:
-        proto, _ = await procs.start(
-            "fileshare-tracker",
-            ["--listen", LOCAL, "--admin", LOCAL, "--web", f"tcp:{number}:interface=127.0.0.1"],
-            {"tracker", "admin console"},
+        _, ports = await twistd_tracker(
+            procs, ["--listen", LOCAL, "--admin", LOCAL, "--web", f"tcp:{number}:interface=127.0.0.1"]
         )
+        assert ports["web"] == number
         page = await request(reactor, f"http://127.0.0.1:{number}/")
         assert page.status == 200 and b"<title>fileshare tracker</title>" in page.body
         stats = await request(reactor, f"http://127.0.0.1:{number}/api/v1/stats")
         assert stats.json["hosts_online"] == 0
-        assert re.search(rf"tracker web page listening on 127\.0\.0\.1:{number}$", proto.output.decode(), re.M)
     finally:
         await procs.stop_all()
 
