@@ -141,7 +141,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         [
             str(twistd), "-n", "--logfile", str(work / "tracker.log"), "--pidfile", "",
             "fileshare-tracker", "--no-tls", "--create", "--db", str(work / "tracker.db"),
-            "--listen", f"tcp:{port}:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1",
+            "--listen", f"tcp:{port}:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1", "--web", "none",
         ],
         env=env,
         cwd=work,

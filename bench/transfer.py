@@ -403,6 +403,7 @@ class Swarm:
             [
                 f"--listen=tcp:{self.tracker_port}:interface=127.0.0.1",
                 f"--admin=tcp:{admin}:interface=127.0.0.1",
+                "--web=none",
                 f"--db={os.path.join(self.directory, 'tracker.db')}",
                 *self.mode,
             ],

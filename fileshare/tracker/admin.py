@@ -1,5 +1,6 @@
 """The tracker operator's console: who is online, what is indexed, live checks."""
 
+import json
 import time
 from typing import Any
 
@@ -9,8 +10,22 @@ from .. import __version__
 from ..console.grammar import quote
 from ..console.paging import Pager, more_command
 from ..console.protocol import CommandTable, ConsoleProtocol, Session, help_command, quit_command
+from ..errors import BadRequest
 from ..names import check_account
+from . import views
 from .directory import Directory
+
+
+def json_flag(flags: tuple[str, ...], usage: str) -> bool:
+    """Whether the command's only optional word is ``--json`` (one JSON object per data line)."""
+    if flags and flags != ("--json",):
+        raise BadRequest(f"usage: {usage}")
+    return bool(flags)
+
+
+def json_line(row: dict[str, Any]) -> str:
+    """A data line of ``--json``: the same object, with the same field names, as the web API's."""
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
 
 
 def admin_commands(directory: Directory, identity: Any = None) -> CommandTable:
@@ -22,25 +37,35 @@ def admin_commands(directory: Directory, identity: Any = None) -> CommandTable:
             return "no fingerprint: this tracker runs with --no-tls"
         return f"tracker certificate fingerprint {identity.fingerprint}"
 
-    async def peers(session: Session) -> str:
-        # In a group (fileshare.tracker.cluster), hosts on the other trackers too, each with its tracker.
-        group = directory.cluster
-        everyone = {**group.remote, **directory.online}
-        for host in sorted(everyone.values(), key=lambda h: h.name):
-            remote = host.name not in directory.online
-            count = await directory.store.count_files(host.name) if remote else host.files
-            where = f" tracker={quote(host.tracker if remote else group.name)}" if group.name else ""
-            session.data(f"{quote(host.name)} {host.endpoint} files={count}{where}")
-        n = len(everyone)
+    async def peers(session: Session, *flags: str) -> str:
+        as_json = json_flag(flags, "peers [--json]")
+        rows = await views.peers_view(directory)
+        for row in rows:
+            if as_json:
+                session.data(json_line(row))
+            else:
+                where = f" tracker={quote(row['tracker'])}" if row["tracker"] else ""
+                session.data(f"{quote(row['name'])} {row['address']} files={row['files']}{where}")
+        n = len(rows)
         return f"{n} host{'s' if n != 1 else ''} online"
 
-    async def files(session: Session, pattern: str = "*") -> str:
-        async def page(after: Any) -> tuple[list[Any], Any]:
-            found = await directory.search(pattern, after)
-            return found.items, found.next
+    async def files(session: Session, *words: str) -> str:
+        as_json = "--json" in words
+        rest = [w for w in words if w != "--json"]
+        if len(rest) > 1:
+            raise BadRequest("usage: files [--json] [PATTERN]")
+        pattern = rest[0] if rest else "*"
 
-        def show(session: Session, s: Any) -> None:
-            session.data(f"{quote(s.fname)} {s.size} {s.root} holders={s.holders} online={s.online}")
+        async def page(after: Any) -> tuple[list[Any], Any]:
+            return await views.files_page(directory, pattern, after)
+
+        def show(session: Session, f: dict[str, Any]) -> None:
+            if as_json:
+                session.data(json_line(f))
+            else:
+                session.data(
+                    f"{quote(f['name'])} {f['size']} {f['root']} holders={f['holders']} online={f['online_holders']}"
+                )
 
         def describe(count: int, first: bool) -> str:
             return f"{count}{'' if first else ' more'} file{'s' if count != 1 else ''} indexed"
@@ -48,10 +73,9 @@ def admin_commands(directory: Directory, identity: Any = None) -> CommandTable:
         return await pager.start(session, page, show, describe)
 
     async def discover(session: Session, hostname: str) -> str:
-        check_account(hostname)
-        items = await directory.discover(hostname)
+        items = await views.discover_view(directory, hostname)
         for item in items:
-            session.data(f"{quote(str(item.get('fname')))} {item.get('size')} {item.get('root')}")
+            session.data(f"{quote(str(item['name']))} {item['size']} {item['root']}")
         return f"{len(items)} file{'s' if len(items) != 1 else ''} in {hostname}'s repository"
 
     async def ping(session: Session, hostname: str) -> str:
@@ -81,18 +105,24 @@ def admin_commands(directory: Directory, identity: Any = None) -> CommandTable:
             session.data(f"{quote(b.name)} since={since} reason={quote(b.reason)}")
         return f"{len(found)} ban{'s' if len(found) != 1 else ''}"
 
-    async def stats(session: Session) -> str:
-        s = directory.stats
-        online_files = sum(h.files for h in directory.online.values())
-        indexed = len(await directory.store.holdings())
-        session.data(f"hosts-online {len(directory.online)}")
-        session.data(f"files indexed={indexed} on-online-hosts={online_files}")
-        for label, counter in (("logins", s.logins), ("failed-logins", s.failed_logins), ("tickets-issued", s.tickets)):
-            session.data(f"{label} last-minute={counter.recent()} since-start={counter.total}")
+    async def stats(session: Session, *flags: str) -> str:
+        as_json = json_flag(flags, "stats [--json]")
+        figures = await views.stats_view(directory)
+        if as_json:
+            session.data(json_line(figures))
+            return "stats listed"
+        session.data(f"hosts-online {figures['hosts_online']}")
+        session.data(f"files indexed={figures['files_indexed']} on-online-hosts={figures['files_on_online_hosts']}")
+        for key in ("logins", "failed_logins", "tickets_issued", "fetches_started", "fetches_finished"):
+            c = figures[key]
+            session.data(f"{key.replace('_', '-')} last-minute={c['last_minute']} since-start={c['since_start']}")
+        session.data(f"uptime {figures['uptime_s']} s")
         return "stats listed"
 
-    table.add("peers", peers, "peers", "list online hosts with their address and file count")
-    table.add("files", files, "files [PATTERN]", "list the file index (glob PATTERN), one page at a time", 0, 1)
+    table.add("peers", peers, "peers [--json]", "list online hosts with their address and file count", 0, 1)
+    table.add(
+        "files", files, "files [--json] [PATTERN]", "list the file index (glob PATTERN), one page at a time", 0, 2
+    )
     table.add("more", more_command(pager), "more", "the next page of the last 'files'")
     table.add("discover", discover, "discover HOSTNAME", "ask HOSTNAME live for the files it holds", 1)
     table.add("ping", ping, "ping HOSTNAME", "check HOSTNAME live and print the round-trip time", 1)
@@ -100,7 +130,14 @@ def admin_commands(directory: Directory, identity: Any = None) -> CommandTable:
     table.add("ban", ban, "ban NAME [REASON]", "refuse NAME's logins, giving REASON, and end its session", 1, 64)
     table.add("unban", unban, "unban NAME", "lift NAME's ban", 1)
     table.add("bans", bans, "bans", "list banned accounts with the time and reason")
-    table.add("stats", stats, "stats", "hosts online, files, logins and failures (last minute, since start)")
+    table.add(
+        "stats",
+        stats,
+        "stats [--json]",
+        "hosts online, files, logins, tickets and fetches (last minute, since start), uptime",
+        0,
+        1,
+    )
     table.add("fingerprint", fingerprint, "fingerprint", "the tracker's certificate fingerprint, to hand to peers")
     table.add("help", help_command(table), "help", "list the commands")
     table.add("quit", quit_command, "quit", "close this console")

@@ -426,7 +426,10 @@ class Directory:
             except TooManyFiles as e:
                 self._too_many(e, "publish")
                 raise
+            fetched = any(h.host != name and h.root == record.root for h in self.index.holdings(record.fname))
             count = self.index.add(name, [record])
+        if fetched:
+            self.stats.fetches_finished.add()
         await self._stored(name, count)
 
     @contextmanager
@@ -492,6 +495,8 @@ class Directory:
             # to the index: answer after the writes and re-reads running now.
             await DeferredList([*self._writes, Deferred.fromCoroutine(self._reread_done())])
             found = self._sources(fname, asking)
+        if found:
+            self.stats.fetches_started.add()
         return found
 
     def _sources(self, fname: str, asking: str | None) -> list[tuple[Holding, OnlineHost]]:
@@ -533,7 +538,14 @@ class Directory:
             await host.channel.call("ping", timeout=LIVE_TIMEOUT)
         except FileshareError as e:
             raise Unavailable(f"{name} did not answer: {e.message}") from None
-        return self.clock.seconds() - start
+        host.rtt = self.clock.seconds() - start
+        return host.rtt
+
+    def pinged(self, name: str, channel: HostChannel, rtt: float) -> None:
+        """*name*'s connection answered the idle check's ``ping`` in *rtt* seconds."""
+        host = self.online.get(name)
+        if host is not None and host.channel is channel:
+            host.rtt = rtt
 
     async def discover(self, name: str) -> list[dict[str, Any]]:
         """Ask *name* for the files in its repository."""

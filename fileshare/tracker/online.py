@@ -41,6 +41,8 @@ class OnlineHost:
     transfer_address: dict[str, object] = attrs.field(factory=dict)
     #: The tracker of the group the host is connected to ('' for this one; see fileshare.tracker.cluster).
     tracker: str = ""
+    #: Seconds the last ``ping`` took (the idle check's or the operator's); None until one is answered.
+    rtt: float | None = None
 
 
 @attrs.frozen

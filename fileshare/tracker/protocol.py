@@ -136,6 +136,11 @@ class TrackerServerProtocol(RPCProtocol):
         told.addErrback(lambda _: None)
         self.transport.loseConnection()
 
+    def pinged(self, rtt: float) -> None:
+        """The idle check's ``ping`` came back (:mod:`.timeouts`): the host's last RTT."""
+        if self.host is not None:
+            self.directory.pinged(self.host, self, rtt)
+
     def _request_received(self, message: dict[str, Any]) -> None:
         if not self.greeted and message.get("op") != "hello":
             self.refuse(hello_required(), message.get("id"))

@@ -22,6 +22,8 @@ from ..services import (
 from ..storage.sqlite import DatabaseError
 from ..tls import Identity, IdentityError, load_or_create
 from ..tls.ca import load_identity
+from ..web.site import web_listener
+from ..web.tracker_api import tracker_root
 from ..wire.rpc import MAX_IN_FLIGHT
 from .admin import AdminConsoleFactory
 from .cluster import LocalCluster
@@ -44,6 +46,14 @@ class Options(usage.Options):
     optParameters = [
         ["listen", None, "tcp:7700", "Endpoint where peers connect."],
         ["admin", None, "tcp:7701:interface=127.0.0.1", "Endpoint of the admin console (no password: keep it local)."],
+        [
+            "web",
+            None,
+            "tcp:7780:interface=127.0.0.1",
+            "Endpoint of the status page and JSON API ('none': off); beyond loopback it needs "
+            "--admin-password-file and TLS.",
+        ],
+        ["admin-password-file", None, None, "File whose first line is the password of the web page (--web)."],
         [
             "db",
             None,
@@ -263,15 +273,30 @@ class TrackerService(service.MultiService):
             "--admin",
         )
         self.admin.setServiceParent(self)
+        #: The status page and JSON API (None with ``--web none``); see fileshare.web.tracker_api.
+        self.web = web_listener(
+            reactor,
+            options.get("web", "none"),
+            tracker_root(self.directory),
+            self.identity,
+            options.get("admin-password-file"),
+            "tracker web page",
+        )
+        if self.web is not None:
+            self.web.setServiceParent(self)
 
     def startService(self) -> None:
+        self.directory.stats.started = self.directory.clock.seconds()
         # The index is read into memory before the first login asks for it (and waits for it).
         loading = self.directory.load()
         loading.addCallback(lambda _: log.info("index loaded: {count} files", count=self.directory.index.size))
         loading.addErrback(lambda f: log.failure("cannot load the index from the database", f))
         super().startService()
         self.cluster_ready = self._cluster_service.ready
-        self.started = first_failure([self.listener.listening, self.admin.listening, self.cluster_ready])
+        listening = [self.listener.listening, self.admin.listening, self.cluster_ready]
+        if self.web is not None:
+            listening.append(self.web.listening)
+        self.started = first_failure(listening)
 
     def stopService(self) -> Any:
         self.peers.disconnect_all()
@@ -283,7 +308,7 @@ def makeService(options: Options) -> service.IService:
 
     try:
         top = TrackerService(options, reactor)
-    except (DatabaseError, IdentityError) as e:
+    except (DatabaseError, IdentityError, StartupError) as e:
         # twistd prints this one line and exits with status 1.
         raise SystemExit(f"fileshare-tracker: {e}") from None
     return Program("fileshare-tracker", top, reactor)

@@ -37,8 +37,21 @@ class EventCounter:
 
 class TrackerStats:
     def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        #: When the tracker started, for the uptime the admin console and the web page show (set by the
+        #: service as it starts; clocks in tests start at 0).
+        self.started = 0.0
         self.logins = EventCounter(clock)
         self.failed_logins = EventCounter(clock)
         # Tickets for members-only downloads are issued elsewhere (another part
         # of issue 8); this stays at 0 until that code calls tickets.add().
         self.tickets = EventCounter(clock)
+        #: ``sources`` lookups that found at least one online holder: a fetch starts with one
+        #: (a fetch that asks again, for a fresh ticket, counts again).
+        self.fetches_started = EventCounter(clock)
+        #: Publishes of a file (name and root) another host already held: a finished fetch ends with
+        #: one (so does publishing an identical local copy under the same name).
+        self.fetches_finished = EventCounter(clock)
+
+    def uptime(self) -> float:
+        return self.clock.seconds() - self.started

@@ -110,9 +110,12 @@ class Deadlines:
     def _ping(self) -> None:
         self._idle = None
         d = self.channel.call("ping", timeout=self.timeouts.ping)
-        d.addCallbacks(self._answered, self._unanswered)
+        d.addCallbacks(self._answered, self._unanswered, callbackArgs=(self.clock.seconds(),))
 
-    def _answered(self, _: object) -> None:
+    def _answered(self, _: object, sent: float) -> None:
+        pinged = getattr(self.channel, "pinged", None)
+        if pinged is not None:
+            pinged(self.clock.seconds() - sent)
         if self.channel.connected and self._idle is None:
             self._idle = self.clock.callLater(self.timeouts.idle, self._ping)
 

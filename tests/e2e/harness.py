@@ -103,6 +103,7 @@ class Network:
             {
                 "listen": f"tcp:{port}:interface=127.0.0.1",
                 "admin": "tcp:0:interface=127.0.0.1",
+                "web": "none",
                 "db": str(self.tmp_path / db),
                 **{k.replace("_", "-"): v for k, v in options.items()},
             },

@@ -155,7 +155,15 @@ class Cluster:
         self.tracker = await self._start(
             "tracker",
             "fileshare-tracker",
-            ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1", *options],
+            [
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--admin",
+                "tcp:0:interface=127.0.0.1",
+                "--web",
+                "none",
+                *options,
+            ],
             {"tracker", "admin console"},
         )
         return self.tracker

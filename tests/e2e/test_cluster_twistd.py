@@ -49,6 +49,7 @@ class Watched(Twistd):
 async def group_tracker(cwd, name: str, conninfo: str) -> tuple[Watched, dict[str, int]]:
     proto = Watched({"tracker", "admin console"})
     args = ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1", "--db", "group.db"]
+    args += ["--web", "none"]
     args += ["--cluster", conninfo, "--tracker-name", name, "--heartbeat", "0.2", "--dead-after", "1"]
     argv = [TWISTD, "-n", "--pidfile=", "--logfile=-", "fileshare-tracker", *args]
     reactor.spawnProcess(proto, TWISTD, argv, env=dict(os.environ), path=str(cwd))
@@ -89,6 +90,7 @@ async def group_tracker_on_db(cwd, name: str, url: str) -> tuple[Watched, dict[s
     """A twistd tracker whose --db is the PostgreSQL database *url*: trackers on one database are one group."""
     proto = Watched({"tracker", "admin console"})
     args = ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1", "--db", url]
+    args += ["--web", "none"]
     args += ["--tracker-name", name, "--heartbeat", "0.2", "--dead-after", "1"]
     argv = [TWISTD, "-n", "--pidfile=", "--logfile=-", "fileshare-tracker", *args]
     reactor.spawnProcess(proto, TWISTD, argv, env=dict(os.environ), path=str(cwd / name))

@@ -39,7 +39,7 @@ def error_lines(proto: Twistd, plugin: str) -> list[str]:
     return [line for line in text.splitlines() if f"{plugin}: " in line]
 
 
-TRACKER = ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1"]
+TRACKER = ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1", "--web", "none"]
 PEER = ["--tracker", "tcp:host=127.0.0.1:port=1", "--listen", "tcp:0:interface=127.0.0.1"]
 PEER += ["--control", "tcp:0:interface=127.0.0.1", "--web", "none"]
 
@@ -74,6 +74,11 @@ async def test_a_tracker_whose_listen_port_is_taken_exits_with_status_1(tmp_path
 @pytest_twisted.ensureDeferred
 async def test_a_tracker_whose_admin_port_is_taken_exits_with_status_1(tmp_path):
     await check_taken(tmp_path, "fileshare-tracker", TRACKER, "--admin")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tracker_whose_web_port_is_taken_exits_with_status_1(tmp_path):
+    await check_taken(tmp_path, "fileshare-tracker", TRACKER, "--web")
 
 
 @pytest_twisted.ensureDeferred

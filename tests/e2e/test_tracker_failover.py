@@ -203,7 +203,16 @@ async def test_a_tracker_process_killed_under_live_peers_leaves_them_fetching_th
         for db in ("first.db", "second.db"):
             proto, ports = await procs.start(
                 "fileshare-tracker",
-                ["--db", db, "--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1"],
+                [
+                    "--db",
+                    db,
+                    "--listen",
+                    "tcp:0:interface=127.0.0.1",
+                    "--admin",
+                    "tcp:0:interface=127.0.0.1",
+                    "--web",
+                    "none",
+                ],
                 {"tracker", "admin console"},
             )
             trackers.append((proto, ports))

@@ -60,7 +60,7 @@ class Tracker(ProcessProtocol):
 def run_tracker(cwd, *options: str) -> Tracker:
     tracker = Tracker()
     argv = [TWISTD, "-n", "--pidfile=", "--logfile=-", "fileshare-tracker"]
-    argv += ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1", *options]
+    argv += ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1", "--web", "none", *options]
     reactor.spawnProcess(tracker, TWISTD, argv, env=dict(os.environ), path=str(cwd))
     killer = reactor.callLater(LIMIT, tracker.transport.signalProcess, "KILL")
     tracker.ended.addBoth(lambda status: (killer.cancel() if killer.active() else None, status)[1])

@@ -47,7 +47,9 @@ def test_without_a_backlog_twisted_default_of_50_stays():
 
 def test_the_tracker_listens_with_a_backlog_of_4096_by_default(tmp_path):
     options = Options()
-    options.parseOptions(["--db", str(tmp_path / "t.db"), "--no-tls", "--listen", "tcp:0", "--admin", "tcp:0"])
+    options.parseOptions(
+        ["--db", str(tmp_path / "t.db"), "--no-tls", "--listen", "tcp:0", "--admin", "tcp:0", "--web", "none"]
+    )
     reactor = MemoryReactor()
     tracker = TrackerService(options, reactor)
     tracker.listener.startService()

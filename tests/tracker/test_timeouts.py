@@ -192,6 +192,17 @@ def test_an_idle_logged_in_connection_is_pinged_and_stays_when_it_answers():
     assert [m["op"] for m in client.received()] == ["ping"]
 
 
+def test_the_idle_check_s_ping_records_the_rtt():
+    factory, _ = build_factory()
+    client = Client(factory)
+    client.log_in()
+    client.clock.advance(IDLE_TIMEOUT)
+    (ping,) = client.received()
+    client.clock.advance(0.5)
+    client.protocol.dataReceived(json.dumps({"re": ping["id"], "ok": True}).encode() + b"\n")
+    assert factory.directory.online["alice"].rtt == 0.5
+
+
 def test_an_idle_connection_that_answers_no_ping_is_closed_and_its_host_goes_offline():
     factory, lines = build_factory()
     client = Client(factory)
