@@ -83,7 +83,15 @@ class Processes:
         """A tracker process (with *options*, e.g. ``--db``); the ports of its tracker and admin console."""
         _, ports = await self.start(
             "fileshare-tracker",
-            ["--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1", "--web", "none", *options],
+            [
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--admin",
+                "tcp:0:interface=127.0.0.1",
+                "--web",
+                "none",
+                *options,
+            ],
             {"tracker", "admin console"},
         )
         self.tracker_port = ports["tracker"]
