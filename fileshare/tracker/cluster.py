@@ -46,6 +46,12 @@ class ICluster(Interface):
         Fires once the notice is sent (or could not be: it never fails).
         """
 
+    def sessions_elsewhere() -> Any:
+        """Awaitable set of the accounts online on another live tracker of the group (once joined).
+
+        A starting tracker leaves their session tokens open: those sessions have not ended.
+        """
+
     def start() -> Deferred:
         """Join the group; fires when the cluster is ready."""
 
@@ -73,6 +79,9 @@ class LocalCluster:
 
     def files_changed(self, host: str) -> Deferred:
         return succeed(None)
+
+    def sessions_elsewhere(self) -> Deferred:
+        return succeed(set())
 
     def start(self) -> Deferred:
         return succeed(None)

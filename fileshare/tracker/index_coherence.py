@@ -35,7 +35,12 @@ class IndexCoherence:
         holdings = await self.store.holdings()
         self.index = Index.of(holdings, self.online.keys() | self.cluster.remote.keys())
         self._loaded = True
-        await self.tokens.started()
+        try:
+            elsewhere = await self.cluster.sessions_elsewhere()
+        except Exception as e:
+            log.warn("session tokens left open at start: cannot read the group's sessions ({why})", why=e)
+            return
+        await self.tokens.started(elsewhere)
 
     # -- keeping the index coherent with the other trackers of a group
 

@@ -90,6 +90,8 @@ class PostgresCluster(Heartbeats, SessionMirror):
         self.relays = Relays(self, reactor, self.id)
         self._stopping = False
         self._joined = False
+        self._ready = False  # joined, and the others' sessions read
+        self._join_waiters: list[Deferred] = []  # sessions_elsewhere() calls waiting for the end of start()
         self._names: dict[str, str] = {}  # tracker id -> name, for 'peers'
         self._unsent: set[str] = set()  # hosts whose files-changed notice failed (sent again at the next heartbeat)
         #: Called with no arguments after every change of ``remote`` (tests wait on it instead of sleeping).
@@ -123,6 +125,8 @@ class PostgresCluster(Heartbeats, SessionMirror):
         self._joined = True
         await self._listen()
         await self._reload()
+        self._ready = True
+        self._tell_joined(None)
         self._heartbeat.start(self.heartbeat_interval, now=False).addErrback(
             lambda f: log.failure("cluster heartbeat stopped", f)
         )
@@ -135,7 +139,25 @@ class PostgresCluster(Heartbeats, SessionMirror):
         )
 
     def start(self) -> Deferred:
-        return Deferred.fromCoroutine(self._start())
+        return Deferred.fromCoroutine(self._start()).addErrback(self._tell_joined)
+
+    def _tell_joined(self, result: Any) -> Any:
+        waiting, self._join_waiters = self._join_waiters, []
+        for d in waiting:
+            d.callback(result)  # a Failure fails each of them
+        return result
+
+    async def sessions_elsewhere(self) -> set[str]:
+        """Accounts online on another tracker of the group, once this one has joined and read the sessions.
+
+        Not those whose tracker has this tracker's name: that was this
+        tracker before a restart, and those sessions have ended.
+        """
+        if not self._ready:
+            d: Deferred = Deferred()
+            self._join_waiters.append(d)
+            await d
+        return {name for name, host in self.remote.items() if host.tracker != self.name}
 
     async def _listen(self) -> None:
         import psycopg

@@ -12,6 +12,7 @@ reads the other trackers' sessions again.
 
 from typing import Any
 
+from twisted.internet.defer import DeferredList
 from twisted.logger import Logger
 
 from .online import OnlineHost
@@ -32,8 +33,13 @@ class Heartbeats:
             rejoined, dead, dropped = await self._pool.runInteraction(self._beat_in_db, hosts)
             if rejoined:
                 log.warn("tracker {name} was taken for dead by the group; rejoined it", name=self.name)
+            if dropped and self.directory is not None:
+                # Those sessions ended with their tracker: their tokens live ``lifetime`` more (from now, before
+                # the group sees them offline), so the peers log in on another tracker without the password
+                # check, but not forever.
+                await DeferredList([self.directory.tokens.dropped(name, session) for _, name, session in dropped])
             if dead or dropped:
-                gone = {tracker for tracker, _ in dead} | set(dropped)
+                gone = {tracker for tracker, _ in dead} | {tracker for tracker, _, _ in dropped}
                 # At once here, without waiting for this tracker's own 'reload' to come back.
                 self._set_remote({n: h for n, h in self.remote.items() if h.channel.tracker not in gone})
                 self._changed()
@@ -42,7 +48,7 @@ class Heartbeats:
                     "tracker {name} missed its heartbeats for {bound} s: its hosts are offline ({count})",
                     name=name,
                     bound=self.dead_after,
-                    count=dropped.count(tracker),
+                    count=sum(1 for t, _, _ in dropped if t == tracker),
                 )
             if self._listener is None and not self._stopping:
                 await self._listen()
@@ -59,8 +65,8 @@ class Heartbeats:
         except Exception as e:
             log.warn("cluster heartbeat failed: {why}", why=e)
 
-    def _beat_in_db(self, cursor: Any, hosts: list[OnlineHost]) -> tuple[bool, list[Any], list[str]]:
-        """Stamp this tracker's row, drop the dead; (rejoined, dead (id, name) pairs, trackers of dropped sessions)."""
+    def _beat_in_db(self, cursor: Any, hosts: list[OnlineHost]) -> tuple[bool, list[Any], list[Any]]:
+        """Stamp this tracker's row, drop the dead: (rejoined, dead (id, name), dropped sessions (tracker, name, session))."""
         cursor.execute("UPDATE cluster_trackers SET heartbeat = now() WHERE id = %s", (self.id,))
         rejoined = cursor.rowcount == 0
         if rejoined:
@@ -76,9 +82,10 @@ class Heartbeats:
         )
         dead = cursor.fetchall()
         cursor.execute(
-            "DELETE FROM cluster_sessions WHERE tracker NOT IN (SELECT id FROM cluster_trackers) RETURNING tracker"
+            "DELETE FROM cluster_sessions WHERE tracker NOT IN (SELECT id FROM cluster_trackers) "
+            "RETURNING tracker, name, session"
         )
-        dropped = [tracker for (tracker,) in cursor.fetchall()]
+        dropped = cursor.fetchall()
         # Replies whose asker died before reading them.
         cursor.execute("DELETE FROM cluster_replies WHERE made < now() - interval '1 minute'")
         if dead or dropped:

@@ -222,8 +222,11 @@ class PostgresTrackerStore:
         if _storable(name):
             await self._rowcount("DELETE FROM sessions WHERE name = %s", (name,))
 
-    async def expire_open_sessions(self, expires: float) -> None:
-        await self._rowcount("UPDATE sessions SET expires = %s WHERE expires IS NULL", (expires,))
+    async def expire_open_sessions(self, expires: float, keep: Collection[str] = ()) -> None:
+        await self._rowcount(
+            "UPDATE sessions SET expires = %s WHERE expires IS NULL AND NOT (name = ANY(%s::text[]))",
+            (expires, [name for name in keep if _storable(name)]),
+        )
 
     def close(self) -> None:
         self.pool.close()

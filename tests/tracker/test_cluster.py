@@ -44,6 +44,9 @@ class RecordingCluster:
         self.calls.append(("files", host))
         return defer.succeed(None)
 
+    def sessions_elsewhere(self) -> defer.Deferred:
+        return defer.succeed(set())
+
     def start(self) -> defer.Deferred:
         return defer.succeed(None)
 

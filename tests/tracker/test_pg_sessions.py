@@ -82,3 +82,13 @@ async def test_the_postgresql_store_keeps_only_the_hash_and_keeps_it_across_a_re
         assert await restarted.tokens.valid("alice", token) is False
     finally:
         store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_postgresql_store_leaves_open_the_tokens_it_is_told_to_keep(pg_store):
+    for name in ("alice", "bob"):
+        await pg_store.create_account(name, "h")
+        await pg_store.save_session(name, f"{name}-h")
+    await pg_store.expire_open_sessions(9.0, keep=["bob", "al\x00ice"])
+    assert await pg_store.session("alice") == SessionRecord("alice-h", 9.0)
+    assert await pg_store.session("bob") == SessionRecord("bob-h", None)
