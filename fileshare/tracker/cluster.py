@@ -40,8 +40,10 @@ class ICluster(Interface):
     def release(host: Any) -> None:
         """*host*'s session ended here; forget it for the group (no-op if another tracker took it over)."""
 
-    def files_changed(host: str) -> Deferred:
-        """This tracker stored a change of *host*'s files: the other trackers re-read them into their index.
+    def files_changed(host: str, version: int | None = None) -> Deferred:
+        """This tracker stored a change of *host*'s files (now at *version*, if the store keeps versions).
+
+        The other trackers re-read them into their index, unless they hold that version already.
 
         Fires once the notice is sent (or could not be: it never fails).
         """
@@ -77,7 +79,7 @@ class LocalCluster:
     def release(self, host: Any) -> None:
         pass
 
-    def files_changed(self, host: str) -> Deferred:
+    def files_changed(self, host: str, version: int | None = None) -> Deferred:
         return succeed(None)
 
     def sessions_elsewhere(self) -> Deferred:

@@ -111,6 +111,8 @@ class Directory(IndexRequests, IndexCoherence):
         self._reread_waiters: dict[str, list[Deferred]] = {}
         #: Hosts whose files changed while :meth:`reload_index` read the store (None: no reload runs).
         self._touched: set[str] | None = None
+        #: host -> the version of its files the index holds, with a versioned store (:mod:`.index_coherence`).
+        self.versions: dict[str, int] = {}
 
     # -- accounts
 

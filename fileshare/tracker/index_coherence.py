@@ -6,16 +6,47 @@ Keeping a tracker's file index in memory coherent with the store and with the ot
 ``tokens`` and the bookkeeping attributes made in ``Directory.__init__``).  It
 loads the index at start, re-reads one host's files when another tracker
 says they changed, and reloads the whole index when notices may have been lost.
+
+A store that keeps a version number per host's files (:class:`IFileVersions`:
+PostgreSQL) bumps it in the transaction of each change.  The directory then
+holds, for each host, the version its index reflects (``versions``); a
+notice carries the version of the change, so a notice the index already
+holds reads nothing, and a notice past a missed one re-reads the host.  Each
+heartbeat of a group compares the versions in the store with those held
+(:meth:`IndexCoherence.check_versions`, one query) and re-reads only the hosts
+whose notices were lost, so no lost notice outlives a heartbeat.
 """
 
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
+from zope.interface import Interface
 
 from .index import Index
 
 log = Logger()
+
+
+class IFileVersions(Interface):
+    """A store whose every change of a host's files bumps that host's version, in the same transaction.
+
+    Each read answers the versions first, then the rows, so the rows are at
+    least as new as the versions: a change between the two is read again
+    later, never missed.
+    """
+
+    def file_version(host: str) -> Any:
+        """Awaitable: *host*'s version now (0 if its files never changed)."""
+
+    def file_versions() -> Any:
+        """Awaitable dict host -> version, of every host whose files ever changed (one query)."""
+
+    def versioned_host_files(host: str) -> Any:
+        """Awaitable (version, the FileRecords of *host*)."""
+
+    def versioned_holdings() -> Any:
+        """Awaitable (dict host -> version, every Holding)."""
 
 
 class IndexCoherence:
@@ -32,7 +63,7 @@ class IndexCoherence:
         return d
 
     async def _load(self) -> None:
-        holdings = await self.store.holdings()
+        holdings = await self._holdings()
         self.index = Index.of(holdings, self.online.keys() | self.cluster.remote.keys())
         self._loaded = True
         try:
@@ -48,13 +79,29 @@ class IndexCoherence:
         """*name* came or went here or on another tracker: online in the index if online anywhere in the group."""
         self.index.set_online(name, name in self.online or name in self.cluster.remote)
 
-    def files_changed(self, name: str) -> Deferred | None:
-        """Another tracker stored a change of *name*'s files: re-read them from the store into the index.
+    @property
+    def versioned(self) -> bool:
+        """Whether the store keeps versions of each host's files (:class:`IFileVersions`)."""
+        return IFileVersions.providedBy(self.store)
+
+    async def _holdings(self) -> list[Any]:
+        """Every holding in the store, and with a versioned store the versions they are at."""
+        if not self.versioned:
+            return await self.store.holdings()
+        versions, holdings = await self.store.versioned_holdings()
+        self.versions = versions
+        return holdings
+
+    def files_changed(self, name: str, version: int | None = None) -> Deferred | None:
+        """Another tracker stored a change of *name*'s files (*version*, if known): re-read them into the index.
 
         One read per host at a time; a notice during a read asks for one
-        more, so the last read starts after the last change.  Answers the
-        read's Deferred, or None if the running one takes the notice.
+        more, so the last read starts after the last change.  A notice of a
+        version the index already holds reads nothing.  Answers the read's
+        Deferred, or None if the running one takes the notice or none is needed.
         """
+        if version is not None and name not in self._rereading and version <= self.versions.get(name, 0):
+            return None
         if name in self._rereading:
             self._rereading[name] = True
             return None
@@ -68,7 +115,11 @@ class IndexCoherence:
             if not self._loaded:
                 await self.load()
             while True:
-                records = await self.store.host_files(name)
+                if self.versioned:
+                    version, records = await self.store.versioned_host_files(name)
+                    self.versions[name] = version
+                else:
+                    records = await self.store.host_files(name)
                 self._indexed(name, self.index.replace(name, records))
                 if not self._rereading[name]:
                     return
@@ -87,8 +138,34 @@ class IndexCoherence:
             waits.append(d)
         await DeferredList(waits)
 
+    async def check_versions(self) -> int:
+        """Re-read the hosts whose version in the store is ahead of the index's: their notices were missed.
+
+        One query for the versions, then one per host found behind; answers
+        how many were (after their reads).  Nothing without a versioned store.
+        """
+        if not (self._loaded and self.versioned) or self._touched is not None:
+            return 0
+        current = await self.store.file_versions()
+        behind = sorted(name for name, version in current.items() if version > self.versions.get(name, 0))
+        if behind:
+            log.info(
+                "re-reading the files of {count} hosts whose changes this tracker had not heard of ({names})",
+                count=len(behind),
+                names=" ".join(behind[:10]),
+            )
+            reads = [self.files_changed(name) for name in behind]
+            await DeferredList([d for d in reads if d is not None])
+        return len(behind)
+
     async def reload_index(self) -> None:
-        """Load the whole index again (notifications may have been missed); hosts changed meanwhile are re-read."""
+        """Load the whole index again (notifications may have been missed); hosts changed meanwhile are re-read.
+
+        With a versioned store only the hosts whose versions moved are read (:meth:`check_versions`).
+        """
+        if self.versioned:
+            await self.check_versions()
+            return
         if not self._loaded or self._touched is not None:
             return
         self._touched = set()
@@ -109,7 +186,28 @@ class IndexCoherence:
     async def _stored(self, name: str, count: int) -> None:
         """This tracker stored and indexed a change of *name*'s files: the group hears of it before the host does."""
         self._indexed(name, count)
-        await self.cluster.files_changed(name)
+        if name in self._rereading:
+            self._rereading[name] = True  # a read that started before this change would undo it: read once more
+        if not self.versioned:
+            await self.cluster.files_changed(name)
+            return
+        version = await self.store.file_version(name)
+        self._wrote(name, version)
+        await self.cluster.files_changed(name, version)
+
+    def _wrote(self, name: str, version: int) -> None:
+        """*name*'s files are at *version* in the store after this tracker's change, which its index holds.
+
+        The index holds *version* if that change was the only one since the
+        version it held; if another came between, it reads the host again.
+        """
+        held = self.versions.get(name, 0)
+        if name in self._rereading or version <= held:
+            return
+        if version == held + 1:
+            self.versions[name] = version
+        else:
+            self.files_changed(name)
 
     def _tell_waiting(self, result: Any) -> None:
         waiting, self._waiting = self._waiting, []

@@ -97,19 +97,21 @@ class PostgresCluster(Heartbeats, SessionMirror):
         #: Called with no arguments after every change of ``remote`` (tests wait on it instead of sleeping).
         self.watchers: list[Any] = []
 
-    def files_changed(self, host: str) -> Deferred:
-        """Tell the group that *host*'s files changed (its name only: payloads stay far under 8000 bytes).
+    def files_changed(self, host: str, version: int | None = None) -> Deferred:
+        """Tell the group that *host*'s files changed, and to which *version* (payloads stay far under 8000 bytes).
 
-        A notice that could not be sent is sent again at the next heartbeat.
+        A notice that could not be sent is sent again at the next heartbeat
+        (without its version: the others read the host again).
         """
 
         def unsent(failure: Any) -> None:
             self._unsent.add(host)
             log.warn("could not tell the group that {name}'s files changed: {why}", name=host, why=failure.value)
 
-        return self._pool.runInteraction(_notify, SESSIONS_CHANNEL, {"files": host, "tracker": self.id}).addErrback(
-            unsent
-        )
+        message: dict[str, Any] = {"files": host, "tracker": self.id}
+        if version is not None:
+            message["version"] = version
+        return self._pool.runInteraction(_notify, SESSIONS_CHANNEL, message).addErrback(unsent)
 
     def bind(self, directory: Any) -> None:
         self.directory = directory

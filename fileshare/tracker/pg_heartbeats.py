@@ -5,8 +5,10 @@ The heartbeats of a tracker in a group, and the sweep of dead trackers.
 (a mixin: it uses the cluster's pool, listener, directory and mirror).  Every
 heartbeat stamps this tracker's row with the database's clock, removes the
 trackers whose stamp is older than ``dead_after`` and the sessions of trackers
-that have no row, reopens a lost LISTEN connection, sends again the file
-notices that could not be sent, and every :data:`RELOAD_EVERY` heartbeats
+that have no row (their tokens' lifetime starts then), reopens a lost LISTEN
+connection, re-reads the hosts whose file notices were missed (their version
+in the store is ahead of the index's), sends again the file notices that
+could not be sent, and every :data:`RELOAD_EVERY` heartbeats
 reads the other trackers' sessions again.
 """
 
@@ -56,6 +58,9 @@ class Heartbeats:
                 # Notifications sent while the LISTEN connection was down are lost: load the index again.
                 if self.directory is not None:
                     await self.directory.reload_index()
+            # Notices lost on the way (not only with the LISTEN connection): re-read the hosts they were about.
+            if self.directory is not None and await self.directory.check_versions():
+                self._changed()
             unsent, self._unsent = self._unsent, set()
             for host in sorted(unsent):
                 self.files_changed(host)

@@ -96,7 +96,7 @@ class SessionMirror:
                 del self.remote[message["down"]]
         elif "files" in message:
             if message["tracker"] != self.id and self.directory is not None:
-                read = self.directory.files_changed(message["files"])
+                read = self.directory.files_changed(message["files"], message.get("version"))
                 if read is not None:  # its watchers hear when the index has the change
                     read.addCallback(lambda _: self._changed())
         elif "reload" in message:
