@@ -71,7 +71,8 @@ class IndexCoherence:
         except Exception as e:
             log.warn("session tokens left open at start: cannot read the group's sessions ({why})", why=e)
             return
-        await self.tokens.started(elsewhere)
+        # Nor those of logins on this tracker while it joined the group: their sessions go on too.
+        await self.tokens.started(elsewhere | self.online.keys())
 
     # -- keeping the index coherent with the other trackers of a group
 
