@@ -192,7 +192,12 @@ class IndexCoherence:
         if not self.versioned:
             await self.cluster.files_changed(name)
             return
-        version = await self.store.file_version(name)
+        try:
+            version = await self.store.file_version(name)
+        except Exception as e:  # the change is stored: tell the group without its version (the others read the host)
+            log.warn("could not read the version of {name}'s files: {why}", name=name, why=e)
+            await self.cluster.files_changed(name)
+            return
         self._wrote(name, version)
         await self.cluster.files_changed(name, version)
 

@@ -159,3 +159,17 @@ async def test_a_reopened_listen_connection_reads_only_the_hosts_that_changed_me
     await until(b, lambda: b.index.count("alice") == 1)
     assert b.cluster._listener is not None
     assert ([s.fname for s in (await b.search("*")).items], reads) == (["missed.txt", "old.txt"], ["alice"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_change_whose_version_cannot_be_read_is_still_answered_and_told_without_its_version(group, monkeypatch):
+    a = group.trackers[0]
+    b = await group.start("tracker-B")
+    await login(a, "alice")
+    told: list[tuple[str, Any]] = []
+    send = a.cluster.files_changed
+    monkeypatch.setattr(a.store, "file_version", lambda host: defer.fail(psycopg.OperationalError("connection lost")))
+    monkeypatch.setattr(a.cluster, "files_changed", lambda host, *v: told.append((host, v)) or send(host, *v))
+    await a.publish("alice", FileRecord("notes.txt", 5, ROOT))
+    await until(b, lambda: b.index.count("alice") == 1)
+    assert (told, "alice" in a.versions, b.versions["alice"]) == ([("alice", ())], False, 1)
