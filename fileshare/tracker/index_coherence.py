@@ -159,6 +159,31 @@ class IndexCoherence:
             await DeferredList([d for d in reads if d is not None])
         return len(behind)
 
+    async def read_unheard_holders(self, fname: str, asking: str | None) -> bool:
+        """A lookup found no online holder of *fname*: read the hosts the store says hold it, if any is online.
+
+        In a group, another tracker's notice of the file may still be on its
+        way (a busy database delivers notices late), and its host's peer may
+        ask here at once.  Only with versions (PostgreSQL) and hosts online
+        elsewhere: a tracker alone heard of every change itself.  One store
+        query per miss; True if a holder was read again.
+        """
+        if not (self.versioned and self.cluster.remote):
+            return False
+        online, remote = self.online, self.cluster.remote
+        holders = sorted(
+            {
+                h.host
+                for h in await self.store.holdings(fname)
+                if h.host != asking and (h.host in online or h.host in remote)
+            }
+        )
+        if not holders:
+            return False
+        reads = [self.files_changed(name) for name in holders]
+        await DeferredList([d for d in reads if d is not None] + [Deferred.fromCoroutine(self._reread_done())])
+        return True
+
     async def reload_index(self) -> None:
         """Load the whole index again (notifications may have been missed); hosts changed meanwhile are re-read.
 

@@ -118,6 +118,8 @@ class IndexRequests:
             # to the index: answer after the writes and re-reads running now.
             await DeferredList([*self._writes, Deferred.fromCoroutine(self._reread_done())])
             found = self._sources(fname, asking)
+        if not found and await self.read_unheard_holders(fname, asking):
+            found = self._sources(fname, asking)
         return found
 
     def _sources(self, fname: str, asking: str | None) -> list[tuple[Holding, OnlineHost]]:

@@ -45,7 +45,11 @@ def reads_of(directory: Directory, monkeypatch: Any) -> list[str]:
         reads.append(host)
         return read(host)
 
-    def whole(*args: Any) -> Any:
+    holdings = directory.store.holdings
+
+    def whole(*args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            return holdings(*args, **kwargs)  # one name's holders: a lookup that found none online
         reads.append("*")
         return defer.fail(AssertionError("the whole index was read again"))
 
@@ -78,7 +82,7 @@ async def test_a_change_written_without_a_notice_reaches_the_other_tracker_at_it
         conn.execute("INSERT INTO files (host, fname, size, root) VALUES ('alice', 'quiet.txt', 5, %s)", (ROOT,))
         conn.execute("INSERT INTO file_versions (host, version) VALUES ('alice', 1)")
     clock.advance(HEARTBEAT - 0.01)
-    assert await found(b, "quiet.txt") == ([], [])
+    assert ((await b.search("quiet.txt")).items, b.index.count("alice")) == ([], 0)
     clock.advance(0.01)
     await until(b, lambda: b.index.count("alice") == 1)
     assert await found(b, "quiet.txt") == (["alice"], [("quiet.txt", 1, 1)])
@@ -100,7 +104,7 @@ async def test_a_files_notice_lost_on_its_way_is_healed_by_the_next_heartbeat(gr
     await a.publish("alice", FileRecord("notes.txt", 5, ROOT))
     await a.publish("alice", FileRecord("talk.iso", 7, ROOT))
     assert lost == [("alice", 1), ("alice", 2)]
-    assert (await found(b, "notes.txt"), reads) == (([], []), [])
+    assert ((await b.search("*")).items, reads) == ([], [])
     clock.advance(HEARTBEAT)
     await until(b, lambda: b.index.count("alice") == 2)
     assert await found(b, "notes.txt") == (["alice"], [("notes.txt", 1, 1)])
@@ -173,3 +177,18 @@ async def test_a_change_whose_version_cannot_be_read_is_still_answered_and_told_
     await a.publish("alice", FileRecord("notes.txt", 5, ROOT))
     await until(b, lambda: b.index.count("alice") == 1)
     assert (told, "alice" in a.versions, b.versions["alice"]) == ([("alice", ())], False, 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sources_that_comes_before_the_notice_of_its_file_finds_the_holder_in_the_store(group, monkeypatch):
+    a = group.trackers[0]
+    b = await group.start("tracker-B")
+    await login(a, "alice")
+    await login(b, "bob")
+    await until(b, lambda: "alice" in b.cluster.remote)
+    beat_on_a_clock(b)  # never advanced: no heartbeat heals it first
+    late: list[str] = []
+    monkeypatch.setattr(a.cluster, "files_changed", lambda host, version=None: defer.succeed(late.append(host)))
+    await a.publish("alice", FileRecord("notes.txt", 5, ROOT))  # its notice is still on its way to b
+    assert [(h.host, h.fname) for h, _ in await b.sources("notes.txt", "bob")] == [("alice", "notes.txt")]
+    assert (late, b.index.count("alice"), await b.sources("nothing.txt", "bob")) == (["alice"], 1, [])
