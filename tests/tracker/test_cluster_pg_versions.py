@@ -192,3 +192,11 @@ async def test_a_sources_that_comes_before_the_notice_of_its_file_finds_the_hold
     await a.publish("alice", FileRecord("notes.txt", 5, ROOT))  # its notice is still on its way to b
     assert [(h.host, h.fname) for h, _ in await b.sources("notes.txt", "bob")] == [("alice", "notes.txt")]
     assert (late, b.index.count("alice"), await b.sources("nothing.txt", "bob")) == (["alice"], 1, [])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tracker_with_no_host_online_elsewhere_answers_a_miss_without_asking_the_store(group, monkeypatch):
+    a = group.trackers[0]
+    await login(a, "alice")
+    monkeypatch.setattr(a.store, "holdings", lambda *args, **kwargs: defer.fail(AssertionError("asked the store")))
+    assert await a.sources("nothing.txt", "alice") == []
