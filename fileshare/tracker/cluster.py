@@ -40,10 +40,18 @@ class ICluster(Interface):
     def release(host: Any) -> None:
         """*host*'s session ended here; forget it for the group (no-op if another tracker took it over)."""
 
-    def files_changed(host: str) -> Deferred:
-        """This tracker stored a change of *host*'s files: the other trackers re-read them into their index.
+    def files_changed(host: str, version: int | None = None) -> Deferred:
+        """This tracker stored a change of *host*'s files (now at *version*, if the store keeps versions).
+
+        The other trackers re-read them into their index, unless they hold that version already.
 
         Fires once the notice is sent (or could not be: it never fails).
+        """
+
+    def sessions_elsewhere() -> Any:
+        """Awaitable set of the accounts online on another live tracker of the group (once joined).
+
+        A starting tracker leaves their session tokens open: those sessions have not ended.
         """
 
     def start() -> Deferred:
@@ -71,8 +79,11 @@ class LocalCluster:
     def release(self, host: Any) -> None:
         pass
 
-    def files_changed(self, host: str) -> Deferred:
+    def files_changed(self, host: str, version: int | None = None) -> Deferred:
         return succeed(None)
+
+    def sessions_elsewhere(self) -> Deferred:
+        return succeed(set())
 
     def start(self) -> Deferred:
         return succeed(None)

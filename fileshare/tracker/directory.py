@@ -6,39 +6,37 @@ timeout=..., **fields)`` returning a Deferred, which the protocol provides.
 """
 
 import hmac
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from .. import tickets
 from ..errors import (
     AuthError,
     Banned,
     FileshareError,
     NotFound,
-    NotLoggedIn,
     OnlineElsewhere,
     Throttled,
     Unavailable,
 )
-from ..names import check_account, check_fname, check_password
+from ..names import check_account, check_password
 from ..ratelog import RateLimitedLog
 from ..tls import Fingerprint
 from . import passwords
 from .cluster import ICluster, LocalCluster
-from .glob import check_pattern
 from .index import Index
-from .online import HostChannel, OnlineHost, OnlineHosts, SearchPage
+from .index_coherence import IndexCoherence
+from .index_requests import IndexRequests
+from .online import HostChannel, OnlineHost, OnlineHosts
 from .passwords import HashingQueue
 from .sessions import SESSION_LIFETIME, SessionTokens
 from .stats import TrackerStats
-from .store import Cursor, FileRecord, Holding, ITrackerStore, TooManyFiles
+from .store import ITrackerStore
 from .throttle import ACCOUNT_LIMITS, ADDRESS_LIMITS, Gate, Limits, Throttle, seconds_text
 
 log = Logger()
@@ -51,7 +49,7 @@ MAX_RECORDS = 10_000
 PAGE_SIZE = 500
 
 
-class Directory:
+class Directory(IndexRequests, IndexCoherence):
     """Accounts, who is online and where files are.
 
     Logins are throttled per account and per address (:mod:`.throttle`), and
@@ -60,6 +58,10 @@ class Directory:
     account has at most one live session: a second login is refused unless
     it asks to replace the first, and a session that is replaced, kicked or
     banned is told why before it is disconnected.
+
+    The index's parts are in :mod:`.index_requests` (what hosts announce
+    and look up) and :mod:`.index_coherence` (loading it, and keeping it
+    current with the other trackers of a group).
     """
 
     def __init__(
@@ -109,96 +111,8 @@ class Directory:
         self._reread_waiters: dict[str, list[Deferred]] = {}
         #: Hosts whose files changed while :meth:`reload_index` read the store (None: no reload runs).
         self._touched: set[str] | None = None
-
-    def load(self) -> Deferred:
-        """Load the index from the store, once (again after a failure); index reads and writes wait for it."""
-        if self._loaded:
-            return succeed(None)
-        d: Deferred = Deferred()
-        self._waiting.append(d)
-        if len(self._waiting) == 1:
-            Deferred.fromCoroutine(self._load()).addBoth(self._tell_waiting)
-        return d
-
-    async def _load(self) -> None:
-        holdings = await self.store.holdings()
-        self.index = Index.of(holdings, self.online.keys() | self.cluster.remote.keys())
-        self._loaded = True
-        await self.tokens.started()
-
-    # -- keeping the index coherent with the other trackers of a group
-
-    def online_changed(self, name: str, online: bool = False) -> None:
-        """*name* came or went here or on another tracker: online in the index if online anywhere in the group."""
-        self.index.set_online(name, name in self.online or name in self.cluster.remote)
-
-    def files_changed(self, name: str) -> Deferred | None:
-        """Another tracker stored a change of *name*'s files: re-read them from the store into the index.
-
-        One read per host at a time; a notice during a read asks for one
-        more, so the last read starts after the last change.  Answers the
-        read's Deferred, or None if the running one takes the notice.
-        """
-        if name in self._rereading:
-            self._rereading[name] = True
-            return None
-        self._rereading[name] = False
-        return Deferred.fromCoroutine(self._reread(name)).addErrback(
-            lambda f: log.warn("could not re-read the files of {name}: {why}", name=name, why=f.value)
-        )
-
-    async def _reread(self, name: str) -> None:
-        try:
-            if not self._loaded:
-                await self.load()
-            while True:
-                records = await self.store.host_files(name)
-                self._indexed(name, self.index.replace(name, records))
-                if not self._rereading[name]:
-                    return
-                self._rereading[name] = False
-        finally:
-            del self._rereading[name]
-            for d in self._reread_waiters.pop(name, []):
-                d.callback(None)
-
-    async def _reread_done(self) -> None:
-        """Wait for the re-reads running now: a file another tracker just stored may be on its way to the index."""
-        waits = []
-        for name in self._rereading:
-            d: Deferred = Deferred()
-            self._reread_waiters.setdefault(name, []).append(d)
-            waits.append(d)
-        await DeferredList(waits)
-
-    async def reload_index(self) -> None:
-        """Load the whole index again (notifications may have been missed); hosts changed meanwhile are re-read."""
-        if not self._loaded or self._touched is not None:
-            return
-        self._touched = set()
-        try:
-            holdings = await self.store.holdings()
-            self.index = Index.of(holdings, self.online.keys() | self.cluster.remote.keys())
-        finally:
-            touched, self._touched = self._touched, None
-        for name in touched:
-            self.files_changed(name)
-
-    def _indexed(self, name: str, count: int) -> None:
-        if name in self.online:
-            self.online[name].files = count
-        if self._touched is not None:
-            self._touched.add(name)
-
-    async def _stored(self, name: str, count: int) -> None:
-        """This tracker stored and indexed a change of *name*'s files: the group hears of it before the host does."""
-        self._indexed(name, count)
-        await self.cluster.files_changed(name)
-
-    def _tell_waiting(self, result: Any) -> None:
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(result)  # a Failure fails each of them
+        #: host -> the version of its files the index holds, with a versioned store (:mod:`.index_coherence`).
+        self.versions: dict[str, int] = {}
 
     # -- accounts
 
@@ -397,128 +311,6 @@ class Directory:
         if not await self.store.remove_ban(name):
             raise NotFound(f"{name} is not banned")
         log.info("lifted the ban on {name}", name=name)
-
-    # -- the index
-
-    async def announce(self, name: str, records: list[FileRecord], reset: bool) -> int:
-        """Index *records* for *name* (all of its files if *reset*); over ``max_records``, nothing is stored."""
-        if not self._loaded:
-            await self.load()
-        with self._writing():
-            try:
-                if reset:
-                    await self.store.replace_files(name, records, self.max_records)
-                else:
-                    await self.store.add_files(name, records, self.max_records)
-            except TooManyFiles as e:
-                self._too_many(e, "announce")
-                raise
-            count = self.index.replace(name, records) if reset else self.index.add(name, records)
-        await self._stored(name, count)
-        return count
-
-    async def publish(self, name: str, record: FileRecord) -> None:
-        if not self._loaded:
-            await self.load()
-        with self._writing():
-            try:
-                await self.store.add_file(name, record, self.max_records)
-            except TooManyFiles as e:
-                self._too_many(e, "publish")
-                raise
-            fetched = any(h.host != name and h.root == record.root for h in self.index.holdings(record.fname))
-            count = self.index.add(name, [record])
-        if fetched:
-            self.stats.fetches_finished.add()
-        await self._stored(name, count)
-
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """A change on its way to the store and then the index: a lookup that finds nothing waits for it.
-
-        So a file whose publish reached this tracker before a ``sources`` is
-        found by it, as when one database thread served both in turn.
-        """
-        done: Deferred = Deferred()
-        self._writes.add(done)
-        try:
-            yield
-        finally:
-            self._writes.discard(done)
-            done.callback(None)
-
-    def _too_many(self, e: TooManyFiles, op: str) -> None:
-        self._limits_log.warn(
-            ("too-many-files", e.host),
-            "refused {op} from {host}: it would hold {count} files in the index, over --max-records {limit}",
-            op=op,
-            host=e.host,
-            count=e.count,
-            limit=e.limit,
-        )
-
-    async def unpublish(self, name: str, fname: str) -> None:
-        check_fname(fname)
-        if not self._loaded:
-            await self.load()
-        with self._writing():
-            if not await self.store.remove_file(name, fname):
-                raise NotFound(f"{fname!r} is not published by {name}")
-            self.index.remove(name, fname)
-        await self._stored(name, self.index.count(name))
-
-    async def search(self, pattern: str = "*", after: Cursor | None = None) -> SearchPage:
-        """One page of the files whose names match the glob *pattern*, with how many holders are online.
-
-        At most ``page_size`` summaries, sorted by fname then root, after the
-        cursor *after*; the index is asked for one more to learn whether
-        another page follows, so *next* is None exactly on the last page.
-        Answered from memory, without a store call once the index is loaded.
-        """
-        check_pattern(pattern)
-        if not self._loaded:
-            await self.load()
-        found = self.index.search(pattern, after, self.page_size + 1)
-        if len(found) <= self.page_size:
-            return SearchPage(found, None)
-        last = found[self.page_size - 1]
-        return SearchPage(found[: self.page_size], (last.fname, last.root))
-
-    async def sources(self, fname: str, asking: str | None) -> list[tuple[Holding, OnlineHost]]:
-        """Online hosts other than *asking* (here or on another tracker of the group) that hold *fname*, from the index in memory."""
-        check_fname(fname)
-        if not self._loaded:
-            await self.load()
-        found = self._sources(fname, asking)
-        if not found and (self._rereading or self._writes):
-            # A change stored just now, here or by another tracker, may be on its way
-            # to the index: answer after the writes and re-reads running now.
-            await DeferredList([*self._writes, Deferred.fromCoroutine(self._reread_done())])
-            found = self._sources(fname, asking)
-        if found:
-            self.stats.fetches_started.add()
-        return found
-
-    def _sources(self, fname: str, asking: str | None) -> list[tuple[Holding, OnlineHost]]:
-        online, remote = self.online, self.cluster.remote
-        found = []
-        for h in self.index.holdings(fname):
-            host = online.get(h.host) or remote.get(h.host)
-            if host is not None and h.host != asking:
-                found.append((h, host))
-        return found
-
-    def ticket(self, asking: str, binding: str, root: str, source: OnlineHost) -> str:
-        """A download ticket letting *asking* (bound to *binding*) get *root* from *source*.
-
-        Only a host online now gets one, so a kicked or banned host gets no
-        new tickets; the ones it holds lapse within ``tickets.LIFETIME``.
-        """
-        if asking not in self.online:
-            raise NotLoggedIn(f"{asking} is not logged in")
-        text = tickets.issue(source.ticket_key, asking, binding, root, source.name, self.clock.seconds())
-        self.stats.tickets.add()
-        return text
 
     # -- live requests to hosts
 

@@ -17,7 +17,9 @@ through an ``adbapi`` pool (threads), like the SQLite store.
 Every :data:`HEARTBEAT_INTERVAL` seconds a tracker stamps its row with the
 database's clock and removes the sessions of trackers whose stamp is older
 than :data:`DEAD_AFTER`: a tracker that dies without leaving takes its hosts
-offline for the group within ``DEAD_AFTER + HEARTBEAT_INTERVAL`` seconds.
+offline for the group within ``DEAD_AFTER + HEARTBEAT_INTERVAL`` seconds
+(:mod:`.pg_heartbeats`).  The mirror of the other trackers' sessions is
+:mod:`.pg_mirror`; this module holds joining, leaving and claiming sessions.
 """
 
 import hmac
@@ -36,11 +38,13 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..errors import OnlineElsewhere, Unavailable
-from ..tls import Fingerprint
 from .cluster import ICluster
 from .directory import OnlineHost
 from .online import OnlineHosts
-from .pg_relay import Listener, Relays, RemoteChannel, _notify, channel_of
+from .pg_heartbeats import RELOAD_EVERY as RELOAD_EVERY  # the tests' and tools' name for it
+from .pg_heartbeats import Heartbeats
+from .pg_mirror import _COLUMNS, _NAMES, SessionMirror
+from .pg_relay import SESSIONS_CHANNEL, Listener, Relays, _notify, channel_of
 
 log = Logger()
 
@@ -48,12 +52,6 @@ log = Logger()
 HEARTBEAT_INTERVAL = 5.0
 #: A tracker whose last heartbeat is older than this many seconds is dead; its hosts go offline (``--dead-after``).
 DEAD_AFTER = 15.0
-#: Where every tracker announces session changes.
-SESSIONS_CHANNEL = "fileshare_sessions"
-#: Heartbeats between two full reloads of the mirror of remote sessions (it heals anything missed).
-RELOAD_EVERY = 12
-
-_COLUMNS = 'name, tracker, session, endpoint, "where", transfer_address, fingerprint, ticket_key, since'
 
 
 def schema_sql() -> str:
@@ -61,7 +59,7 @@ def schema_sql() -> str:
 
 
 @implementer(ICluster)
-class PostgresCluster:
+class PostgresCluster(Heartbeats, SessionMirror):
     """This tracker's membership of the group on the database at *conninfo* (a libpq connection string or URL)."""
 
     def __init__(
@@ -92,39 +90,28 @@ class PostgresCluster:
         self.relays = Relays(self, reactor, self.id)
         self._stopping = False
         self._joined = False
+        self._ready = False  # joined, and the others' sessions read
+        self._join_waiters: list[Deferred] = []  # sessions_elsewhere() calls waiting for the end of start()
         self._names: dict[str, str] = {}  # tracker id -> name, for 'peers'
         self._unsent: set[str] = set()  # hosts whose files-changed notice failed (sent again at the next heartbeat)
         #: Called with no arguments after every change of ``remote`` (tests wait on it instead of sleeping).
         self.watchers: list[Any] = []
 
-    def _changed(self) -> None:
-        for watcher in list(self.watchers):
-            watcher()
+    def files_changed(self, host: str, version: int | None = None) -> Deferred:
+        """Tell the group that *host*'s files changed, and to which *version* (payloads stay far under 8000 bytes).
 
-    def _remote_changed(self, name: str, online: bool) -> None:
-        if self.directory is not None:
-            self.directory.online_changed(name)
-
-    def _set_remote(self, hosts: dict[str, OnlineHost]) -> None:
-        """``remote`` becomes *hosts*, changed in place so the directory hears of each host that came or went."""
-        for name in [n for n in self.remote if n not in hosts]:
-            del self.remote[name]
-        for name, host in hosts.items():
-            self.remote[name] = host
-
-    def files_changed(self, host: str) -> Deferred:
-        """Tell the group that *host*'s files changed (its name only: payloads stay far under 8000 bytes).
-
-        A notice that could not be sent is sent again at the next heartbeat.
+        A notice that could not be sent is sent again at the next heartbeat
+        (without its version: the others read the host again).
         """
 
         def unsent(failure: Any) -> None:
             self._unsent.add(host)
             log.warn("could not tell the group that {name}'s files changed: {why}", name=host, why=failure.value)
 
-        return self._pool.runInteraction(_notify, SESSIONS_CHANNEL, {"files": host, "tracker": self.id}).addErrback(
-            unsent
-        )
+        message: dict[str, Any] = {"files": host, "tracker": self.id}
+        if version is not None:
+            message["version"] = version
+        return self._pool.runInteraction(_notify, SESSIONS_CHANNEL, message).addErrback(unsent)
 
     def bind(self, directory: Any) -> None:
         self.directory = directory
@@ -140,6 +127,8 @@ class PostgresCluster:
         self._joined = True
         await self._listen()
         await self._reload()
+        self._ready = True
+        self._tell_joined(None)
         self._heartbeat.start(self.heartbeat_interval, now=False).addErrback(
             lambda f: log.failure("cluster heartbeat stopped", f)
         )
@@ -152,7 +141,25 @@ class PostgresCluster:
         )
 
     def start(self) -> Deferred:
-        return Deferred.fromCoroutine(self._start())
+        return Deferred.fromCoroutine(self._start()).addErrback(self._tell_joined)
+
+    def _tell_joined(self, result: Any) -> Any:
+        waiting, self._join_waiters = self._join_waiters, []
+        for d in waiting:
+            d.callback(result)  # a Failure fails each of them
+        return result
+
+    async def sessions_elsewhere(self) -> set[str]:
+        """Accounts online on another tracker of the group, once this one has joined and read the sessions.
+
+        Not those whose tracker has this tracker's name: that was this
+        tracker before a restart, and those sessions have ended.
+        """
+        if not self._ready:
+            d: Deferred = Deferred()
+            self._join_waiters.append(d)
+            await d
+        return {name for name, host in self.remote.items() if host.tracker != self.name}
 
     async def _listen(self) -> None:
         import psycopg
@@ -223,130 +230,6 @@ class PostgresCluster:
 
     def stop(self) -> Deferred:
         return Deferred.fromCoroutine(self._stop())
-
-    # -- heartbeats
-
-    async def _beat(self) -> None:
-        try:
-            hosts = list(self.directory.online.values()) if self.directory is not None else []
-            rejoined, dead, dropped = await self._pool.runInteraction(self._beat_in_db, hosts)
-            if rejoined:
-                log.warn("tracker {name} was taken for dead by the group; rejoined it", name=self.name)
-            if dead or dropped:
-                gone = {tracker for tracker, _ in dead} | set(dropped)
-                # At once here, without waiting for this tracker's own 'reload' to come back.
-                self._set_remote({n: h for n, h in self.remote.items() if h.channel.tracker not in gone})
-                self._changed()
-            for tracker, name in dead:
-                log.warn(
-                    "tracker {name} missed its heartbeats for {bound} s: its hosts are offline ({count})",
-                    name=name,
-                    bound=self.dead_after,
-                    count=dropped.count(tracker),
-                )
-            if self._listener is None and not self._stopping:
-                await self._listen()
-                self._beats = 0
-                # Notifications sent while the LISTEN connection was down are lost: load the index again.
-                if self.directory is not None:
-                    await self.directory.reload_index()
-            unsent, self._unsent = self._unsent, set()
-            for host in sorted(unsent):
-                self.files_changed(host)
-            self._beats += 1
-            if self._beats % RELOAD_EVERY == 1:
-                await self._reload()
-        except Exception as e:
-            log.warn("cluster heartbeat failed: {why}", why=e)
-
-    def _beat_in_db(self, cursor: Any, hosts: list[OnlineHost]) -> tuple[bool, list[Any], list[str]]:
-        """Stamp this tracker's row, drop the dead; (rejoined, dead (id, name) pairs, trackers of dropped sessions)."""
-        cursor.execute("UPDATE cluster_trackers SET heartbeat = now() WHERE id = %s", (self.id,))
-        rejoined = cursor.rowcount == 0
-        if rejoined:
-            # The others thought this tracker dead and dropped its hosts: put them back where nobody took them.
-            cursor.execute("INSERT INTO cluster_trackers (id, name) VALUES (%s, %s)", (self.id, self.name))
-            for host in hosts:
-                self._insert(cursor, host, conflict="DO NOTHING")
-            _notify(cursor, SESSIONS_CHANNEL, {"reload": self.id})
-        cursor.execute(
-            "DELETE FROM cluster_trackers WHERE id <> %s AND heartbeat < now() - make_interval(secs => %s) "
-            "RETURNING id, name",
-            (self.id, self.dead_after),
-        )
-        dead = cursor.fetchall()
-        cursor.execute(
-            "DELETE FROM cluster_sessions WHERE tracker NOT IN (SELECT id FROM cluster_trackers) RETURNING tracker"
-        )
-        dropped = [tracker for (tracker,) in cursor.fetchall()]
-        # Replies whose asker died before reading them.
-        cursor.execute("DELETE FROM cluster_replies WHERE made < now() - interval '1 minute'")
-        if dead or dropped:
-            _notify(cursor, SESSIONS_CHANNEL, {"reload": self.id})
-        return rejoined, dead, dropped
-
-    # -- the mirror of remote sessions
-
-    async def _reload(self) -> None:
-        def load(cursor: Any) -> tuple[list[Any], list[Any]]:
-            cursor.execute(f"SELECT {_COLUMNS} FROM cluster_sessions WHERE tracker <> %s", (self.id,))
-            rows = cursor.fetchall()
-            cursor.execute("SELECT id, name FROM cluster_trackers")
-            return rows, cursor.fetchall()
-
-        rows, trackers = await self._pool.runInteraction(load)
-        self._names = dict(trackers)
-        self._set_remote({row[0]: self._host(_row_dict(row)) for row in rows})
-        self._changed()
-
-    def _host(self, row: dict[str, Any]) -> OnlineHost:
-        tracker = row["tracker"]
-        return OnlineHost(
-            row["name"],
-            RemoteChannel(self.relays, row["name"], tracker),
-            row["endpoint"],
-            since=row["since"],
-            where=row["where"],
-            session=row["session"],
-            ticket_key=bytes.fromhex(row["ticket_key"]),
-            fingerprint=Fingerprint.from_wire(row["fingerprint"]) if row["fingerprint"] else None,
-            transfer_address=json.loads(row["transfer_address"]),
-            tracker=self._names.get(tracker, tracker),
-        )
-
-    def _deliver(self, channel: str, payload: str) -> None:
-        try:
-            message = json.loads(payload)
-            if channel == SESSIONS_CHANNEL:
-                self._session_changed(message)
-            else:
-                self.relays.received(message)
-        except Exception:
-            log.failure("bad cluster notification on {channel}: {payload!r}", channel=channel, payload=payload[:200])
-
-    def _session_changed(self, message: dict[str, Any]) -> None:
-        self._update(message)
-        self._changed()
-
-    def _update(self, message: dict[str, Any]) -> None:
-        if "up" in message:
-            row = message["up"]
-            if row["tracker"] == self.id:
-                self.remote.pop(row["name"], None)
-            else:
-                self._names[row["tracker"]] = row["tracker_name"]
-                self.remote[row["name"]] = self._host(row)
-        elif "down" in message:
-            host = self.remote.get(message["down"])
-            if host is not None and host.session == message["session"]:
-                del self.remote[message["down"]]
-        elif "files" in message:
-            if message["tracker"] != self.id and self.directory is not None:
-                read = self.directory.files_changed(message["files"])
-                if read is not None:  # its watchers hear when the index has the change
-                    read.addCallback(lambda _: self._changed())
-        elif "reload" in message:
-            Deferred.fromCoroutine(self._reload()).addErrback(lambda f: log.failure("reloading sessions", f))
 
     # -- sessions
 
@@ -427,12 +310,3 @@ class PostgresCluster:
 
     def tracker_name(self, tracker: str) -> str:
         return self._names.get(tracker, tracker)
-
-
-_NAMES = [c.strip().strip('"') for c in _COLUMNS.split(",")]
-
-
-def _row_dict(row: Any) -> dict[str, Any]:
-    d = dict(zip(_NAMES, row, strict=True))
-    d["ticket_key"] = bytes(d["ticket_key"]).hex()
-    return d

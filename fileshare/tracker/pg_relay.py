@@ -26,6 +26,8 @@ from .cluster import end_local
 
 log = Logger()
 
+#: Where every tracker announces session changes (and file notices): the group's channel.
+SESSIONS_CHANNEL = "fileshare_sessions"
 #: A NOTIFY payload must stay under 8000 bytes; longer replies go through ``cluster_replies``.
 MAX_PAYLOAD = 7000
 

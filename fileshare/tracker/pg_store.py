@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from ..errors import Conflict, NotFound
 from .glob import ANY, STAR, CharSet, compile_glob
+from .index_coherence import IFileVersions
 from .sessions import ISessionStore, SessionRecord
 from .store import Ban, Cursor, FileRecord, FileSummary, Holding, ITrackerStore, TooManyFiles
 
@@ -69,7 +70,7 @@ def _storable(text: str) -> bool:
     return "\x00" not in text and not any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)
 
 
-@implementer(ITrackerStore, ISessionStore)
+@implementer(ITrackerStore, ISessionStore, IFileVersions)
 class PostgresTrackerStore:
     """The store in the PostgreSQL database at *url*, already prepared; ``pool`` is there for other tables' code."""
 
@@ -151,7 +152,7 @@ class PostgresTrackerStore:
     async def remove_file(self, host: str, fname: str) -> bool:
         if not (_storable(host) and _storable(fname)):
             return False
-        return await self._rowcount("DELETE FROM files WHERE host = %s AND fname = %s", (host, fname)) > 0
+        return await self._run(_remove, host, fname)
 
     async def holdings(self, fname: str | None = None, pattern: str | None = None) -> list[Holding]:
         query = "SELECT host, fname, size, root FROM files"
@@ -193,6 +194,25 @@ class PostgresTrackerStore:
         rows = await self._rows("SELECT fname, size, root FROM files WHERE host = %s ORDER BY fname", (host,))
         return [FileRecord(*row) for row in rows]
 
+    # -- versions of each host's files (IFileVersions): how the trackers of a group find notices they missed
+
+    async def file_version(self, host: str) -> int:
+        if not _storable(host):
+            return 0
+        rows = await self._rows("SELECT version FROM file_versions WHERE host = %s", (host,))
+        return rows[0][0] if rows else 0
+
+    async def file_versions(self) -> dict[str, int]:
+        return dict(await self._rows("SELECT host, version FROM file_versions"))
+
+    async def versioned_host_files(self, host: str) -> tuple[int, list[FileRecord]]:
+        version = await self.file_version(host)  # first: the rows read next are at least this new
+        return version, await self.host_files(host)
+
+    async def versioned_holdings(self) -> tuple[dict[str, int], list[Holding]]:
+        versions = await self.file_versions()  # first: the rows read next are at least this new
+        return versions, await self.holdings()
+
     async def count_files(self, host: str) -> int:
         if not _storable(host):
             return 0
@@ -222,8 +242,11 @@ class PostgresTrackerStore:
         if _storable(name):
             await self._rowcount("DELETE FROM sessions WHERE name = %s", (name,))
 
-    async def expire_open_sessions(self, expires: float) -> None:
-        await self._rowcount("UPDATE sessions SET expires = %s WHERE expires IS NULL", (expires,))
+    async def expire_open_sessions(self, expires: float, keep: Collection[str] = ()) -> None:
+        await self._rowcount(
+            "UPDATE sessions SET expires = %s WHERE expires IS NULL AND NOT (name = ANY(%s::text[]))",
+            (expires, [name for name in keep if _storable(name)]),
+        )
 
     def close(self) -> None:
         self.pool.close()
@@ -257,7 +280,26 @@ def _write(connection: Any, host: str, files: list[FileRecord], limit: int | Non
                 "ON CONFLICT (host, fname) DO UPDATE SET size = EXCLUDED.size, root = EXCLUDED.root",
                 (host, list(latest), [f.size for f in latest.values()], [f.root for f in latest.values()]),
             )
+        _bump(connection, host)
     return count
+
+
+def _remove(connection: Any, host: str, fname: str) -> bool:
+    """Remove *fname* of *host*, bumping its version if there was one (in a pool thread)."""
+    with connection.transaction():
+        removed = connection.execute("DELETE FROM files WHERE host = %s AND fname = %s", (host, fname)).rowcount > 0
+        if removed:
+            _bump(connection, host)
+    return removed
+
+
+def _bump(connection: Any, host: str) -> None:
+    """One more version of *host*'s files, in the transaction that changed them (``pg_schema/003``)."""
+    connection.execute(
+        "INSERT INTO file_versions (host, version) VALUES (%s, 1) "
+        "ON CONFLICT (host) DO UPDATE SET version = file_versions.version + 1",
+        (host,),
+    )
 
 
 def _glob_filter(pattern: str) -> tuple[str, tuple[Any, ...]] | None:

@@ -11,7 +11,10 @@ away and the token outlives a tracker restart.
 
 A token is valid while its session is online and for ``lifetime`` seconds
 after its connection drops; a tracker that starts gives every token it finds
-open (left by a stop or a crash) the same ``lifetime`` from its start.  It is
+open (left by a stop or a crash) the same ``lifetime`` from its start --
+except, in a group of trackers, the tokens of sessions online on another live
+tracker, which have not ended (their tracker, or the sweep of dead trackers,
+starts their clock when they end).  It is
 revoked by ``logout``, a kick, a ban and a password change; a new login
 replaces it (one token per account).
 """
@@ -19,6 +22,7 @@ replaces it (one token per account).
 import hashlib
 import hmac
 import secrets
+from collections.abc import Collection
 from typing import Any
 
 import attrs
@@ -56,8 +60,11 @@ class ISessionStore(Interface):
     def revoke_session(name: str) -> Any:
         """Forget *name*'s token."""
 
-    def expire_open_sessions(expires: float) -> Any:
-        """Give every token still open (its tracker stopped under it) the expiry time *expires*."""
+    def expire_open_sessions(expires: float, keep: Collection[str] = ()) -> Any:
+        """Give every token still open (its tracker stopped under it) the expiry time *expires*.
+
+        Except the tokens of the accounts in *keep* (online on another tracker of the group).
+        """
 
 
 @implementer(ISessionStore)
@@ -81,9 +88,9 @@ class MemorySessionStore:
     async def revoke_session(self, name: str) -> None:
         self._records.pop(name, None)
 
-    async def expire_open_sessions(self, expires: float) -> None:
+    async def expire_open_sessions(self, expires: float, keep: Collection[str] = ()) -> None:
         for name, record in self._records.items():
-            if record.expires is None:
+            if record.expires is None and name not in keep:
                 self._records[name] = SessionRecord(record.token_hash, expires)
 
 
@@ -123,10 +130,14 @@ class SessionTokens:
     def revoke(self, name: str) -> Deferred:
         return _logged(maybeDeferred(self.store.revoke_session, name), "revoking", name)
 
-    def started(self) -> Deferred:
-        """The tracker starts: tokens left open by its last run expire ``lifetime`` seconds from now."""
+    def started(self, keep: Collection[str] = ()) -> Deferred:
+        """The tracker starts: tokens left open by its last run expire ``lifetime`` seconds from now.
+
+        Not those of *keep*: accounts online on another tracker of the group, whose sessions go on.
+        """
         expires = self.clock.seconds() + self.lifetime
-        return _logged(maybeDeferred(self.store.expire_open_sessions, expires), "expiring", "every open session")
+        args = (expires, keep) if keep else (expires,)  # a tracker alone: the one statement it always ran
+        return _logged(maybeDeferred(self.store.expire_open_sessions, *args), "expiring", "every open session")
 
 
 def _logged(d: Deferred, doing: str, whose: str) -> Deferred:

@@ -284,8 +284,13 @@ class SQLiteTrackerStore:
     def revoke_session(self, name: str) -> Any:
         return self._pool.runOperation("DELETE FROM sessions WHERE name = ?", (name,))
 
-    def expire_open_sessions(self, expires: float) -> Any:
-        return self._pool.runOperation("UPDATE sessions SET expires = ? WHERE expires IS NULL", (expires,))
+    def expire_open_sessions(self, expires: float, keep: Collection[str] = ()) -> Any:
+        if not keep:
+            return self._pool.runOperation("UPDATE sessions SET expires = ? WHERE expires IS NULL", (expires,))
+        return self._pool.runOperation(
+            "UPDATE sessions SET expires = ? WHERE expires IS NULL AND name NOT IN (SELECT value FROM json_each(?))",
+            (expires, json.dumps(sorted(keep))),
+        )
 
     def close(self) -> None:
         self._pool.close()

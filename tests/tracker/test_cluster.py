@@ -40,9 +40,12 @@ class RecordingCluster:
     def release(self, host: Any) -> None:
         self.calls.append(("release", host.name, host.session))
 
-    def files_changed(self, host: str) -> defer.Deferred:
+    def files_changed(self, host: str, version: int | None = None) -> defer.Deferred:
         self.calls.append(("files", host))
         return defer.succeed(None)
+
+    def sessions_elsewhere(self) -> defer.Deferred:
+        return defer.succeed(set())
 
     def start(self) -> defer.Deferred:
         return defer.succeed(None)

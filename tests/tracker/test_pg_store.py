@@ -28,7 +28,7 @@ from fileshare.tracker.pg_store import (
     redacted,
 )
 from fileshare.tracker.service import Options, identity_paths
-from fileshare.tracker.store import FileRecord, FileSummary
+from fileshare.tracker.store import FileRecord, FileSummary, TooManyFiles
 
 from . import pg_cluster as cluster
 
@@ -101,10 +101,11 @@ def test_with_a_postgresql_db_the_identity_is_kept_in_the_working_directory():
 
 def test_a_first_start_creates_the_tables_and_records_each_step(pg_url):
     opened = open_pg_database(pg_url)
-    assert (opened.created, opened.before, opened.applied) == (True, (), (1, 2, 100))
+    assert (opened.created, opened.before, opened.applied) == (True, (), (1, 2, 3, 100))
     assert rows(pg_url, "SELECT step, name FROM schema_version ORDER BY step") == [
         (1, "001-initial.sql"),
         (2, "002-sessions.sql"),
+        (3, "003-file-versions.sql"),
         (100, "100-cluster.sql"),
     ]
     assert rows(pg_url, "SELECT value FROM meta WHERE key = 'id'") == [(opened.id,)]
@@ -115,7 +116,7 @@ def test_a_second_start_keeps_the_data_and_applies_nothing_again(pg_url):
     first = open_pg_database(pg_url)
     execute(pg_url, "INSERT INTO accounts (name, password_hash) VALUES ('alice', 'h')")
     again = open_pg_database(pg_url)
-    assert (again.created, again.before, again.id) == (False, (1, 2, 100), first.id)
+    assert (again.created, again.before, again.id) == (False, (1, 2, 3, 100), first.id)
     assert rows(pg_url, "SELECT name FROM accounts") == [("alice",)]
 
 
@@ -138,15 +139,16 @@ def test_steps_the_database_lacks_are_applied_in_number_order_even_after_a_gap(p
     package = steps_package(
         tmp_path,
         monkeypatch,
-        {"150-later.sql": "CREATE TABLE later (x int);", "003-next.sql": "CREATE TABLE next (x int);"},
+        {"150-later.sql": "CREATE TABLE later (x int);", "050-next.sql": "CREATE TABLE next (x int);"},
     )
     opened = open_pg_database(pg_url, package)
-    assert (opened.created, opened.before, opened.applied) == (False, (1, 2, 100), (1, 2, 3, 100, 150))
-    assert [r[0] for r in rows(pg_url, "SELECT step FROM schema_version ORDER BY applied, step")] == [1, 2, 100, 3, 150]
+    assert (opened.created, opened.before, opened.applied) == (False, (1, 2, 3, 100), (1, 2, 3, 50, 100, 150))
+    steps = [r[0] for r in rows(pg_url, "SELECT step FROM schema_version ORDER BY applied, step")]
+    assert steps == [1, 2, 3, 100, 50, 150]
 
 
 def test_a_failing_step_leaves_the_database_as_it_was(pg_url, tmp_path, monkeypatch):
-    package = steps_package(tmp_path, monkeypatch, {"003-broken.sql": "CREATE TABLE broken (x nosuchtype);"})
+    package = steps_package(tmp_path, monkeypatch, {"050-broken.sql": "CREATE TABLE broken (x nosuchtype);"})
     with pytest.raises(DatabaseError, match=r'^cannot prepare the tracker database --db .*type "nosuchtype"'):
         open_pg_database(pg_url, package)
     assert rows(pg_url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
@@ -388,3 +390,25 @@ def test_without_postgresql_installed_the_cluster_skips_saying_why(monkeypatch):
     monkeypatch.setattr(cluster, "find_binaries", lambda: None)
     with pytest.raises(pytest.skip.Exception, match=r"^PostgreSQL is not installed \(no /usr/lib/postgresql/\*/bin"):
         cluster.cluster()
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_change_of_a_host_s_files_bumps_its_version_once_and_a_refused_one_not_at_all(pg_store):
+    for name in ("alice", "bob"):
+        await pg_store.create_account(name, "h")
+    one, two = FileRecord("a.txt", 1, "a" * 64), FileRecord("b.txt", 2, "b" * 64)
+    assert await pg_store.file_version("alice") == 0
+    await pg_store.replace_files("alice", [one, two])
+    await pg_store.add_file("alice", FileRecord("c.txt", 3, "c" * 64))
+    await pg_store.add_files("bob", [one])
+    assert await pg_store.remove_file("alice", "c.txt") is True
+    assert await pg_store.remove_file("alice", "c.txt") is False  # nothing removed: no new version
+    with pytest.raises(TooManyFiles):
+        await pg_store.add_files("alice", [FileRecord("d.txt", 4, "d" * 64)], limit=2)
+    assert await pg_store.file_versions() == {"alice": 3, "bob": 1}
+    assert await pg_store.versioned_host_files("alice") == (3, [one, two])
+    versions, holdings = await pg_store.versioned_holdings()
+    assert (versions, [(h.host, h.fname) for h in holdings]) == (
+        {"alice": 3, "bob": 1},
+        [("alice", "a.txt"), ("bob", "a.txt"), ("alice", "b.txt")],
+    )

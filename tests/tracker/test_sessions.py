@@ -304,3 +304,19 @@ def test_a_long_line_of_checks_whose_connections_are_gone_is_skipped_without_dee
     assert running.result == "first hash"
     assert all(d.called for d in skipped)
     assert last.result == "last hash" and queue.queued == 0
+
+
+@pytest.mark.parametrize("session_store", store_kinds(), indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_expiring_the_open_tokens_leaves_open_those_of_accounts_online_on_another_tracker(session_store):
+    if isinstance(session_store, SQLiteTrackerStore):
+        for name in ("alice", "bob", "carol"):
+            await session_store.create_account(name, "h")
+    for name in ("alice", "bob", "carol"):
+        await session_store.save_session(name, f"{name}-h")
+    await session_store.expire_open_sessions(9.0, keep={"bob", "nobody"})
+    assert [await session_store.session(n) for n in ("alice", "bob", "carol")] == [
+        SessionRecord("alice-h", 9.0),
+        SessionRecord("bob-h", None),
+        SessionRecord("carol-h", 9.0),
+    ]
