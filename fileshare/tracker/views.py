@@ -28,10 +28,13 @@ async def peers_view(directory: Directory) -> list[dict[str, Any]]:
     """The online hosts, sorted by name; in a group, those on the other trackers too, each with its tracker."""
     group = directory.cluster
     everyone = {**group.remote, **directory.online}
+    if everyone:
+        await directory.load()  # at once when loaded
     rows = []
     for host in sorted(everyone.values(), key=lambda h: h.name):
         remote = host.name not in directory.online
-        count = await directory.store.count_files(host.name) if remote else host.files
+        # The index in memory holds every host of the group: no store query per host on each poll.
+        count = directory.index.count(host.name) if remote else host.files
         rows.append(
             {
                 "name": host.name,
