@@ -9,6 +9,7 @@ import attrs
 
 from .. import tickets
 from ..tls import Fingerprint
+from ..wire.framing import encode
 from .store import Cursor, FileSummary
 
 
@@ -41,6 +42,17 @@ class OnlineHost:
     transfer_address: dict[str, object] = attrs.field(factory=dict)
     #: The tracker of the group the host is connected to ('' for this one; see fileshare.tracker.cluster).
     tracker: str = ""
+    _source_json: bytes | None = attrs.field(default=None, init=False, repr=False, eq=False)
+
+    def source_json(self) -> bytes:
+        """
+        The start of this host's item in a ``sources`` reply, as JSON:
+        ``{"host":NAME,"address":ADDRESS,`` -- made once per login, not per
+        lookup (neither changes while the host is online).
+        """
+        if self._source_json is None:
+            self._source_json = encode({"host": self.name, "address": self.transfer_address})[:-2] + b","
+        return self._source_json
 
 
 @attrs.frozen

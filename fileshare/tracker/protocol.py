@@ -17,7 +17,7 @@ from ..names import check_fname
 from ..ratelog import RateLimitedLog
 from ..tickets import client_binding
 from ..tls import Fingerprint, PinnedAddress, peer_fingerprint
-from ..wire.framing import count, field
+from ..wire.framing import EncodedItems, count, field
 from ..wire.messages import SOFTWARE, check_hello, hello_required
 from ..wire.rpc import RPCProtocol
 from .directory import Directory
@@ -238,7 +238,7 @@ class TrackerServerProtocol(RPCProtocol):
             "next": None if page.next is None else {"fname": page.next[0], "root": page.next[1]},
         }
 
-    async def sources(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def sources(self, message: dict[str, Any]) -> EncodedItems:
         host = self._logged_in()
         found = await self.directory.sources(field(message, "fname", str), host)
         if self._binding is None:
@@ -246,18 +246,16 @@ class TrackerServerProtocol(RPCProtocol):
             # fingerprint costs a hash of it, per request otherwise.
             self._binding = client_binding(self.transport)
         binding = self._binding
-        return {
-            "items": [
-                {
-                    "host": h.host,
-                    "address": online.transfer_address,
-                    "size": h.size,
-                    "root": h.root,
-                    "ticket": self.directory.ticket(host, binding, h.root, online),
-                }
+        ticket = self.directory.ticket
+        # Each item is {"host", "address", "size", "root", "ticket"}, joined from
+        # the source's JSON made at its login: no dictionary built or encoded per item.
+        return EncodedItems(
+            [
+                b'%s"size":%d,"root":"%s","ticket":"%s"}'
+                % (online.source_json(), h.size, h.root.encode(), ticket(host, binding, h.root, online).encode())
                 for h, online in found
             ]
-        }
+        )
 
     def connectionLost(self, reason: Failure) -> None:
         if self.deadlines is not None:
