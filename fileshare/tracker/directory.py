@@ -33,12 +33,12 @@ from ..tls import Fingerprint
 from . import passwords
 from .cluster import ICluster, LocalCluster
 from .glob import check_pattern
-from .index import Index
+from .index import Holder, Index
 from .online import HostChannel, OnlineHost, OnlineHosts, SearchPage
 from .passwords import HashingQueue
 from .sessions import SESSION_LIFETIME, SessionTokens
 from .stats import TrackerStats
-from .store import Cursor, FileRecord, Holding, ITrackerStore, TooManyFiles
+from .store import Cursor, FileRecord, ITrackerStore, TooManyFiles
 from .throttle import ACCOUNT_LIMITS, ADDRESS_LIMITS, Gate, Limits, Throttle, seconds_text
 
 log = Logger()
@@ -481,7 +481,7 @@ class Directory:
         last = found[self.page_size - 1]
         return SearchPage(found[: self.page_size], (last.fname, last.root))
 
-    async def sources(self, fname: str, asking: str | None) -> list[tuple[Holding, OnlineHost]]:
+    async def sources(self, fname: str, asking: str | None) -> list[tuple[Holder, OnlineHost]]:
         """Online hosts other than *asking* (here or on another tracker of the group) that hold *fname*, from the index in memory."""
         check_fname(fname)
         if not self._loaded:
@@ -494,10 +494,10 @@ class Directory:
             found = self._sources(fname, asking)
         return found
 
-    def _sources(self, fname: str, asking: str | None) -> list[tuple[Holding, OnlineHost]]:
+    def _sources(self, fname: str, asking: str | None) -> list[tuple[Holder, OnlineHost]]:
         online, remote = self.online, self.cluster.remote
         found = []
-        for h in self.index.holdings(fname):
+        for h in self.index.holders(fname):
             host = online.get(h.host) or remote.get(h.host)
             if host is not None and h.host != asking:
                 found.append((h, host))

@@ -25,13 +25,31 @@ The semantics are the store's (:meth:`.store.ITrackerStore.holdings` and
 """
 
 from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import NamedTuple
 
 from .glob import ANY, STAR, CharSet, Glob, compile_glob
 from .sortednames import SortedNames
 from .store import Cursor, FileRecord, FileSummary, Holding
 
-#: Names whose sorted holdings :meth:`Index.holdings` keeps at most (then it starts again).
+#: Names whose sorted holders :meth:`Index.holders` keeps at most (then it starts again).
 CACHED = 10_000
+
+
+class Holder(NamedTuple):
+    """
+    One holding as ``sources`` reads it: the fields of a
+    :class:`~.store.Holding`, as a tuple, because a tuple is made in C (an
+    attrs instance costs a few microseconds, several per lookup) and sorts by
+    host without a key function.
+    """
+
+    host: str
+    fname: str
+    size: int
+    root: str
+
+
+_new_holder = tuple.__new__
 
 
 class Group:
@@ -125,8 +143,8 @@ class Index:
         self._sorted = SortedNames()
         #: The same names by extension (``.iso``), so ``*.iso`` looks only at names ending ``.iso``.
         self._by_ext: dict[str, SortedNames] = {}
-        #: fname -> its holdings sorted by host, until it changes (see :meth:`holdings`).
-        self._cache: dict[str, list[Holding]] = {}
+        #: fname -> its holders sorted by host, until it changes (see :meth:`holders`).
+        self._cache: dict[str, tuple[Holder, ...]] = {}
         #: The hosts online now, for each group's count (see :meth:`set_online`).
         self._online: set[str] = set()
 
@@ -232,23 +250,28 @@ class Index:
     def count(self, host: str) -> int:
         return len(self._hosts.get(host, ()))
 
-    def holdings(self, fname: str) -> list[Holding]:
+    def holders(self, fname: str) -> tuple[Holder, ...]:
         """Every holding of *fname*, sorted by host (one root per host and name).
 
-        The sorted list is kept until *fname* changes, so a popular name's
-        ``sources`` costs a copy, not a sort (at most ``CACHED`` names are kept).
+        The sorted tuple is kept until *fname* changes, so a popular name's
+        ``sources`` costs a dictionary look-up (at most ``CACHED`` names are kept).
         """
         found = self._cache.get(fname)
         if found is None:
             roots = self._names.get(fname)
             if roots is None:
-                return []
-            found = [Holding(h, fname, size, g.root) for g in roots for h, size in g.holders.items()]
-            found.sort(key=lambda h: h.host)
+                return ()
+            found = tuple(
+                sorted([_new_holder(Holder, (h, fname, size, g.root)) for g in roots for h, size in g.holders.items()])
+            )
             if len(self._cache) >= CACHED:
                 self._cache.clear()
             self._cache[fname] = found
-        return found[:]
+        return found
+
+    def holdings(self, fname: str) -> list[Holding]:
+        """Every holding of *fname*, sorted by host, as ``store.holdings(fname)`` lists it."""
+        return [Holding(*h) for h in self.holders(fname)]
 
     def all_holdings(self) -> list[Holding]:
         """Everything, sorted by name and host, as ``store.holdings()`` lists it."""
