@@ -45,6 +45,7 @@ __all__ = [
     "TicketKey",
     "client_binding",
     "issue",
+    "issue_many",
     "new_key",
     "parse",
     "verify",
@@ -102,14 +103,34 @@ def new_key() -> bytes:
 
 
 def _mac(key: bytes, signed: str) -> str:
-    return hmac.new(key, _DOMAIN + signed.encode("ascii"), hashlib.sha256).hexdigest()
+    # hmac.digest is OpenSSL's one-shot HMAC: half the cost of an hmac.new object.
+    return hmac.digest(key, _DOMAIN + signed.encode("ascii"), hashlib.sha256).hex()
 
 
 def issue(key: bytes, fetcher: str, binding: str, root: str, source: str, now: float, nonce: str | None = None) -> str:
     """The ticket text letting *fetcher* (bound to *binding*) get *root* from *source* until now + LIFETIME."""
     if nonce is None:
         nonce = secrets.token_hex(16)
-    signed = _SEP.join([str(VERSION), fetcher, binding, root, source, str(int(now) + LIFETIME), nonce])
+    head = _SEP.join([str(VERSION), fetcher, binding, ""])
+    return _issue(key, head, root, source, _SEP + str(int(now) + LIFETIME) + _SEP + nonce)
+
+
+def issue_many(fetcher: str, binding: str, wanted: list[tuple[bytes, str, str]], now: float) -> list[str]:
+    """
+    The tickets of one ``sources`` reply: for each ``(key, root, source)``
+    of *wanted*, what :func:`issue` gives, the random nonces drawn at once.
+    """
+    head = _SEP.join([str(VERSION), fetcher, binding, ""])
+    expires = _SEP + str(int(now) + LIFETIME) + _SEP
+    nonces = secrets.token_hex(16 * len(wanted))
+    return [
+        _issue(key, head, root, source, expires + nonces[32 * i : 32 * i + 32])
+        for i, (key, root, source) in enumerate(wanted)
+    ]
+
+
+def _issue(key: bytes, head: str, root: str, source: str, tail: str) -> str:
+    signed = head + root + _SEP + source + tail
     text = signed + _SEP + _mac(key, signed)
     if not _TICKET.fullmatch(text):
         raise ValueError(f"cannot issue a ticket for these fields: {signed!r}")

@@ -15,7 +15,7 @@ from fileshare.errors import (
     TicketUnverifiable,
     error_from_reply,
 )
-from fileshare.tickets import LIFETIME, NO_BINDING, Ticket, TicketKey, client_binding, issue, parse, verify
+from fileshare.tickets import LIFETIME, NO_BINDING, Ticket, TicketKey, client_binding, issue, issue_many, parse, verify
 
 KEY = TicketKey("bob", b"k" * 32)
 ROOT = "ab" * 32
@@ -36,6 +36,25 @@ def ticket(**fields):
 
 
 # -- examples
+
+
+def test_tickets_issued_together_are_each_what_issue_makes_with_its_own_nonce():
+    carol = TicketKey("carol", b"c" * 32)
+    texts = issue_many("alice", BOUND, [(KEY.key, ROOT, "bob"), (carol.key, "ef" * 32, "carol")], NOW)
+    first, second = parse(texts[0]), parse(texts[1])
+    assert first.nonce != second.nonce
+    assert texts == [
+        ticket(nonce=first.nonce),
+        ticket(key=carol.key, root="ef" * 32, source="carol", nonce=second.nonce),
+    ]
+    assert verify(texts[0], KEY, BOUND, NOW).source == "bob"
+    assert verify(texts[1], carol, BOUND, NOW).root == "ef" * 32
+    assert issue_many("alice", BOUND, [], NOW) == []
+
+
+def test_issue_many_refuses_a_field_no_ticket_may_hold():
+    with pytest.raises(ValueError):
+        issue_many("alice", BOUND, [(KEY.key, ROOT, "bob/evil")], NOW)
 
 
 def test_a_fresh_ticket_verifies_and_names_its_fields():

@@ -246,14 +246,14 @@ class TrackerServerProtocol(RPCProtocol):
             # fingerprint costs a hash of it, per request otherwise.
             self._binding = client_binding(self.transport)
         binding = self._binding
-        ticket = self.directory.ticket
+        texts = self.directory.source_tickets(host, binding, found) if found else []
         # Each item is {"host", "address", "size", "root", "ticket"}, joined from
         # the source's JSON made at its login: no dictionary built or encoded per item.
         return EncodedItems(
             [
                 b'%s"size":%d,"root":"%s","ticket":"%s"}'
-                % (online.source_json(), h.size, h.root.encode(), ticket(host, binding, h.root, online).encode())
-                for h, online in found
+                % (online.source_json(), h.size, h.root.encode(), text.encode())
+                for (h, online), text in zip(found, texts, strict=True)
             ]
         )
 
