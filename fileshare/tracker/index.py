@@ -51,6 +51,11 @@ class Holder(NamedTuple):
 
 _new_holder = tuple.__new__
 
+#: Patterns whose parsed filters :meth:`Index.search` keeps at most (then it starts again).
+FILTERS = 1024
+#: What :func:`_name_filter` makes of a pattern.
+NameFilter = tuple[str, str, Callable[[list[str]], list[str]] | None]
+
 
 class Group:
     """The holders of one ``(fname, root)``: host -> size, how many of them are online, their smallest size.
@@ -145,6 +150,8 @@ class Index:
         self._by_ext: dict[str, SortedNames] = {}
         #: fname -> its holders sorted by host, until it changes (see :meth:`holders`).
         self._cache: dict[str, tuple[Holder, ...]] = {}
+        #: pattern -> its name filter (see :func:`_name_filter`), for the last patterns searched.
+        self._filters: dict[str, NameFilter] = {}
         #: The hosts online now, for each group's count (see :meth:`set_online`).
         self._online: set[str] = set()
 
@@ -289,7 +296,7 @@ class Index:
         if limit <= 0:
             return []
         page: list[FileSummary] = []
-        for fname in self._candidates(compile_glob(pattern), after):
+        for fname in self._candidates(pattern, after):
             for g in self._names[fname]:
                 root = g.root
                 if after is not None and (fname, root) <= tuple(after):
@@ -300,9 +307,15 @@ class Index:
                     return page
         return page
 
-    def _candidates(self, glob: Glob, after: Cursor | None) -> Iterator[str]:
+    def _candidates(self, pattern: str, after: Cursor | None) -> Iterator[str]:
         """The names that match *glob*, in order, from the cursor *after* on (filtered a chunk at a time)."""
-        prefix, suffix, wanted = _name_filter(glob)
+        name_filter = self._filters.get(pattern)
+        if name_filter is None:
+            # Parsed once per pattern: a client pages through one pattern, and many ask the same.
+            if len(self._filters) >= FILTERS:
+                self._filters.clear()
+            name_filter = self._filters[pattern] = _name_filter(compile_glob(pattern))
+        prefix, suffix, wanted = name_filter
         start = prefix if after is None or after[0] < prefix else after[0]
         if wanted is None:  # no wildcard: one name
             if prefix in self._names and start == prefix:
@@ -342,7 +355,7 @@ def _ext(name: str) -> str:
     return name[dot:] if dot >= 0 else ""
 
 
-def _name_filter(glob: Glob) -> tuple[str, str, Callable[[list[str]], list[str]] | None]:
+def _name_filter(glob: Glob) -> NameFilter:
     """The literal prefix and suffix of *glob*, and a filter of lists of names that start with the prefix.
 
     The filter is None when the prefix is the whole pattern (one name).

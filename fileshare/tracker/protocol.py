@@ -17,7 +17,7 @@ from ..names import check_fname
 from ..ratelog import RateLimitedLog
 from ..tickets import client_binding
 from ..tls import Fingerprint, PinnedAddress, peer_fingerprint
-from ..wire.framing import EncodedItems, count, field
+from ..wire.framing import EncodedItems, count, field, json_text
 from ..wire.messages import SOFTWARE, check_hello, hello_required
 from ..wire.rpc import RPCProtocol
 from .directory import Directory
@@ -227,16 +227,18 @@ class TrackerServerProtocol(RPCProtocol):
         await self.directory.unpublish(self._logged_in(), field(message, "fname", str))
         return {}
 
-    async def search(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def search(self, message: dict[str, Any]) -> EncodedItems:
         self._logged_in()
         page = await self.directory.search(field(message, "pattern", str, "*"), cursor_from(message))
-        return {
-            "items": [
-                {"fname": s.fname, "size": s.size, "root": s.root, "online": s.online, "holders": s.holders}
+        # Each item is {"fname", "size", "root", "online", "holders"}, formatted rather than encoded from a dict.
+        return EncodedItems(
+            [
+                b'{"fname":%s,"size":%d,"root":%s,"online":%d,"holders":%d}'
+                % (json_text(s.fname), s.size, json_text(s.root), s.online, s.holders)
                 for s in page.items
             ],
-            "next": None if page.next is None else {"fname": page.next[0], "root": page.next[1]},
-        }
+            next=None if page.next is None else {"fname": page.next[0], "root": page.next[1]},
+        )
 
     async def sources(self, message: dict[str, Any]) -> EncodedItems:
         host = self._logged_in()

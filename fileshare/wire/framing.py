@@ -8,6 +8,7 @@ lines.  See ``docs/protocol.rst`` for the grammar.
 
 import json
 from collections.abc import Iterator
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from ..errors import BadRequest
@@ -96,6 +97,11 @@ def count(message: dict[str, Any], name: str, default: Any = ..., maximum: int =
     return value
 
 
+def json_text(text: str) -> bytes:
+    """*text* as a JSON string, quotes included, as :func:`encode` writes it inside a message."""
+    return encode_basestring(text).encode("utf-8")
+
+
 class EncodedItems:
     """
     A reply whose ``items`` are already JSON, one ``bytes`` value each, plus
@@ -121,7 +127,10 @@ def encoded_frames(request_id: int, reply: EncodedItems, size: int = ITEMS_PER_F
     more = b'{"re":%d,"ok":true,"more":true,"items":[' % request_id
     for start in range(0, last, size):
         yield more + b",".join(items[start : start + size]) + b"]}\n"
-    head = encode({"re": request_id, "ok": True, **reply.fields})[:-2]  # without its "}\n"
+    if reply.fields:
+        head = encode({"re": request_id, "ok": True, **reply.fields})[:-2]  # without its "}\n"
+    else:
+        head = b'{"re":%d,"ok":true' % request_id
     yield head + b',"items":[' + b",".join(items[last:]) + b"]}\n"
 
 

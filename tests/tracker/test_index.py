@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from fileshare.errors import FileshareError
+from fileshare.tracker import index as index_module
 from fileshare.tracker import sortednames
 from fileshare.tracker.directory import Directory, OnlineHost
 from fileshare.tracker.index import Holder, Index
@@ -216,6 +217,19 @@ def test_sources_follow_every_change_to_a_names_holders_after_being_cached():
     assert sources() == [("cy", 5, ROOTS[0])]
     run(directory.announce("cy", [FileRecord("other.bin", 1, ROOTS[1])], True))  # a reset drops it
     assert sources() == []
+
+
+def test_the_parsed_patterns_kept_are_bounded_and_answer_as_a_fresh_parse_does(monkeypatch):
+    monkeypatch.setattr(index_module, "FILTERS", 3)
+    index = Index()
+    index.add("ann", [FileRecord(f"lec{i}.pdf", i, ROOTS[0]) for i in range(5)])
+    for pattern in ["lec*", "*.pdf", "lec[0-2]*", "lec4.pdf", "lec*"]:
+        assert [s.fname for s in index.search(pattern, None, 10)] == [
+            s.fname for s in Index.of(index.all_holdings()).search(pattern, None, 10)
+        ]
+        assert len(index._filters) <= 3
+    index.add("ann", [FileRecord("lec9.pdf", 9, ROOTS[0])])  # names change; the parsed patterns still hold
+    assert [s.fname for s in index.search("lec*", None, 10)][-1] == "lec9.pdf"
 
 
 def test_the_index_is_loaded_from_the_store_before_the_first_lookup():

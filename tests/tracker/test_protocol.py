@@ -591,6 +591,23 @@ def test_a_sources_item_is_one_compact_json_object_in_the_documented_key_order()
     )
 
 
+def test_a_search_reply_is_one_compact_json_line_with_its_cursor():
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    for name in ("chanson-é.ogg", "chanson-ü.ogg"):
+        now(directory.publish("alice", FileRecord(name, 9, ROOT_A)))
+    directory.page_size = 1
+    alice.transport.clear()
+    alice.protocol.dataReceived(b'{"id":6,"op":"search","pattern":"chanson*"}\n')
+    assert (
+        alice.transport.value()
+        == (
+            '{"re":6,"ok":true,"next":{"fname":"chanson-é.ogg","root":"' + ROOT_A + '"},"items":'
+            '[{"fname":"chanson-é.ogg","size":9,"root":"' + ROOT_A + '","online":1,"holders":1}]}\n'
+        ).encode()
+    )
+
+
 def test_a_source_that_logs_in_again_from_elsewhere_is_listed_at_its_new_address():
     # Each source's JSON is made once per login: a new login must not be answered with the old one.
     directory = build_directory()

@@ -17,6 +17,8 @@ from fileshare.wire.framing import (
     encoded_frames,
     field,
     is_integer,
+    is_unicode,
+    json_text,
 )
 from fileshare.wire.rpc import _reply_frames
 
@@ -321,3 +323,8 @@ def test_an_encoded_items_reply_is_byte_for_byte_the_same_reply_as_a_dict(n, fie
     as_dict = b"".join(encode(frame) for frame in _reply_frames(7, {"items": items, **fields}))
     encoded = EncodedItems([encode(item)[:-1] for item in items], **fields)
     assert b"".join(encoded_frames(7, encoded)) == as_dict
+
+
+@given(st.text().filter(is_unicode))
+def test_json_text_is_the_string_as_encode_writes_it_in_a_message(text):
+    assert b'{"k":' + json_text(text) + b"}\n" == encode({"k": text})
