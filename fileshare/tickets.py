@@ -67,6 +67,9 @@ _TICKET = re.compile(
     rf"/(?P<root>[0-9a-f]{{64}})/(?P<source>{_ACCOUNT})/(?P<expires>0|[1-9][0-9]{{0,15}})"
     r"/(?P<nonce>[0-9a-f]{32}))/(?P<mac>[0-9a-f]{64})"
 )
+#: The parts of _TICKET that issue_many checks apart: the fetcher's (once a reply), the source's (once a ticket).
+_HEAD = re.compile(rf"1/{_ACCOUNT}/(?:none|sha256:[0-9a-f]{{64}})/")
+_SOURCE = re.compile(rf"[0-9a-f]{{64}}/{_ACCOUNT}")
 #: Longer than any ticket the pattern accepts; longer text is refused before matching.
 MAX_LENGTH = 512
 
@@ -119,14 +122,23 @@ def issue_many(fetcher: str, binding: str, wanted: list[tuple[bytes, str, str]],
     """
     The tickets of one ``sources`` reply: for each ``(key, root, source)``
     of *wanted*, what :func:`issue` gives, the random nonces drawn at once.
+
+    The fields are checked against the ticket pattern part by part, the
+    fetcher's once, so every text is one :func:`parse` accepts.
     """
     head = _SEP.join([str(VERSION), fetcher, binding, ""])
-    expires = _SEP + str(int(now) + LIFETIME) + _SEP
+    expires = int(now) + LIFETIME
+    if not _HEAD.fullmatch(head) or not 0 <= expires < 10**16:
+        raise ValueError(f"cannot issue a ticket for these fields: {head!r}, expiry {expires}")
     nonces = secrets.token_hex(16 * len(wanted))
-    return [
-        _issue(key, head, root, source, expires + nonces[32 * i : 32 * i + 32])
-        for i, (key, root, source) in enumerate(wanted)
-    ]
+    texts = []
+    for i, (key, root, source) in enumerate(wanted):
+        middle = root + _SEP + source
+        if not _SOURCE.fullmatch(middle):
+            raise ValueError(f"cannot issue a ticket for these fields: {middle!r}")
+        signed = f"{head}{middle}/{expires}/{nonces[32 * i : 32 * i + 32]}"
+        texts.append(signed + _SEP + _mac(key, signed))
+    return texts
 
 
 def _issue(key: bytes, head: str, root: str, source: str, tail: str) -> str:
