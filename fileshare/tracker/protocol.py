@@ -251,6 +251,8 @@ class TrackerServerProtocol(RPCProtocol):
         texts = self.directory.source_tickets(host, binding, found) if found else []
         # Each item is {"host", "address", "size", "root", "ticket"}, joined from
         # the source's JSON made at its login: no dictionary built or encoded per item.
+        # The root and the ticket need no escaping: a ticket is only issued for a root
+        # of 64 hex digits, and is itself of the ticket pattern's characters.
         return EncodedItems(
             [
                 b'%s"size":%d,"root":"%s","ticket":"%s"}'
