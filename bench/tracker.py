@@ -665,6 +665,11 @@ def table(peers: int, runs: list[dict[str, Any]], args: argparse.Namespace) -> s
         row(
             "  CPU tracker / load (cores)", lambda r, op=op: _pair(r[op]["cpu"]["tracker"], r[op]["cpu"]["load"], ".2f")
         )
+        # Less noisy than the rate on a shared machine: what one lookup cost the tracker(s).
+        row(
+            "  tracker CPU per lookup (us)",
+            lambda r, op=op: _n(r[op]["cpu"]["tracker"] / r[op]["rate"] * 1e6 if r[op]["rate"] else 0, ".0f"),
+        )
         if ot_rate:
             row("  vs opentracker", lambda r, op=op: f"{r[op]['rate'] / ot_rate:.2f}x")
         row("  errors", lambda r, op=op: ", ".join(f"{k} {v}" for k, v in r[op]["errors"].items()) or "0")

@@ -2,7 +2,7 @@
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 
@@ -15,7 +15,7 @@ from fileshare.errors import (
     TicketUnverifiable,
     error_from_reply,
 )
-from fileshare.tickets import LIFETIME, NO_BINDING, Ticket, TicketKey, client_binding, issue, parse, verify
+from fileshare.tickets import LIFETIME, NO_BINDING, Ticket, TicketKey, client_binding, issue, issue_many, parse, verify
 
 KEY = TicketKey("bob", b"k" * 32)
 ROOT = "ab" * 32
@@ -36,6 +36,44 @@ def ticket(**fields):
 
 
 # -- examples
+
+
+def test_tickets_issued_together_are_each_what_issue_makes_with_its_own_nonce():
+    carol = TicketKey("carol", b"c" * 32)
+    texts = issue_many("alice", BOUND, [(KEY.key, ROOT, "bob"), (carol.key, "ef" * 32, "carol")], NOW)
+    first, second = parse(texts[0]), parse(texts[1])
+    assert first.nonce != second.nonce
+    assert texts == [
+        ticket(nonce=first.nonce),
+        ticket(key=carol.key, root="ef" * 32, source="carol", nonce=second.nonce),
+    ]
+    assert verify(texts[0], KEY, BOUND, NOW).source == "bob"
+    assert verify(texts[1], carol, BOUND, NOW).root == "ef" * 32
+    assert issue_many("alice", BOUND, [], NOW) == []
+
+
+@pytest.mark.parametrize(
+    ("fetcher", "binding", "root", "source", "now"),
+    [
+        ("alice/x", BOUND, ROOT, "bob", NOW),
+        ("alice", "sha256:" + "CD" * 32, ROOT, "bob", NOW),
+        ("alice", BOUND, ROOT.upper(), "bob", NOW),
+        ("alice", BOUND, ROOT + "/x", "bob", NOW),
+        ("alice", BOUND, ROOT, "bob/evil", NOW),
+        ("alice", BOUND, ROOT, "", NOW),
+        ("alice", BOUND, ROOT, "bob", 1e17),
+    ],
+)
+def test_issue_many_refuses_any_field_a_ticket_may_not_hold(fetcher, binding, root, source, now):
+    with pytest.raises(ValueError):
+        issue_many(fetcher, binding, [(KEY.key, ROOT, "carol"), (KEY.key, root, source)], now)
+
+
+@settings(max_examples=200, deadline=None)
+@given(accounts, bindings, roots, accounts, keys, times)
+def test_issue_many_makes_what_issue_makes(fetcher, binding, root, source, key, now):
+    (text,) = issue_many(fetcher, binding, [(key, root, source)], now)
+    assert text == issue(key, fetcher, binding, root, source, now, nonce=parse(text).nonce)
 
 
 def test_a_fresh_ticket_verifies_and_names_its_fields():

@@ -25,13 +25,36 @@ The semantics are the store's (:meth:`.store.ITrackerStore.holdings` and
 """
 
 from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import NamedTuple
 
 from .glob import ANY, STAR, CharSet, Glob, compile_glob
 from .sortednames import SortedNames
 from .store import Cursor, FileRecord, FileSummary, Holding
 
-#: Names whose sorted holdings :meth:`Index.holdings` keeps at most (then it starts again).
+#: Names whose sorted holders :meth:`Index.holders` keeps at most (then it starts again).
 CACHED = 10_000
+
+
+class Holder(NamedTuple):
+    """
+    One holding as ``sources`` reads it: the fields of a
+    :class:`~.store.Holding`, as a tuple, because a tuple is made in C (an
+    attrs instance costs a few microseconds, several per lookup) and sorts by
+    host without a key function.
+    """
+
+    host: str
+    fname: str
+    size: int
+    root: str
+
+
+_new_holder = tuple.__new__
+
+#: Patterns whose parsed filters :meth:`Index.search` keeps at most (then it starts again).
+FILTERS = 1024
+#: What :func:`_name_filter` makes of a pattern.
+NameFilter = tuple[str, str, Callable[[list[str]], list[str]] | None]
 
 
 class Group:
@@ -125,8 +148,10 @@ class Index:
         self._sorted = SortedNames()
         #: The same names by extension (``.iso``), so ``*.iso`` looks only at names ending ``.iso``.
         self._by_ext: dict[str, SortedNames] = {}
-        #: fname -> its holdings sorted by host, until it changes (see :meth:`holdings`).
-        self._cache: dict[str, list[Holding]] = {}
+        #: fname -> its holders sorted by host, until it changes (see :meth:`holders`).
+        self._cache: dict[str, tuple[Holder, ...]] = {}
+        #: pattern -> its name filter (see :func:`_name_filter`), for the last patterns searched.
+        self._filters: dict[str, NameFilter] = {}
         #: The hosts online now, for each group's count (see :meth:`set_online`).
         self._online: set[str] = set()
 
@@ -232,23 +257,28 @@ class Index:
     def count(self, host: str) -> int:
         return len(self._hosts.get(host, ()))
 
-    def holdings(self, fname: str) -> list[Holding]:
+    def holders(self, fname: str) -> tuple[Holder, ...]:
         """Every holding of *fname*, sorted by host (one root per host and name).
 
-        The sorted list is kept until *fname* changes, so a popular name's
-        ``sources`` costs a copy, not a sort (at most ``CACHED`` names are kept).
+        The sorted tuple is kept until *fname* changes, so a popular name's
+        ``sources`` costs a dictionary look-up (at most ``CACHED`` names are kept).
         """
         found = self._cache.get(fname)
         if found is None:
             roots = self._names.get(fname)
             if roots is None:
-                return []
-            found = [Holding(h, fname, size, g.root) for g in roots for h, size in g.holders.items()]
-            found.sort(key=lambda h: h.host)
+                return ()
+            found = tuple(
+                sorted([_new_holder(Holder, (h, fname, size, g.root)) for g in roots for h, size in g.holders.items()])
+            )
             if len(self._cache) >= CACHED:
                 self._cache.clear()
             self._cache[fname] = found
-        return found[:]
+        return found
+
+    def holdings(self, fname: str) -> list[Holding]:
+        """Every holding of *fname*, sorted by host, as ``store.holdings(fname)`` lists it."""
+        return [Holding(*h) for h in self.holders(fname)]
 
     def all_holdings(self) -> list[Holding]:
         """Everything, sorted by name and host, as ``store.holdings()`` lists it."""
@@ -266,7 +296,7 @@ class Index:
         if limit <= 0:
             return []
         page: list[FileSummary] = []
-        for fname in self._candidates(compile_glob(pattern), after):
+        for fname in self._candidates(pattern, after):
             for g in self._names[fname]:
                 root = g.root
                 if after is not None and (fname, root) <= tuple(after):
@@ -277,9 +307,15 @@ class Index:
                     return page
         return page
 
-    def _candidates(self, glob: Glob, after: Cursor | None) -> Iterator[str]:
+    def _candidates(self, pattern: str, after: Cursor | None) -> Iterator[str]:
         """The names that match *glob*, in order, from the cursor *after* on (filtered a chunk at a time)."""
-        prefix, suffix, wanted = _name_filter(glob)
+        name_filter = self._filters.get(pattern)
+        if name_filter is None:
+            # Parsed once per pattern: a client pages through one pattern, and many ask the same.
+            if len(self._filters) >= FILTERS:
+                self._filters.clear()
+            name_filter = self._filters[pattern] = _name_filter(compile_glob(pattern))
+        prefix, suffix, wanted = name_filter
         start = prefix if after is None or after[0] < prefix else after[0]
         if wanted is None:  # no wildcard: one name
             if prefix in self._names and start == prefix:
@@ -319,7 +355,7 @@ def _ext(name: str) -> str:
     return name[dot:] if dot >= 0 else ""
 
 
-def _name_filter(glob: Glob) -> tuple[str, str, Callable[[list[str]], list[str]] | None]:
+def _name_filter(glob: Glob) -> NameFilter:
     """The literal prefix and suffix of *glob*, and a filter of lists of names that start with the prefix.
 
     The filter is None when the prefix is the whole pattern (one name).

@@ -9,6 +9,7 @@ import attrs
 
 from .. import tickets
 from ..tls import Fingerprint
+from ..wire.framing import encode
 from .store import Cursor, FileSummary
 
 
@@ -43,6 +44,17 @@ class OnlineHost:
     tracker: str = ""
     #: Seconds the last ``ping`` took (the idle check's or the operator's); None until one is answered.
     rtt: float | None = None
+    _source_json: bytes | None = attrs.field(default=None, init=False, repr=False, eq=False)
+
+    def source_json(self) -> bytes:
+        """
+        The start of this host's item in a ``sources`` reply, as JSON:
+        ``{"host":NAME,"address":ADDRESS,`` -- made once per login, not per
+        lookup (neither changes while the host is online).
+        """
+        if self._source_json is None:
+            self._source_json = encode({"host": self.name, "address": self.transfer_address})[:-2] + b","
+        return self._source_json
 
 
 @attrs.frozen

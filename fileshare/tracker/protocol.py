@@ -17,7 +17,7 @@ from ..names import check_fname
 from ..ratelog import RateLimitedLog
 from ..tickets import client_binding
 from ..tls import Fingerprint, PinnedAddress, peer_fingerprint
-from ..wire.framing import count, field
+from ..wire.framing import EncodedItems, count, field, json_text
 from ..wire.messages import SOFTWARE, check_hello, hello_required
 from ..wire.rpc import RPCProtocol
 from .directory import Directory
@@ -232,18 +232,20 @@ class TrackerServerProtocol(RPCProtocol):
         await self.directory.unpublish(self._logged_in(), field(message, "fname", str))
         return {}
 
-    async def search(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def search(self, message: dict[str, Any]) -> EncodedItems:
         self._logged_in()
         page = await self.directory.search(field(message, "pattern", str, "*"), cursor_from(message))
-        return {
-            "items": [
-                {"fname": s.fname, "size": s.size, "root": s.root, "online": s.online, "holders": s.holders}
+        # Each item is {"fname", "size", "root", "online", "holders"}, formatted rather than encoded from a dict.
+        return EncodedItems(
+            [
+                b'{"fname":%s,"size":%d,"root":%s,"online":%d,"holders":%d}'
+                % (json_text(s.fname), s.size, json_text(s.root), s.online, s.holders)
                 for s in page.items
             ],
-            "next": None if page.next is None else {"fname": page.next[0], "root": page.next[1]},
-        }
+            next=None if page.next is None else {"fname": page.next[0], "root": page.next[1]},
+        )
 
-    async def sources(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def sources(self, message: dict[str, Any]) -> EncodedItems:
         host = self._logged_in()
         found = await self.directory.sources(field(message, "fname", str), host)
         if self._binding is None:
@@ -251,18 +253,18 @@ class TrackerServerProtocol(RPCProtocol):
             # fingerprint costs a hash of it, per request otherwise.
             self._binding = client_binding(self.transport)
         binding = self._binding
-        return {
-            "items": [
-                {
-                    "host": h.host,
-                    "address": online.transfer_address,
-                    "size": h.size,
-                    "root": h.root,
-                    "ticket": self.directory.ticket(host, binding, h.root, online),
-                }
-                for h, online in found
+        texts = self.directory.source_tickets(host, binding, found) if found else []
+        # Each item is {"host", "address", "size", "root", "ticket"}, joined from
+        # the source's JSON made at its login: no dictionary built or encoded per item.
+        # The root and the ticket need no escaping: a ticket is only issued for a root
+        # of 64 hex digits, and is itself of the ticket pattern's characters.
+        return EncodedItems(
+            [
+                b'%s"size":%d,"root":"%s","ticket":"%s"}'
+                % (online.source_json(), h.size, h.root.encode(), text.encode())
+                for (h, online), text in zip(found, texts, strict=True)
             ]
-        }
+        )
 
     def connectionLost(self, reason: Failure) -> None:
         if self.deadlines is not None:

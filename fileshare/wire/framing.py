@@ -7,6 +7,8 @@ lines.  See ``docs/protocol.rst`` for the grammar.
 """
 
 import json
+from collections.abc import Iterator
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from ..errors import BadRequest
@@ -93,6 +95,43 @@ def count(message: dict[str, Any], name: str, default: Any = ..., maximum: int =
     if value is not None and value > maximum:
         raise BadRequest(f"field {name!r} must be at most {maximum}")
     return value
+
+
+def json_text(text: str) -> bytes:
+    """*text* as a JSON string, quotes included, as :func:`encode` writes it inside a message."""
+    return encode_basestring(text).encode("utf-8")
+
+
+class EncodedItems:
+    """
+    A reply whose ``items`` are already JSON, one ``bytes`` value each, plus
+    other *fields*: its frames are joined from the bytes, so a hot handler
+    (the tracker's ``sources``) need not build and encode a dictionary per
+    item.  The frames are byte for byte those of the same reply as a dict.
+    """
+
+    __slots__ = ("fields", "items")
+
+    def __init__(self, items: list[bytes], **fields: Any) -> None:
+        self.items = items
+        self.fields = fields
+
+
+def encoded_frames(request_id: int, reply: EncodedItems, size: int = ITEMS_PER_FRAME) -> Iterator[bytes]:
+    """The lines of an :class:`EncodedItems` reply, as :func:`encode` makes them from the same reply as a dict.
+
+    Each line is joined only when asked for, as the transport takes them.
+    """
+    items = reply.items
+    last = max(len(items) - 1, 0) // size * size  # where the last frame's items start
+    more = b'{"re":%d,"ok":true,"more":true,"items":[' % request_id
+    for start in range(0, last, size):
+        yield more + b",".join(items[start : start + size]) + b"]}\n"
+    if reply.fields:
+        head = encode({"re": request_id, "ok": True, **reply.fields})[:-2]  # without its "}\n"
+    else:
+        head = b'{"re":%d,"ok":true' % request_id
+    yield head + b',"items":[' + b",".join(items[last:]) + b"]}\n"
 
 
 def chunks(items: list[Any], size: int = ITEMS_PER_FRAME) -> list[list[Any]]:

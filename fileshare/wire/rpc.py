@@ -84,7 +84,8 @@ class RPCProtocol(MessageReceiver):
     """One end of a request/reply connection.
 
     Subclasses register handlers in ``self.handlers`` (op name to a function
-    taking the request and returning a reply dict, a Deferred or a coroutine).
+    taking the request and returning a reply dict, a Deferred or a coroutine;
+    a reply may also be a :class:`~.framing.EncodedItems`, its items JSON already).
     A factory with a ``max_in_flight`` attribute sets that limit for the
     connections it builds.
     """
@@ -104,8 +105,8 @@ class RPCProtocol(MessageReceiver):
         self.max_reply_bytes = MAX_REPLY_BYTES
         #: Requests being handled or whose reply frames are not all written.
         self.in_flight = 0
-        #: Replies waiting for the transport, each an iterator of frames.
-        self._outbox: deque[Iterator[dict[str, Any]]] = deque()
+        #: Replies waiting for the transport, each an iterator of frames (messages, or lines already encoded).
+        self._outbox: deque[Iterator[dict[str, Any] | bytes]] = deque()
         self._producing = False  # registered on the transport as its producer
         self._write_paused = False  # by the transport: its buffer is full
         self._flushing = False
@@ -237,8 +238,11 @@ class RPCProtocol(MessageReceiver):
 
     # -- answering, with flow control
 
-    def _send_reply(self, reply: dict[str, Any] | None, request_id: int) -> None:
-        self._queue_reply(_reply_frames(request_id, dict(reply or {})))
+    def _send_reply(self, reply: dict[str, Any] | framing.EncodedItems | None, request_id: int) -> None:
+        if isinstance(reply, framing.EncodedItems):
+            self._queue_reply(framing.encoded_frames(request_id, reply))
+        else:
+            self._queue_reply(_reply_frames(request_id, dict(reply or {})))
 
     def _send_error(self, failure: Failure, request_id: int, op: str) -> None:
         if failure.check(FileshareError):
@@ -248,7 +252,7 @@ class RPCProtocol(MessageReceiver):
             error = FileshareError("internal error", "internal")
         self._queue_reply(iter([{"re": request_id, **error_reply(error)}]))
 
-    def _queue_reply(self, frames: Iterator[dict[str, Any]]) -> None:
+    def _queue_reply(self, frames: Iterator[dict[str, Any] | bytes]) -> None:
         if not self.connected:
             self.in_flight -= 1
             return
@@ -276,6 +280,8 @@ class RPCProtocol(MessageReceiver):
                 if frame is None:
                     self._outbox.popleft()
                     self.in_flight -= 1
+                elif type(frame) is bytes:
+                    self.transport.write(frame)
                 else:
                     self.sendMessage(frame)
             if not self.connected:

@@ -11,9 +11,10 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from fileshare.errors import FileshareError
+from fileshare.tracker import index as index_module
 from fileshare.tracker import sortednames
 from fileshare.tracker.directory import Directory, OnlineHost
-from fileshare.tracker.index import Index
+from fileshare.tracker.index import Holder, Index
 from fileshare.tracker.memory_store import MemoryTrackerStore
 from fileshare.tracker.sortednames import CHUNK, SortedNames
 from fileshare.tracker.store import FileRecord, Holding
@@ -130,6 +131,8 @@ def check_agreement(ops: list, online: list[str], pattern: str) -> None:
     store = MemoryTrackerStore()
     directory = build_directory(store)
     for op in ops:
+        for fname in ["a", "b.iso", "lec1.pdf"]:
+            directory.index.holders(fname)  # cached now: each write must drop what it changes
         apply(directory, op)
     for name in online:
         directory.online[name] = OnlineHost(name, None, "", 0.0)
@@ -186,9 +189,47 @@ def test_sources_and_search_make_no_store_call():
     found = run(directory.sources("lec1.pdf", "ann"))
     page = run(directory.search("lec*"))
 
-    assert [(h, online.name) for h, online in found] == [(Holding("bob", "lec1.pdf", 5, ROOTS[0]), "bob")]
+    assert [(h, online.name) for h, online in found] == [(Holder("bob", "lec1.pdf", 5, ROOTS[0]), "bob")]
     assert [(s.fname, s.online, s.holders) for s in page.items] == [("lec1.pdf", 1, 2)]
     assert store.calls == []
+
+
+def test_sources_follow_every_change_to_a_names_holders_after_being_cached():
+    directory = build_directory(MemoryTrackerStore())
+    for host in ("ann", "bob", "cy"):
+        directory.online[host] = OnlineHost(host, None, "", 0.0)
+
+    def sources() -> list[tuple[str, int, str]]:
+        return [(h.host, h.size, h.root) for h, _ in run(directory.sources("lec1.pdf", "ann"))]
+
+    assert sources() == []
+    run(directory.publish("cy", FileRecord("lec1.pdf", 5, ROOTS[0])))
+    assert sources() == [("cy", 5, ROOTS[0])]
+    run(directory.publish("bob", FileRecord("lec1.pdf", 5, ROOTS[0])))
+    assert sources() == [("bob", 5, ROOTS[0]), ("cy", 5, ROOTS[0])]
+    run(directory.publish("bob", FileRecord("lec1.pdf", 6, ROOTS[1])))  # new content under the name
+    assert sources() == [("bob", 6, ROOTS[1]), ("cy", 5, ROOTS[0])]
+    del directory.online["cy"]  # offline: not a source, though its files stay indexed
+    assert sources() == [("bob", 6, ROOTS[1])]
+    directory.online["cy"] = OnlineHost("cy", None, "", 0.0)
+    assert sources() == [("bob", 6, ROOTS[1]), ("cy", 5, ROOTS[0])]
+    run(directory.unpublish("bob", "lec1.pdf"))
+    assert sources() == [("cy", 5, ROOTS[0])]
+    run(directory.announce("cy", [FileRecord("other.bin", 1, ROOTS[1])], True))  # a reset drops it
+    assert sources() == []
+
+
+def test_the_parsed_patterns_kept_are_bounded_and_answer_as_a_fresh_parse_does(monkeypatch):
+    monkeypatch.setattr(index_module, "FILTERS", 3)
+    index = Index()
+    index.add("ann", [FileRecord(f"lec{i}.pdf", i, ROOTS[0]) for i in range(5)])
+    for pattern in ["lec*", "*.pdf", "lec[0-2]*", "lec4.pdf", "lec*"]:
+        assert [s.fname for s in index.search(pattern, None, 10)] == [
+            s.fname for s in Index.of(index.all_holdings()).search(pattern, None, 10)
+        ]
+        assert len(index._filters) <= 3
+    index.add("ann", [FileRecord("lec9.pdf", 9, ROOTS[0])])  # names change; the parsed patterns still hold
+    assert [s.fname for s in index.search("lec*", None, 10)][-1] == "lec9.pdf"
 
 
 def test_the_index_is_loaded_from_the_store_before_the_first_lookup():

@@ -573,6 +573,60 @@ def test_login_records_the_fingerprint_of_the_connection_and_sources_hand_it_out
     ]
 
 
+def test_a_sources_item_is_one_compact_json_object_in_the_documented_key_order():
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    build_online(directory, "bob", port=7002, address=IPv4Address("TCP", "198.51.100.2", 40000))
+    now(directory.publish("bob", FileRecord("chanson-é.ogg", 9, ROOT_A)))
+    alice.transport.clear()
+    alice.protocol.dataReceived('{"id":5,"op":"sources","fname":"chanson-é.ogg"}\n'.encode())
+    line = alice.transport.value()
+    ticket = json.loads(line)["items"][0]["ticket"]
+    assert (
+        line
+        == (
+            '{"re":5,"ok":true,"items":[{"host":"bob","address":{"host":"198.51.100.2","port":7002},'
+            f'"size":9,"root":"{ROOT_A}","ticket":"{ticket}"}}]}}\n'
+        ).encode()
+    )
+
+
+def test_a_search_reply_is_one_compact_json_line_with_its_cursor():
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    for name in ("chanson-é.ogg", "chanson-ü.ogg"):
+        now(directory.publish("alice", FileRecord(name, 9, ROOT_A)))
+    directory.page_size = 1
+    alice.transport.clear()
+    alice.protocol.dataReceived(b'{"id":6,"op":"search","pattern":"chanson*"}\n')
+    assert (
+        alice.transport.value()
+        == (
+            '{"re":6,"ok":true,"next":{"fname":"chanson-é.ogg","root":"' + ROOT_A + '"},"items":'
+            '[{"fname":"chanson-é.ogg","size":9,"root":"' + ROOT_A + '","online":1,"holders":1}]}\n'
+        ).encode()
+    )
+
+
+def test_a_source_that_logs_in_again_from_elsewhere_is_listed_at_its_new_address():
+    # Each source's JSON is made once per login: a new login must not be answered with the old one.
+    directory = build_directory()
+    alice = build_online(directory, "alice")
+    bob = build_online(directory, "bob", port=7002, address=IPv4Address("TCP", "198.51.100.2", 40000))
+    bob.ask("publish", fname="song.ogg", size=9, root=ROOT_A)
+    assert [i["address"] for i in alice.ask("sources", fname="song.ogg")["items"]] == [
+        {"host": "198.51.100.2", "port": 7002}
+    ]
+    bob.ask("logout")
+    bob2 = build_connection(directory, IPv4Address("TCP", "203.0.113.9", 40001))
+    assert bob2.ask("login", name="bob", password="bob-secret", port=7010)["ok"] is True
+    assert [i["address"] for i in alice.ask("sources", fname="song.ogg")["items"]] == [
+        {"host": "203.0.113.9", "port": 7010}
+    ]
+    bob2.ask("logout")
+    assert alice.ask("sources", fname="song.ogg") == {"ok": True, "items": []}
+
+
 def test_sources_of_an_unknown_file_is_an_empty_list():
     alice = build_online(build_directory(), "alice")
     assert alice.ask("sources", fname="nothing") == {"ok": True, "items": []}

@@ -9,13 +9,18 @@ from fileshare.wire.framing import (
     ITEMS_PER_FRAME,
     MAX_COUNT,
     MAX_LINE,
+    EncodedItems,
     chunks,
     count,
     decode,
     encode,
+    encoded_frames,
     field,
     is_integer,
+    is_unicode,
+    json_text,
 )
+from fileshare.wire.rpc import _reply_frames
 
 json_scalars = (
     st.none()
@@ -309,3 +314,17 @@ def test_a_chunked_frame_of_items_per_frame_long_names_fits_max_line():
     line = encode({"op": "list", "files": chunks(names)[0]})
     assert len(json.loads(line)["files"]) == ITEMS_PER_FRAME
     assert len(line) - 1 <= MAX_LINE
+
+
+@pytest.mark.parametrize("n", [0, 1, ITEMS_PER_FRAME, ITEMS_PER_FRAME + 1, 2 * ITEMS_PER_FRAME + 50])
+@pytest.mark.parametrize("fields", [{}, {"total": 7, "note": "é"}])
+def test_an_encoded_items_reply_is_byte_for_byte_the_same_reply_as_a_dict(n, fields):
+    items = [{"host": f"h{i}", "size": i, "name": "ü\u2028"} for i in range(n)]
+    as_dict = b"".join(encode(frame) for frame in _reply_frames(7, {"items": items, **fields}))
+    encoded = EncodedItems([encode(item)[:-1] for item in items], **fields)
+    assert b"".join(encoded_frames(7, encoded)) == as_dict
+
+
+@given(st.text().filter(is_unicode))
+def test_json_text_is_the_string_as_encode_writes_it_in_a_message(text):
+    assert b'{"k":' + json_text(text) + b"}\n" == encode({"k": text})

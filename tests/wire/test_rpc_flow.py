@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from fileshare.errors import NotFound, Unavailable
 from fileshare.wire import rpc as rpc_module
+from fileshare.wire.framing import EncodedItems
 from fileshare.wire.rpc import MAX_IN_FLIGHT, MAX_REPLY_BYTES, MAX_REPLY_ITEMS, RPCProtocol
 
 from .flow import TCP_BUFFER, BoundedTransport
@@ -27,12 +28,17 @@ class Ops:
         self.slow: list[Deferred] = []
 
     def install(self, protocol: RPCProtocol) -> RPCProtocol:
-        protocol.handlers.update(blob=self.blob, slow=self.wait)
+        protocol.handlers.update(blob=self.blob, encoded_blob=self.encoded_blob, slow=self.wait)
         return protocol
 
     def blob(self, message: dict[str, Any]) -> dict[str, Any]:
         self.handled.append(message["id"])
         return {"items": [ITEM] * message["n"]}
+
+    def encoded_blob(self, message: dict[str, Any]) -> EncodedItems:
+        """The same reply as ``blob``, its items encoded by the handler (as the tracker's ``sources``)."""
+        self.handled.append(message["id"])
+        return EncodedItems([json.dumps(ITEM).encode()] * message["n"])
 
     def wait(self, message: dict[str, Any]) -> Deferred:
         d: Deferred = Deferred()
@@ -66,9 +72,10 @@ def logged(monkeypatch) -> list[dict]:
 # -- answering: the transport's buffer
 
 
-def test_a_long_reply_is_written_a_frame_at_a_time_while_the_buffer_has_room():
+@pytest.mark.parametrize("op", ["blob", "encoded_blob"])
+def test_a_long_reply_is_written_a_frame_at_a_time_while_the_buffer_has_room(op):
     protocol, _, transport = build_end()
-    protocol.dataReceived(requests("blob", 1, n=2000))
+    protocol.dataReceived(requests(op, 1, n=2000))
     # Frames of 200 items are ~20 KB: the fourth takes the buffer past 64 KiB.
     assert [len(f["items"]) for f in frames(transport.value())] == [200] * 4
     assert transport.producer is protocol and transport.producer_paused
@@ -109,9 +116,10 @@ def test_the_producer_is_registered_only_while_the_buffer_is_full():
     assert transport.producer is None
 
 
-def test_a_client_that_pipelines_1000_big_requests_and_never_reads_costs_one_buffer():
+@pytest.mark.parametrize("op", ["blob", "encoded_blob"])
+def test_a_client_that_pipelines_1000_big_requests_and_never_reads_costs_one_buffer(op):
     protocol, ops, transport = build_end()
-    protocol.dataReceived(requests("blob", 1000, n=2000))
+    protocol.dataReceived(requests(op, 1000, n=2000))
     assert ops.handled == [1]
     assert transport.producerState == "paused"
     assert TCP_BUFFER < transport.peak <= TCP_BUFFER + 20_200
