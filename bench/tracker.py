@@ -284,8 +284,9 @@ def start_tracker(ctx: Context, directory: str, db: str, peers: int, tls: bool, 
         f"--db={db}",
         f"--max-connections={peers + 1000}",
         f"--max-per-address={ctx.args.peers_per_address + 16}",
-        f"--max-pending={peers + 1000}",
     ]
+    if ctx.args.max_pending:
+        argv.append(f"--max-pending={ctx.args.max_pending}")
     if not tls:
         argv.append("--no-tls")
     proc = ctx.procs.start(argv, os.path.join(directory, name + ".out"), cwd=directory)
@@ -800,6 +801,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="real",
         help="real: the accounts' password hashes have the tracker's scrypt cost; cheap: 1/16 of it, so a "
         "10,000-peer storm fits a short run (the storm then measures everything but the hashing)",
+    )
+    p.add_argument(
+        "--max-pending",
+        type=int,
+        default=0,
+        help="the tracker's --max-pending (default: its own default, 256, which paces a login storm)",
     )
     p.add_argument("--copies", type=int, default=5, help="holders of each file (default 5)")
     p.add_argument("--storm-timeout", type=float, default=480.0, help="seconds the login storm may take (default 480)")
