@@ -496,7 +496,7 @@ def run_fileshare(ctx: Context, config: Config, peers: int) -> dict[str, Any]:
         for t in trackers:
             seen = admin_stats(t)
             indexed = max(indexed, seen.get("files") or 0)  # one shared index: each tracker counts all of it
-            online.update({"online": seen.get("online") or 0})  # each counts the hosts on itself
+            online["online"] = max(online["online"], seen.get("online") or 0)  # each counts the whole group
         result["admin_online"] = online.get("online")
         result["admin_files"] = indexed
         result["rss_online"] = sum(memory(p) for p in tracker_pids)
