@@ -1,7 +1,6 @@
 """The tracker operator's console: who is online, what is indexed, live checks."""
 
 import json
-import time
 from typing import Any
 
 from twisted.internet.protocol import Factory
@@ -12,6 +11,7 @@ from ..console.paging import Pager, more_command
 from ..console.protocol import CommandTable, ConsoleProtocol, Session, help_command, quit_command
 from ..errors import BadRequest
 from ..names import check_account
+from ..timestamps import utc_text
 from . import views
 from .directory import Directory
 
@@ -101,7 +101,7 @@ def admin_commands(directory: Directory, identity: Any = None) -> CommandTable:
     async def bans(session: Session) -> str:
         found = await directory.store.bans()
         for b in found:
-            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(b.since))
+            since = utc_text(b.since)
             session.data(f"{quote(b.name)} since={since} reason={quote(b.reason)}")
         return f"{len(found)} ban{'s' if len(found) != 1 else ''}"
 

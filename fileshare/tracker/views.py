@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from typing import Any
 
 from ..errors import BadRequest
 from ..names import check_account
+from ..timestamps import utc_text
 from .directory import Directory
 from .store import Cursor, FileSummary
-
-
-def utc_text(seconds: float) -> str:
-    """``2026-11-27T12:52:10Z``: a time for people and scripts alike."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 async def peers_view(directory: Directory) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from ..peer.views import (
     session_view,
     uploads_view,
 )
+from ..timestamps import utc_text
 from .jsonapi import ApiError, Endpoint, body_text, json_body, query_int, query_text
 from .site import site_root
 
@@ -157,7 +158,7 @@ class PeerApi:
                 "seconds": round(result.seconds, 2),
                 "downloaded": result.downloaded,
                 "sources": list(result.sources),
-                "at": self.clock.seconds(),
+                "at": utc_text(self.clock.seconds()),
             }
         )
 
@@ -169,7 +170,7 @@ class PeerApi:
         else:
             log.failure("fetch of {fname!r} started from the web page failed", failure, fname=name)
             outcome, message = "failed", "internal error; the peer's log says more"
-        self._record({"name": name, "outcome": outcome, "message": message, "at": self.clock.seconds()})
+        self._record({"name": name, "outcome": outcome, "message": message, "at": utc_text(self.clock.seconds())})
 
 
 class _Child(Endpoint):
