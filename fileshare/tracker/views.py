@@ -21,15 +21,32 @@ from .store import Cursor, FileSummary
 
 async def peers_view(directory: Directory) -> list[dict[str, Any]]:
     """The online hosts, sorted by name; in a group, those on the other trackers too, each with its tracker."""
+    rows, _, _ = await peers_page(directory, None, None)
+    return rows
+
+
+async def peers_page(
+    directory: Directory, after: str | None, limit: int | None
+) -> tuple[list[dict[str, Any]], str | None, int]:
+    """At most *limit* online hosts named after *after*, by name; the next page's name (or None) and how many are online.
+
+    A page, not all of them, so a status page polling a tracker of 10,000 peers
+    gets a reply of bounded size.
+    """
     group = directory.cluster
     everyone = {**group.remote, **directory.online}
     if everyone:
         await directory.load()  # at once when loaded
+    names = sorted(name for name in everyone if after is None or name > after)
+    more = limit is not None and len(names) > limit
+    if limit is not None:
+        names = names[:limit]
     rows = []
-    for host in sorted(everyone.values(), key=lambda h: h.name):
-        remote = host.name not in directory.online
+    for name in names:
+        host = everyone[name]
+        remote = name not in directory.online
         # The index in memory holds every host of the group: no store query per host on each poll.
-        count = directory.index.count(host.name) if remote else host.files
+        count = directory.index.count(name) if remote else host.files
         rows.append(
             {
                 "name": host.name,
@@ -40,7 +57,7 @@ async def peers_view(directory: Directory) -> list[dict[str, Any]]:
                 "tracker": (host.tracker if remote else group.name) or None,
             }
         )
-    return rows
+    return rows, (names[-1] if more else None), len(everyone)
 
 
 def file_view(s: FileSummary) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from urllib.parse import unquote_to_bytes
 from twisted.web.resource import IResource, Resource
 
 from ..errors import BadRequest, FileshareError, NotFound, Unavailable
+from ..names import check_account
 from ..tracker import views
 from ..tracker.directory import Directory
 from ..tracker.glob import MAX_PATTERN
@@ -53,7 +54,14 @@ class Peers(TrackerEndpoint):
     """``peers``: the online hosts; ``peers/NAME/files``: NAME's repository, asked live."""
 
     async def view(self, request: Any) -> Any:
-        return {"peers": await views.peers_view(self.directory)}
+        after = query_text(request, "page")
+        if after is not None:
+            try:
+                check_account(after)
+            except BadRequest:
+                raise BadRequest("page must be the 'next' of an earlier reply") from None
+        rows, after, online = await views.peers_page(self.directory, after, self.directory.page_size)
+        return {"peers": rows, "online": online, "next": after}
 
     def getChild(self, path: bytes, request: Any) -> IResource:
         if path and request.postpath == [b"files"]:

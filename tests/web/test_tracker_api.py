@@ -260,3 +260,22 @@ async def test_in_a_group_peers_names_each_host_s_tracker_and_discover_is_relaye
     discovered = (await get(b, "/api/v1/peers/alice/files")).json
     assert [f["name"] for f in discovered["files"]] == ["notes.txt"]
     assert (await get(b, "/api/v1/stats")).json["hosts_online"] == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_peers_come_a_page_at_a_time_with_the_count_of_all(net, tmp_path):  # noqa: F811
+    tracker = await published(net, tmp_path)
+    await net.user("carol")
+    tracker.directory.page_size = 2
+    first = (await get(tracker, "/api/v1/peers")).json
+    assert ([p["name"] for p in first["peers"]], first["online"], first["next"]) == (["alice", "bob"], 3, "bob")
+    last = (await get(tracker, "/api/v1/peers?page=bob")).json
+    assert ([p["name"] for p in last["peers"]], last["online"], last["next"]) == (["carol"], 3, None)
+
+
+@pytest.mark.parametrize("page", ["not a name", "%FF", "x" * 65])
+@pytest_twisted.ensureDeferred
+async def test_a_peers_page_that_is_not_a_host_name_is_a_bad_request(net, tmp_path, page):  # noqa: F811
+    tracker = await web_tracker(net)
+    reply = await get(tracker, "/api/v1/peers?page=" + page.replace(" ", "%20"))
+    assert (reply.status, reply.json["error"]) == (400, "bad-request")

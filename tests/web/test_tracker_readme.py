@@ -38,7 +38,7 @@ async def test_the_readme_s_password_and_web_options_serve_the_api_over_tls(tmp_
         _, ports = await twistd_tracker(procs, [*args, "--listen", LOCAL, "--admin", LOCAL])
         url = f"https://127.0.0.1:{ports['web']}/api/v1/peers"
         basic = {"Authorization": "Basic " + base64.b64encode(b"admin:a long passphrase").decode()}
-        assert (await request(reactor, url, headers=basic)).json == {"peers": []}
+        assert (await request(reactor, url, headers=basic)).json == {"peers": [], "online": 0, "next": None}
         assert (await request(reactor, url)).status == 401
     finally:
         await procs.stop_all()

@@ -54,7 +54,8 @@
     return s + " s";
   }
 
-  function showPeers(peers) {
+  function showPeers(reply) {
+    const peers = reply.peers;
     const body = $("peers");
     const rows = [];
     const group = peers.some((p) => p.tracker);
@@ -77,7 +78,8 @@
     }
     body.replaceChildren(...rows);
     document.querySelectorAll(".tracker-col").forEach((th) => { th.hidden = !group; });
-    $("peers-count").textContent = "(" + peers.length + ")";
+    // The API sends one page of peers (the first names); the count is of every one online.
+    $("peers-count").textContent = "(" + reply.online + (reply.next ? "; the first " + peers.length + " by name shown" : "") + ")";
   }
 
   function fileRow(f) {
@@ -171,7 +173,7 @@
     try {
       const [stats, peers] = await Promise.all([api("stats"), api("peers")]);
       showStats(stats);
-      showPeers(peers.peers);
+      showPeers(peers);
       if (!paged) await loadFiles(false);
       $("problem").hidden = true;
     } catch (e) {
