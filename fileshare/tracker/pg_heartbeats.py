@@ -33,8 +33,14 @@ class Heartbeats:
         try:
             hosts = list(self.directory.online.values()) if self.directory is not None else []
             rejoined, dead, dropped = await self._pool.runInteraction(self._beat_in_db, hosts)
-            if rejoined:
+            if rejoined is not None:
                 log.warn("tracker {name} was taken for dead by the group; rejoined it", name=self.name)
+                if self.directory is not None:
+                    # The sweep started the lifetime clock on its hosts' tokens, but their sessions went on:
+                    # open again those nobody took meanwhile (and only if the token is still theirs).
+                    await DeferredList(
+                        [self.directory.tokens.reopened(h.name, h.session) for h in rejoined if h.session]
+                    )
             if dropped and self.directory is not None:
                 # Those sessions ended with their tracker: their tokens live ``lifetime`` more (from now, before
                 # the group sees them offline), so the peers log in on another tracker without the password
@@ -70,15 +76,18 @@ class Heartbeats:
         except Exception as e:
             log.warn("cluster heartbeat failed: {why}", why=e)
 
-    def _beat_in_db(self, cursor: Any, hosts: list[OnlineHost]) -> tuple[bool, list[Any], list[Any]]:
-        """Stamp this tracker's row, drop the dead: (rejoined, dead (id, name), dropped sessions (tracker, name, session))."""
+    def _beat_in_db(self, cursor: Any, hosts: list[OnlineHost]) -> tuple[list[OnlineHost] | None, list[Any], list[Any]]:
+        """Stamp this tracker's row, drop the dead.
+
+        Returns (the hosts put back if this tracker had been taken for dead, else None; the dead (id, name);
+        the dropped sessions (tracker, name, session)).
+        """
         cursor.execute("UPDATE cluster_trackers SET heartbeat = now() WHERE id = %s", (self.id,))
-        rejoined = cursor.rowcount == 0
-        if rejoined:
+        rejoined: list[OnlineHost] | None = None
+        if cursor.rowcount == 0:
             # The others thought this tracker dead and dropped its hosts: put them back where nobody took them.
             cursor.execute("INSERT INTO cluster_trackers (id, name) VALUES (%s, %s)", (self.id, self.name))
-            for host in hosts:
-                self._insert(cursor, host, conflict="DO NOTHING")
+            rejoined = [host for host in hosts if self._insert(cursor, host, conflict="DO NOTHING")]
             _notify(cursor, SESSIONS_CHANNEL, {"reload": self.id})
         cursor.execute(
             "DELETE FROM cluster_trackers WHERE id <> %s AND heartbeat < now() - make_interval(secs => %s) "

@@ -233,7 +233,7 @@ class PostgresTrackerStore:
             (name, token_hash),
         )
 
-    async def expire_session(self, name: str, token_hash: str, expires: float) -> None:
+    async def expire_session(self, name: str, token_hash: str, expires: float | None) -> None:
         await self._rowcount(
             "UPDATE sessions SET expires = %s WHERE name = %s AND token_hash = %s", (expires, name, token_hash)
         )

@@ -54,8 +54,8 @@ class ISessionStore(Interface):
     def save_session(name: str, token_hash: str) -> Any:
         """Make *token_hash* *name*'s token, valid while online (it replaces any other)."""
 
-    def expire_session(name: str, token_hash: str, expires: float) -> Any:
-        """Give *name*'s token an expiry time, if it is still *token_hash* (a newer login's stays open)."""
+    def expire_session(name: str, token_hash: str, expires: float | None) -> Any:
+        """Give *name*'s token an expiry time (None: none), if it is still *token_hash* (a newer login's is left alone)."""
 
     def revoke_session(name: str) -> Any:
         """Forget *name*'s token."""
@@ -80,7 +80,7 @@ class MemorySessionStore:
     async def save_session(self, name: str, token_hash: str) -> None:
         self._records[name] = SessionRecord(token_hash, None)
 
-    async def expire_session(self, name: str, token_hash: str, expires: float) -> None:
+    async def expire_session(self, name: str, token_hash: str, expires: float | None) -> None:
         record = self._records.get(name)
         if record is not None and record.token_hash == token_hash:
             self._records[name] = SessionRecord(token_hash, expires)
@@ -126,6 +126,11 @@ class SessionTokens:
         """*name*'s connection dropped: its token lives ``lifetime`` seconds more."""
         expires = self.clock.seconds() + self.lifetime
         return _logged(maybeDeferred(self.store.expire_session, name, token_hash(token), expires), "expiring", name)
+
+    def reopened(self, name: str, token: str) -> Deferred:
+        """*name*'s session goes on after all (its tracker was wrongly taken for dead): no expiry again,
+        if the token is still *token* (a newer login's is left alone)."""
+        return _logged(maybeDeferred(self.store.expire_session, name, token_hash(token), None), "reopening", name)
 
     def revoke(self, name: str) -> Deferred:
         return _logged(maybeDeferred(self.store.revoke_session, name), "revoking", name)

@@ -276,7 +276,7 @@ class SQLiteTrackerStore:
             "INSERT OR REPLACE INTO sessions (name, token_hash, expires) VALUES (?, ?, NULL)", (name, token_hash)
         )
 
-    def expire_session(self, name: str, token_hash: str, expires: float) -> Any:
+    def expire_session(self, name: str, token_hash: str, expires: float | None) -> Any:
         return self._pool.runOperation(
             "UPDATE sessions SET expires = ? WHERE name = ? AND token_hash = ?", (expires, name, token_hash)
         )

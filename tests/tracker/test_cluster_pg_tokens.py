@@ -99,3 +99,23 @@ async def test_the_hosts_of_a_dead_tracker_log_in_on_another_with_their_token_un
     with pytest.raises(AuthError, match="^unknown account or expired session; log in with the password$"):
         await login(b, "bob", session=bob.session)
     assert password_checks == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tracker_wrongly_taken_for_dead_opens_again_the_tokens_of_its_hosts_when_it_rejoins(group):
+    a = group.trackers[0]
+    b = await group.start("tracker-B")
+    alice = await login(a, "alice")
+    await until(b, lambda: "alice" in b.cluster.remote)
+    a.cluster._heartbeat.stop()  # a stalls; the group takes it for dead
+    expired: list[str] = []
+    dropped = b.tokens.dropped
+    b.tokens.dropped = lambda name, token: dropped(name, token).addCallback(lambda _: expired.append(name))
+    await b.cluster._pool.runOperation("DELETE FROM cluster_trackers WHERE id = %s", (a.cluster.id,))
+    await until(b, lambda: not b.cluster.remote and expired == ["alice"], timeout=DEAD_AFTER + 5)
+    assert await a.store.session("alice") == SessionRecord(token_hash(alice.session), SESSION_LIFETIME)
+
+    await a.cluster._beat()  # a wakes up: it rejoins with alice, whose session never ended
+    assert await a.store.session("alice") == SessionRecord(token_hash(alice.session), None)
+    await until(b, lambda: "alice" in b.cluster.remote)
+    a.cluster._heartbeat.start(a.cluster.heartbeat_interval, now=False)
