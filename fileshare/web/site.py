@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
@@ -32,6 +33,9 @@ log = Logger()
 WEB_CAPS = Caps(total=64, per_address=32, pending=64)
 #: Seconds an HTTP connection may sit idle before it is closed.
 IDLE_TIMEOUT = 60.0
+#: Seconds from a request's first byte to its last (headers and body).  twisted.web's idle timeout
+#: starts again at every byte, so without this a client sending a byte a minute holds a place for days.
+REQUEST_DEADLINE = 30.0
 
 #: Headers on every reply: no framing by other sites, no sniffing, scripts only from this origin.
 SECURITY_HEADERS = {
@@ -119,7 +123,78 @@ class WebRequest(Request):
         super().process()
 
 
+class WebChannel(HTTPChannel):
+    """An HTTP/1.1 connection that bounds what a slow or non-reading client holds.
+
+    A request must arrive within :data:`REQUEST_DEADLINE` seconds.  A line over twisted's 16 KiB
+    gets ``431`` (twisted.web would close without a word).  And the next pipelined request waits
+    while the client leaves replies unread: twisted.web stops reading the socket then, but still
+    answers every request it has already read, so 64 KiB of tiny pipelined requests could queue
+    megabytes of replies; holding the pipeline keeps the queue to about one reply.
+    """
+
+    _deadline: Any = None
+    _held: Any = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None and not self._handlingRequest and data:
+            self._deadline = self.callLater(REQUEST_DEADLINE, self._too_slow)
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._stop_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._stop_deadline()
+        super().connectionLost(reason)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+        )
+        self.loseConnection()
+
+    def requestDone(self, request: Any) -> None:
+        if self._waitingForTransport and self.persistent and self._held is None:
+            # The client is not reading: answer nothing more until it does.  The idle timeout
+            # (off while a request is handled) runs again, so a client that never reads is closed.
+            self._held = request
+            if self._savedTimeOut:
+                self.setTimeout(self._savedTimeOut)
+            return
+        super().requestDone(request)
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()
+        if self._held is not None and not self._waitingForTransport:
+            held, self._held = self._held, None
+            super().requestDone(held)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        site = self.site
+        host = getattr(self.transport.getPeer(), "host", "local")
+        site.warnings.warn(
+            ("too-slow", host),
+            "{what}: closed a connection from {host} that took over {limit:.0f} s to send a request",
+            what=site.what,
+            host=host,
+            limit=REQUEST_DEADLINE,
+        )
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+        self.timeoutConnection()  # closes, and aborts after abortTimeout if the client does not read
+
+
 class WebSite(Site):
+    # A plain HTTP/1.1 channel (no HTTP/2 switch: h2 is not a dependency) with the request deadline.
+    protocol = WebChannel  # type: ignore[assignment]
     requestFactory = WebRequest
     displayTracebacks = False
 
