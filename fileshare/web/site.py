@@ -127,7 +127,7 @@ class WebChannel(HTTPChannel):
     """An HTTP/1.1 connection that bounds what a slow or non-reading client holds.
 
     A request must arrive within :data:`REQUEST_DEADLINE` seconds.  A line over twisted's 16 KiB
-    gets ``431`` (twisted.web would close without a word).  And the next pipelined request waits
+    gets ``414`` or ``431`` (twisted.web would close without a word).  And the next pipelined request waits
     while the client leaves replies unread: twisted.web stops reading the socket then, but still
     answers every request it has already read, so 64 KiB of tiny pipelined requests could queue
     megabytes of replies; holding the pipeline keeps the queue to about one reply.
@@ -150,9 +150,9 @@ class WebChannel(HTTPChannel):
         super().connectionLost(reason)
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
-        )
+        # twisted.web sets _command once it has read a request line, so without it this is one.
+        status = b"431 Request Header Fields Too Large" if hasattr(self, "_command") else b"414 URI Too Long"
+        self.transport.write(b"HTTP/1.1 %s\r\nconnection: close\r\ncontent-length: 0\r\n\r\n" % status)
         self.loseConnection()
 
     def requestDone(self, request: Any) -> None:

@@ -24,9 +24,11 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from fileshare.web.access import MAX_SESSIONS, Access, Guarded
 from fileshare.web.site import IDLE_TIMEOUT, MAX_BODY, REQUEST_DEADLINE, WebSite, package_file
+from tests.e2e.harness import Network
 
 from .http import request
 from .test_site import listen, root, url
+from .tracker_net import web_tracker
 
 TIMEOUT = 10
 
@@ -233,12 +235,13 @@ async def test_an_idle_connection_is_closed_after_the_idle_timeout(clocked):
 
 BAD = b"HTTP/1.1 400 Bad Request\r\n\r\n"
 TOO_LONG = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+URI_TOO_LONG = b"HTTP/1.1 414 URI Too Long\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 
 
 @pytest.mark.parametrize(
     "what, data, reply",
     [
-        ("a request line over 16 KiB", b"GET /" + b"a" * 17000 + b" HTTP/1.1\r\n\r\n", TOO_LONG),
+        ("a request line over 16 KiB", b"GET /" + b"a" * 17000 + b" HTTP/1.1\r\n\r\n", URI_TOO_LONG),
         (
             "a header over 16 KiB",
             b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n",
@@ -252,6 +255,22 @@ TOO_LONG = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r
         ("501 headers", b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(501)) + b"\r\n", BAD),
         ("a NUL in the request line", b"GET /api/v1/echo\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", BAD),
         ("no version", b"GET /api/v1/echo\r\nHost: 127.0.0.1\r\n\r\n", BAD),
+        ("a negative length", b"POST /api/v1/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\n", BAD),
+        (
+            "two lengths",
+            b"POST /api/v1/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            BAD,
+        ),
+        (
+            "a length and chunks",
+            b"POST /api/v1/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            BAD,
+        ),
+        (
+            "a bad chunk",
+            b"POST /api/v1/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            BAD,
+        ),
     ],
 )
 @pytest_twisted.ensureDeferred
@@ -261,6 +280,21 @@ async def test_oversized_or_malformed_heads_get_an_error_and_are_closed(tmp_path
     client = await connect(web.port_number)
     client.transport.write(data)
     assert await client.gone() == reply, what
+    assert (await request(reactor, url(web, "/api/v1/echo"))).status == 200
+
+
+@pytest.mark.parametrize("expect", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_a_huge_content_length_is_closed_before_any_body_is_read(tmp_path, stop_later, expect):
+    """Even with ``Expect: 100-continue`` the client is never invited to send it."""
+    web = await listen(tmp_path)
+    stop_later(web)
+    client = await connect(web.port_number)
+    client.transport.write(
+        b"POST /api/v1/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000000000000\r\n" + (b"Expect: 100-continue\r\n" if expect else b"") + b"\r\n"
+    )
+    assert await client.gone() == b""
     assert (await request(reactor, url(web, "/api/v1/echo"))).status == 200
 
 
@@ -453,8 +487,12 @@ async def test_guessing_the_password_is_throttled_and_the_right_one_waits_too(cl
     base = f"http://127.0.0.1:{web.number}"
     for _ in range(4):
         assert (await sign_in(base, "guess")).status == 401
-    assert (await sign_in(base, "hunter2")).status == 401  # the 4th failure closed the address for 1 s
-    web.clock.advance(1)
+    refused = await sign_in(base, "hunter2")  # the 4th failure closed the address for 1 s
+    assert (refused.status, refused.header("retry-after")) == (429, "1")
+    assert b"Too many wrong passwords: try again in 1 s." in refused.body
+    web.clock.advance(0.5)
+    assert (await sign_in(base, "hunter2")).status == 429
+    web.clock.advance(0.5)
     assert (await sign_in(base, "hunter2")).status == 303
     assert [line for line in logged if "wrong password" in line] == ["test web: wrong password from 127.0.0.1"]
 
@@ -467,7 +505,8 @@ async def test_ten_wrong_passwords_lock_the_address_out_for_15_minutes(clocked):
         web.clock.advance(60)
         assert (await sign_in(base, "guess")).status == 401
     web.clock.advance(15 * 60 - 1)
-    assert (await sign_in(base, "hunter2")).status == 401
+    locked = await sign_in(base, "hunter2")
+    assert (locked.status, locked.header("retry-after")) == (429, "1")
     web.clock.advance(1)
     assert (await sign_in(base, "hunter2")).status == 303
 
@@ -549,3 +588,54 @@ async def test_cross_site_writes_are_refused(tmp_path, stop_later, headers, body
     stop_later(web)
     reply = await request(reactor, url(web, "/api/v1/echo"), "POST", headers, body)
     assert (reply.status, reply.json["error"]) == (status, code)
+
+
+# -- the real pages ------------------------------------------------------------------------------
+
+NAME = "account name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+@pytest_twisted.async_yield_fixture
+async def tracker_net(tmp_path):
+    network = Network(tmp_path)
+    try:
+        yield network
+    finally:
+        await network.close()
+
+
+@pytest.mark.parametrize(
+    "path, status, message",
+    [
+        ("/api/v1/peers/%FF/files", 400, "a host name is UTF-8"),
+        ("/api/v1/peers/%00/files", 400, NAME),
+        ("/api/v1/peers/%2e%2e/files", 400, NAME),
+        ("/api/v1/peers/%3Cb%3E/files", 400, NAME),
+        ("/api/v1/peers/alice/files/extra", 404, "no such path: /api/v1/peers/alice/files/extra"),
+        ("/api/v1/files?q=%00", 200, None),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_tracker_paths_with_odd_bytes_get_exact_json(tracker_net, path, status, message):
+    tracker = await web_tracker(tracker_net)
+    reply = await request(reactor, tracker.base + path)
+    assert reply.status == status
+    if message is not None:
+        assert reply.json["message"] == message
+
+
+@pytest.mark.parametrize(
+    "method, path, status, message",
+    [
+        ("GET", "fetches/%FF", 400, "a file name in the path must be UTF-8"),
+        ("DELETE", "fetches/%FF", 400, "a file name in the path must be UTF-8"),
+        ("GET", "fetches/%00", 404, "no fetch of '\\x00' in progress"),
+        ("GET", "fetches/..", 404, "no fetch of '..' in progress"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_peer_paths_with_odd_bytes_get_exact_json(tracker_net, method, path, status, message):
+    await tracker_net.start_tracker()
+    peer = await tracker_net.start_peer("carol", web="tcp:0:interface=127.0.0.1")
+    reply = await request(reactor, f"http://127.0.0.1:{peer.web.port_number}/api/v1/{path}", method)
+    assert (reply.status, reply.json["message"]) == (status, message)
