@@ -152,8 +152,18 @@ class WebChannel(HTTPChannel):
     def lineLengthExceeded(self, line: bytes) -> None:
         # twisted.web sets _command once it has read a request line, so without it this is one.
         status = b"431 Request Header Fields Too Large" if hasattr(self, "_command") else b"414 URI Too Long"
+        self._warn("too-long", "a line over {limit} bytes", limit=self.MAX_LENGTH)
         self.transport.write(b"HTTP/1.1 %s\r\nconnection: close\r\ncontent-length: 0\r\n\r\n" % status)
         self.loseConnection()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # twisted.web's one way out for a request it cannot parse (or over its header limits).
+        self._warn(
+            "bad-request",
+            "a request it could not read (malformed, or headers over {limit} bytes)",
+            limit=self.totalHeadersSize,
+        )
+        super()._respondToBadRequestAndDisconnect()
 
     def requestDone(self, request: Any) -> None:
         if self._waitingForTransport and self.persistent and self._held is None:
@@ -177,17 +187,20 @@ class WebChannel(HTTPChannel):
                 self._deadline.cancel()
             self._deadline = None
 
+    def _warn(self, key: str, why: str, **fields: Any) -> None:
+        """One log line (rate-limited per kind and address) naming the listener, the address and why."""
+        host = getattr(self.transport.getPeer(), "host", "local")
+        self.site.warnings.warn(
+            (key, host),
+            "{what}: closed a connection from {host} that sent " + why,
+            what=self.site.what,
+            host=host,
+            **fields,
+        )
+
     def _too_slow(self) -> None:
         self._deadline = None
-        site = self.site
-        host = getattr(self.transport.getPeer(), "host", "local")
-        site.warnings.warn(
-            ("too-slow", host),
-            "{what}: closed a connection from {host} that took over {limit:.0f} s to send a request",
-            what=site.what,
-            host=host,
-            limit=REQUEST_DEADLINE,
-        )
+        self._warn("too-slow", "a request over {limit:.0f} s", limit=REQUEST_DEADLINE)
         self.transport.write(b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
         self.timeoutConnection()  # closes, and aborts after abortTimeout if the client does not read
 

@@ -189,8 +189,8 @@ async def test_headers_trickled_a_byte_at_a_time_are_cut_off_at_the_request_dead
     assert not client.closed.called
     web.clock.advance(1)
     assert status_line(await client.gone()) == b"HTTP/1.1 408 Request Timeout"
-    assert [line for line in logged if "took over" in line] == [
-        "test web: closed a connection from 127.0.0.1 that took over 30 s to send a request"
+    assert [line for line in logged if "closed a connection" in line] == [
+        "test web: closed a connection from 127.0.0.1 that sent a request over 30 s"
     ]
 
 
@@ -274,12 +274,22 @@ URI_TOO_LONG = b"HTTP/1.1 414 URI Too Long\r\nconnection: close\r\ncontent-lengt
     ],
 )
 @pytest_twisted.ensureDeferred
-async def test_oversized_or_malformed_heads_get_an_error_and_are_closed(tmp_path, stop_later, what, data, reply):
+async def test_oversized_or_malformed_heads_get_an_error_and_are_closed(
+    tmp_path, stop_later, logged, what, data, reply
+):
     web = await listen(tmp_path)
     stop_later(web)
     client = await connect(web.port_number)
     client.transport.write(data)
     assert await client.gone() == reply, what
+    why = (
+        "a line over 16384 bytes"
+        if reply != BAD
+        else "a request it could not read (malformed, or headers over 16384 bytes)"
+    )
+    assert [line for line in logged if "closed a connection" in line] == [
+        f"test web: closed a connection from 127.0.0.1 that sent {why}"
+    ]
     assert (await request(reactor, url(web, "/api/v1/echo"))).status == 200
 
 
