@@ -195,6 +195,23 @@ async def test_headers_trickled_a_byte_at_a_time_are_cut_off_at_the_request_dead
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_log_says_it_once_a_minute_per_limit_and_address(clocked, logged):
+    web = clocked()
+
+    async def too_slow() -> list[str]:
+        client = await connect(web.number)
+        await web.send(client, b"GET /")
+        web.clock.advance(REQUEST_DEADLINE)
+        await client.gone()
+        return [line for line in logged if "closed a connection" in line]
+
+    assert len(await too_slow()) == 1  # at 30 s
+    assert len(await too_slow()) == 1  # at 60 s: within the minute, held back
+    lines = await too_slow()  # at 90 s: a minute after the first line
+    assert len(lines) == 2 and lines[1].startswith("test web: closed a connection from 127.0.0.1")
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_body_promised_by_content_length_but_never_sent_is_cut_off(clocked):
     web = clocked()
     client = await connect(web.number)
