@@ -22,8 +22,9 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import formatEvent, globalLogPublisher
 
+from fileshare.tracker.store import FileRecord
 from fileshare.web.access import MAX_SESSIONS, Access, Guarded
-from fileshare.web.site import IDLE_TIMEOUT, MAX_BODY, REQUEST_DEADLINE, WebSite, package_file
+from fileshare.web.site import IDLE_TIMEOUT, MAX_BODY, REQUEST_DEADLINE, WebChannel, WebSite, package_file
 from tests.e2e.harness import Network
 
 from .http import request
@@ -376,7 +377,7 @@ async def test_a_client_that_never_reads_is_closed_by_the_idle_timeout(clocked):
 
 def _paused_channel(web: Clocked) -> Any:
     for channel in list(getattr(web, "channels", [])):
-        if channel._waitingForTransport:
+        if channel._held is not None:  # the pipeline waits for the client to read
             return channel
     return None
 
@@ -666,3 +667,25 @@ async def test_peer_paths_with_odd_bytes_get_exact_json(tracker_net, method, pat
     peer = await tracker_net.start_peer("carol", web="tcp:0:interface=127.0.0.1")
     reply = await request(reactor, f"http://127.0.0.1:{peer.web.port_number}/api/v1/{path}", method)
     assert (reply.status, reply.json["message"]) == (status, message)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_big_index_to_a_client_that_does_not_read_queues_about_one_page(tracker_net, monkeypatch):
+    """Pipelined ``files`` requests on a 10,000-file index: replies wait for the client to read."""
+    channels: list[WebChannel] = []
+    made = WebChannel.connectionMade
+    monkeypatch.setattr(WebChannel, "connectionMade", lambda self: (channels.append(self), made(self))[1])
+    tracker = await web_tracker(tracker_net)
+    await tracker.directory.register("alice", "secret")
+    records = [FileRecord(f"file-{i:05d}.bin", i, "a" * 64) for i in range(10_000)]
+    await tracker.directory.announce("alice", records, reset=True)
+    one_page = len((await request(reactor, tracker.base + "/api/v1/files?q=*.bin")).body)
+    client = await connect(int(tracker.base.rsplit(":", 1)[1]))
+    client.transport.pauseProducing()
+    ask = b"GET /api/v1/files?q=*.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    client.transport.write(ask * 300 + b"GET /api/v1/files?q=*-09999.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    server = await _wait_for(lambda: next((c for c in channels if c._held is not None), None))  # the pipeline waits
+    assert _buffered(server.transport) < 64 * 1024 + one_page + 1024
+    client.transport.resumeProducing()
+    await client.until(b'"file-09999.bin"')
+    assert client.received.count(b"HTTP/1.1 200 OK\r\n") == 301
