@@ -689,3 +689,34 @@ async def test_a_big_index_to_a_client_that_does_not_read_queues_about_one_page(
     client.transport.resumeProducing()
     await client.until(b'"file-09999.bin"')
     assert client.received.count(b"HTTP/1.1 200 OK\r\n") == 301
+
+
+@pytest.mark.parametrize(
+    "headers, body, status, code",
+    [
+        ({"Content-Type": "application/x-www-form-urlencoded"}, b"name=x", 415, "unsupported-media-type"),
+        ({"Content-Type": "text/plain"}, b'{"name": "x"}', 415, "unsupported-media-type"),
+        ({"Content-Type": "application/json", "Origin": "null"}, b'{"name": "x"}', 403, "cross-site"),
+        ({"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, b'{"name": "x"}', 403, "cross-site"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_peer_refuses_a_cross_site_fetch(tracker_net, headers, body, status, code):
+    await tracker_net.start_tracker()
+    peer = await tracker_net.start_peer("carol", web="tcp:0:interface=127.0.0.1")
+    base = f"http://127.0.0.1:{peer.web.port_number}/api/v1/fetches"
+    reply = await request(reactor, base, "POST", headers, body)
+    assert (reply.status, reply.json["error"]) == (status, code)
+    assert (await request(reactor, base)).json["fetches"] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_named_like_html_comes_back_as_json_text(tracker_net, tmp_path):
+    tracker = await web_tracker(tracker_net)
+    _, alice = await tracker_net.user("alice")
+    name = "<img src=x onerror=alert(1)>.txt"
+    (tmp_path / "a.txt").write_text("x")
+    assert (await alice.command(f"publish {tmp_path / 'a.txt'} '{name}'")).ok
+    reply = await request(reactor, tracker.base + "/api/v1/files")
+    assert reply.header("x-content-type-options") == "nosniff"
+    assert [f["name"] for f in reply.json["files"]] == [name]
