@@ -170,6 +170,9 @@ class WebChannel(HTTPChannel):
             # The client is not reading: answer nothing more until it does.  The idle timeout
             # (off while a request is handled) runs again, so a client that never reads is closed.
             self._held = request
+            # Read no more either: twisted.web buffers what arrives while a request is handled,
+            # and stops reading only if the transport is not already full (here it is).
+            self._networkProducer.pauseProducing()
             if self._savedTimeOut:
                 self.setTimeout(self._savedTimeOut)
             return

@@ -352,12 +352,17 @@ async def test_replies_to_pipelined_requests_wait_while_the_client_does_not_read
     client = await connect(web.number)
     client.transport.pauseProducing()  # read nothing for now
     asset = b"GET /static/style.css HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    client.transport.write(asset * PIPELINED + b"GET /api/v1/echo?q=last HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    more = (
+        b"GET /api/v1/echo?q=more HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 10_000
+    )  # 500 KB the server need not read yet
+    client.transport.write(asset * PIPELINED + more + b"GET /api/v1/echo?q=last HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     server = await _wait_for(lambda: _paused_channel(web))
+    await _wait_for(lambda: server.transport not in reactor.getReaders() or None)  # it stopped reading
     assert _buffered(server.transport) < 64 * 1024 + len(package_file("style.css")) + 1024
+    assert sum(map(len, server._dataBuffer)) + len(server._buffer) < 192 * 1024
     client.transport.resumeProducing()
     await client.until(b'"q":"last"')
-    assert client.received.count(b"HTTP/1.1 200 OK\r\n") == PIPELINED + 1
+    assert client.received.count(b"HTTP/1.1 200 OK\r\n") == PIPELINED + 10_000 + 1
 
 
 @pytest_twisted.ensureDeferred
