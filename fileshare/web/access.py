@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hmac
 import ipaddress
+import math
 import secrets
 from collections import OrderedDict
 from typing import Any
@@ -142,6 +143,10 @@ class Access:
                 return self.check_password(request, password)
         return False
 
+    def wait(self, request: Any) -> float:
+        """Seconds *request*'s address must wait before a password is checked again (0.0: none)."""
+        return self._throttle.wait(_address(request))
+
     def check_password(self, request: Any, password: str) -> bool:
         """Constant-time check; a failure is counted against the address, which may then wait."""
         address = _address(request)
@@ -263,6 +268,14 @@ class _Login(Resource):
         request.content.seek(0)
         form = parse_qs(request.content.read(4096).decode("utf-8", "replace"))
         password = (form.get("password") or [""])[0]
+        wait = math.ceil(self.access.wait(request))
+        if wait > 0:
+            # Say so: "wrong password" would tell an honest user their right password is wrong.
+            request.setResponseCode(429)
+            request.setHeader(b"retry-after", b"%d" % wait)
+            request.setHeader(b"content-type", b"text/html; charset=utf-8")
+            note = f'<p class="error" id="login-error">Too many wrong passwords: try again in {wait} s.</p>'
+            return self.page.replace(b"<!--error-->", note.encode())
         if not self.access.check_password(request, password):
             request.setResponseCode(401)
             request.setHeader(b"content-type", b"text/html; charset=utf-8")

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
@@ -32,6 +33,9 @@ log = Logger()
 WEB_CAPS = Caps(total=64, per_address=32, pending=64)
 #: Seconds an HTTP connection may sit idle before it is closed.
 IDLE_TIMEOUT = 60.0
+#: Seconds from a request's first byte to its last (headers and body).  twisted.web's idle timeout
+#: starts again at every byte, so without this a client sending a byte a minute holds a place for days.
+REQUEST_DEADLINE = 30.0
 
 #: Headers on every reply: no framing by other sites, no sniffing, scripts only from this origin.
 SECURITY_HEADERS = {
@@ -119,7 +123,94 @@ class WebRequest(Request):
         super().process()
 
 
+class WebChannel(HTTPChannel):
+    """An HTTP/1.1 connection that bounds what a slow or non-reading client holds.
+
+    A request must arrive within :data:`REQUEST_DEADLINE` seconds.  A line over twisted's 16 KiB
+    gets ``414`` or ``431`` (twisted.web would close without a word).  And the next pipelined request waits
+    while the client leaves replies unread: twisted.web stops reading the socket then, but still
+    answers every request it has already read, so 64 KiB of tiny pipelined requests could queue
+    megabytes of replies; holding the pipeline keeps the queue to about one reply.
+    """
+
+    _deadline: Any = None
+    _held: Any = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None and not self._handlingRequest and data:
+            self._deadline = self.callLater(REQUEST_DEADLINE, self._too_slow)
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._stop_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._stop_deadline()
+        super().connectionLost(reason)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # twisted.web sets _command once it has read a request line, so without it this is one.
+        status = b"431 Request Header Fields Too Large" if hasattr(self, "_command") else b"414 URI Too Long"
+        self._warn("too-long", "a line over {limit} bytes", limit=self.MAX_LENGTH)
+        self.transport.write(b"HTTP/1.1 %s\r\nconnection: close\r\ncontent-length: 0\r\n\r\n" % status)
+        self.loseConnection()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # twisted.web's one way out for a request it cannot parse (or over its header limits).
+        self._warn(
+            "bad-request",
+            "a request it could not read (malformed, or headers over {limit} bytes)",
+            limit=self.totalHeadersSize,
+        )
+        super()._respondToBadRequestAndDisconnect()
+
+    def requestDone(self, request: Any) -> None:
+        if self._waitingForTransport and self.persistent and self._held is None:
+            # The client is not reading: answer nothing more until it does.  The idle timeout
+            # (off while a request is handled) runs again, so a client that never reads is closed.
+            self._held = request
+            # Read no more either: twisted.web buffers what arrives while a request is handled,
+            # and stops reading only if the transport is not already full (here it is).
+            self._networkProducer.pauseProducing()
+            if self._savedTimeOut:
+                self.setTimeout(self._savedTimeOut)
+            return
+        super().requestDone(request)
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()
+        if self._held is not None and not self._waitingForTransport:
+            held, self._held = self._held, None
+            super().requestDone(held)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _warn(self, key: str, why: str, **fields: Any) -> None:
+        """One log line (rate-limited per kind and address) naming the listener, the address and why."""
+        host = getattr(self.transport.getPeer(), "host", "local")
+        self.site.warnings.warn(
+            (key, host),
+            "{what}: closed a connection from {host} that sent " + why,
+            what=self.site.what,
+            host=host,
+            **fields,
+        )
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self._warn("too-slow", "a request over {limit:.0f} s", limit=REQUEST_DEADLINE)
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+        self.timeoutConnection()  # closes, and aborts after abortTimeout if the client does not read
+
+
 class WebSite(Site):
+    # A plain HTTP/1.1 channel (no HTTP/2 switch: h2 is not a dependency) with the request deadline.
+    protocol = WebChannel  # type: ignore[assignment]
     requestFactory = WebRequest
     displayTracebacks = False
 
