@@ -21,6 +21,10 @@ from fileshare.tracker.service import TrackerService
 RAW_CLIENT = generate("raw test client")
 
 
+#: A tracker process on free loopback ports, its web page off (tests start many side by side).
+TRACKER_ARGS = ("--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1", "--web", "none")
+
+
 def raw_endpoint(port: int, tls: bool = True):
     """A client endpoint to a node's port on loopback, speaking TLS as nodes do unless *tls* is false."""
     if tls:

@@ -39,7 +39,7 @@ from twisted.internet.task import deferLater
 from fileshare.pieces import piece_count, piece_size_for
 from fileshare.tls import first_use_creator, generate, wrap_server_factory
 
-from .harness import ConsoleClient, console
+from .harness import TRACKER_ARGS, ConsoleClient, console
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 LISTENING = re.compile(r"(tracker|admin console|peer uploads|peer console) listening on \S*:(\d+)$", re.MULTILINE)
@@ -155,15 +155,7 @@ class Cluster:
         self.tracker = await self._start(
             "tracker",
             "fileshare-tracker",
-            [
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-                "--admin",
-                "tcp:0:interface=127.0.0.1",
-                "--web",
-                "none",
-                *options,
-            ],
+            [*TRACKER_ARGS, *options],
             {"tracker", "admin console"},
         )
         return self.tracker

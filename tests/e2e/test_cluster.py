@@ -9,9 +9,9 @@ import os
 import time
 
 import pytest_twisted
-from twisted.internet import defer, reactor
 
 from tests.tracker._pg_fixture import pg_conninfo, pg_database  # noqa: F401
+from tests.tracker.test_cluster_pg import until
 
 HEARTBEAT = 0.2
 DEAD_AFTER = 1.0
@@ -23,24 +23,6 @@ async def start_group_tracker(net, name: str, conninfo: str):
     )
     await tracker.cluster_ready
     return tracker
-
-
-async def until(tracker, predicate, timeout: float) -> None:
-    """Wait for the tracker's view of the group to make *predicate* true (its change events), at most *timeout*."""
-    if predicate():
-        return
-    d: defer.Deferred = defer.Deferred()
-
-    def check() -> None:
-        if not d.called and predicate():
-            d.callback(None)
-
-    tracker.cluster.watchers.append(check)
-    d.addTimeout(timeout, reactor)
-    try:
-        await d
-    finally:
-        tracker.cluster.watchers.remove(check)
 
 
 @pytest_twisted.ensureDeferred

@@ -17,7 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 
-from .harness import console
+from .harness import TRACKER_ARGS, console
 from .test_restarts import until
 from .test_twistd import TWISTD, Processes
 
@@ -203,16 +203,7 @@ async def test_a_tracker_process_killed_under_live_peers_leaves_them_fetching_th
         for db in ("first.db", "second.db"):
             proto, ports = await procs.start(
                 "fileshare-tracker",
-                [
-                    "--db",
-                    db,
-                    "--listen",
-                    "tcp:0:interface=127.0.0.1",
-                    "--admin",
-                    "tcp:0:interface=127.0.0.1",
-                    "--web",
-                    "none",
-                ],
+                ["--db", db, *TRACKER_ARGS],
                 {"tracker", "admin console"},
             )
             trackers.append((proto, ports))

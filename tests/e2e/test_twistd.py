@@ -16,7 +16,7 @@ from twisted.internet.protocol import ProcessProtocol
 
 from tests.web.http import request
 
-from .harness import console
+from .harness import TRACKER_ARGS, console
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 LISTENING = re.compile(
@@ -83,15 +83,7 @@ class Processes:
         """A tracker process (with *options*, e.g. ``--db``); the ports of its tracker and admin console."""
         _, ports = await self.start(
             "fileshare-tracker",
-            [
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-                "--admin",
-                "tcp:0:interface=127.0.0.1",
-                "--web",
-                "none",
-                *options,
-            ],
+            [*TRACKER_ARGS, *options],
             {"tracker", "admin console"},
         )
         self.tracker_port = ports["tracker"]

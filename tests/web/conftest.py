@@ -1,6 +1,8 @@
 import pytest
 import pytest_twisted
 
+from tests.e2e.conftest import net  # noqa: F401  (the e2e tests' fixture: a Network of services, closed after)
+
 from .browser import Browser, why_no_browser
 
 

@@ -17,15 +17,6 @@ from .http import Reply, request
 WEB = "tcp:0:interface=127.0.0.1"
 
 
-@pytest_twisted.async_yield_fixture
-async def net(tmp_path):
-    network = Network(tmp_path)
-    try:
-        yield network
-    finally:
-        await network.close()
-
-
 async def call(peer: Any, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Reply:
     url = f"http://127.0.0.1:{peer.web.port_number}/api/v1/{path}"
     return await request(reactor, url, method, headers, json_body=body)

@@ -6,18 +6,7 @@ import os
 
 import pytest_twisted
 
-from tests.e2e.harness import Network
-
 WEB = "tcp:0:interface=127.0.0.1"
-
-
-@pytest_twisted.async_yield_fixture
-async def net(tmp_path):
-    network = Network(tmp_path)
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 def page(peer) -> str:

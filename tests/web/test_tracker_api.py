@@ -18,7 +18,7 @@ from fileshare.tracker.store import FileRecord
 from tests.tracker._pg_fixture import pg_conninfo, pg_database  # noqa: F401
 
 from .http import request
-from .tracker_net import net, web_tracker  # noqa: F401  (fixture)
+from .tracker_net import web_tracker
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 ROOT = "a" * 64

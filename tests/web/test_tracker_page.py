@@ -2,7 +2,7 @@
 
 import pytest_twisted
 
-from .tracker_net import net, web_tracker  # noqa: F401  (fixture)
+from .tracker_net import web_tracker
 
 
 def names(driver, table: str) -> list[str]:

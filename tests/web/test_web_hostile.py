@@ -25,7 +25,6 @@ from twisted.logger import formatEvent, globalLogPublisher
 from fileshare.tracker.store import FileRecord
 from fileshare.web.access import MAX_SESSIONS, Access, Guarded
 from fileshare.web.site import IDLE_TIMEOUT, MAX_BODY, REQUEST_DEADLINE, WebChannel, WebSite, package_file
-from tests.e2e.harness import Network
 
 from .http import request
 from .test_site import listen, root, url
@@ -628,15 +627,6 @@ async def test_cross_site_writes_are_refused(tmp_path, stop_later, headers, body
 NAME = "account name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
-@pytest_twisted.async_yield_fixture
-async def tracker_net(tmp_path):
-    network = Network(tmp_path)
-    try:
-        yield network
-    finally:
-        await network.close()
-
-
 @pytest.mark.parametrize(
     "path, status, message",
     [
@@ -649,8 +639,8 @@ async def tracker_net(tmp_path):
     ],
 )
 @pytest_twisted.ensureDeferred
-async def test_tracker_paths_with_odd_bytes_get_exact_json(tracker_net, path, status, message):
-    tracker = await web_tracker(tracker_net)
+async def test_tracker_paths_with_odd_bytes_get_exact_json(net, path, status, message):
+    tracker = await web_tracker(net)
     reply = await request(reactor, tracker.base + path)
     assert reply.status == status
     if message is not None:
@@ -667,20 +657,20 @@ async def test_tracker_paths_with_odd_bytes_get_exact_json(tracker_net, path, st
     ],
 )
 @pytest_twisted.ensureDeferred
-async def test_peer_paths_with_odd_bytes_get_exact_json(tracker_net, method, path, status, message):
-    await tracker_net.start_tracker()
-    peer = await tracker_net.start_peer("carol", web="tcp:0:interface=127.0.0.1")
+async def test_peer_paths_with_odd_bytes_get_exact_json(net, method, path, status, message):
+    await net.start_tracker()
+    peer = await net.start_peer("carol", web="tcp:0:interface=127.0.0.1")
     reply = await request(reactor, f"http://127.0.0.1:{peer.web.port_number}/api/v1/{path}", method)
     assert (reply.status, reply.json["message"]) == (status, message)
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_big_index_to_a_client_that_does_not_read_queues_about_one_page(tracker_net, monkeypatch):
+async def test_a_big_index_to_a_client_that_does_not_read_queues_about_one_page(net, monkeypatch):
     """Pipelined ``files`` requests on a 10,000-file index: replies wait for the client to read."""
     channels: list[WebChannel] = []
     made = WebChannel.connectionMade
     monkeypatch.setattr(WebChannel, "connectionMade", lambda self: (channels.append(self), made(self))[1])
-    tracker = await web_tracker(tracker_net)
+    tracker = await web_tracker(net)
     await tracker.directory.register("alice", "secret")
     records = [FileRecord(f"file-{i:05d}.bin", i, "a" * 64) for i in range(10_000)]
     await tracker.directory.announce("alice", records, reset=True)
@@ -706,9 +696,9 @@ async def test_a_big_index_to_a_client_that_does_not_read_queues_about_one_page(
     ],
 )
 @pytest_twisted.ensureDeferred
-async def test_a_peer_refuses_a_cross_site_fetch(tracker_net, headers, body, status, code):
-    await tracker_net.start_tracker()
-    peer = await tracker_net.start_peer("carol", web="tcp:0:interface=127.0.0.1")
+async def test_a_peer_refuses_a_cross_site_fetch(net, headers, body, status, code):
+    await net.start_tracker()
+    peer = await net.start_peer("carol", web="tcp:0:interface=127.0.0.1")
     base = f"http://127.0.0.1:{peer.web.port_number}/api/v1/fetches"
     reply = await request(reactor, base, "POST", headers, body)
     assert (reply.status, reply.json["error"]) == (status, code)
@@ -716,9 +706,9 @@ async def test_a_peer_refuses_a_cross_site_fetch(tracker_net, headers, body, sta
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_file_named_like_html_comes_back_as_json_text(tracker_net, tmp_path):
-    tracker = await web_tracker(tracker_net)
-    _, alice = await tracker_net.user("alice")
+async def test_a_file_named_like_html_comes_back_as_json_text(net, tmp_path):
+    tracker = await web_tracker(net)
+    _, alice = await net.user("alice")
     name = "<img src=x onerror=alert(1)>.txt"
     (tmp_path / "a.txt").write_text("x")
     assert (await alice.command(f"publish {tmp_path / 'a.txt'} '{name}'")).ok

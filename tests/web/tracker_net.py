@@ -4,22 +4,12 @@ import os
 import re
 from typing import Any
 
-import pytest_twisted
 from twisted.internet import reactor
 
 from tests.e2e.harness import Network
 from tests.e2e.test_twistd import TWISTD, Processes, Twistd
 
 LOCAL = "tcp:0:interface=127.0.0.1"
-
-
-@pytest_twisted.async_yield_fixture
-async def net(tmp_path):
-    network = Network(tmp_path)
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 async def web_tracker(net: Network, **options: Any) -> Any:
