@@ -113,6 +113,8 @@ class Directory(IndexRequests, IndexCoherence):
         self._touched: set[str] | None = None
         #: host -> the version of its files the index holds, with a versioned store (:mod:`.index_coherence`).
         self.versions: dict[str, int] = {}
+        #: Store checks of ``sources`` misses running now (:meth:`read_unheard_holders`, bounded).
+        self._miss_checks = 0
 
     # -- accounts
 

@@ -28,6 +28,10 @@ from .index import Index
 log = Logger()
 
 
+#: Store checks of a ``sources`` miss (:meth:`IndexCoherence.read_unheard_holders`) running at once, at most.
+MAX_MISS_CHECKS = 8
+
+
 class IFileVersions(Interface):
     """A store whose every change of a host's files bumps that host's version, in the same transaction.
 
@@ -170,14 +174,17 @@ class IndexCoherence:
         """
         if not (self.versioned and self.cluster.remote):
             return False
+        if self._miss_checks >= MAX_MISS_CHECKS:
+            # A flood of lookups of names nobody has would queue store queries without end in front of
+            # logins and writes; past this many at once a miss is answered as it is (the next heartbeat heals).
+            return False
         online, remote = self.online, self.cluster.remote
-        holders = sorted(
-            {
-                h.host
-                for h in await self.store.holdings(fname)
-                if h.host != asking and (h.host in online or h.host in remote)
-            }
-        )
+        self._miss_checks += 1
+        try:
+            found = await self.store.holdings(fname)
+        finally:
+            self._miss_checks -= 1
+        holders = sorted({h.host for h in found if h.host != asking and (h.host in online or h.host in remote)})
         if not holders:
             return False
         reads = [self.files_changed(name) for name in holders]

@@ -13,6 +13,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from fileshare.tracker.directory import Directory
+from fileshare.tracker.index_coherence import MAX_MISS_CHECKS
 from fileshare.tracker.store import FileRecord
 
 from . import _pg_group
@@ -200,3 +201,31 @@ async def test_a_tracker_with_no_host_online_elsewhere_answers_a_miss_without_as
     await login(a, "alice")
     monkeypatch.setattr(a.store, "holdings", lambda *args, **kwargs: defer.fail(AssertionError("asked the store")))
     assert await a.sources("nothing.txt", "alice") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_misses_past_the_bound_are_answered_without_queueing_more_store_checks(group, monkeypatch):
+    a = group.trackers[0]
+    b = await group.start("tracker-B")
+    await login(a, "alice")
+    await login(b, "bob")
+    await until(b, lambda: "alice" in b.cluster.remote)
+    asked: list[defer.Deferred] = []
+
+    def holdings(*args: Any, **kwargs: Any) -> defer.Deferred:
+        asked.append(defer.Deferred())
+        return asked[-1]
+
+    monkeypatch.setattr(b.store, "holdings", holdings)
+    waiting = [defer.ensureDeferred(b.sources(f"nothing-{i}.txt", "bob")) for i in range(MAX_MISS_CHECKS)]
+    assert (len(asked), [d.called for d in waiting]) == (MAX_MISS_CHECKS, [False] * MAX_MISS_CHECKS)
+    assert await b.sources("one-more.txt", "bob") == []  # answered at once, the store not asked
+    assert len(asked) == MAX_MISS_CHECKS
+    for d in asked:
+        d.callback([])
+    assert [await d for d in waiting] == [[]] * MAX_MISS_CHECKS
+    asked.clear()
+    after = defer.ensureDeferred(b.sources("after.txt", "bob"))
+    assert len(asked) == 1  # the bound is given back: the store is asked again
+    asked[0].callback([])
+    assert await after == []
